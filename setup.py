@@ -1,0 +1,26 @@
+"""
+vorchd: a virtualization orchestration daemon (twistd plugin) over libvirt and Redis.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vorchd",
+    version="0.1.0",
+    description="Virtualization orchestration daemon: the seed REST API over libvirt and Redis",
+    python_requires=">=3.11",
+    packages=find_packages(include=["vorchd", "vorchd.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/vorchd_plugin.py"]},
+    install_requires=[
+        "Twisted>=23.10",
+        "klein>=23.5",
+        "txredisapi>=1.4.10",
+        "libvirt-python>=9.0",
+        "attrs>=23.1",
+        "zope.interface>=6.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "treq>=23.11", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": []},
+)

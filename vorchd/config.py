@@ -1,0 +1,183 @@
+"""
+The ini file and the C{VORCHD_*} environment overrides, read into one frozen L{Settings}.
+
+Pure apart from reading the one file: the daemon, install.sh and the tests all build
+their settings here, so a setting means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from attrs import field, frozen
+
+DEFAULT_CONFIG = "etc/vorchd.ini"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+class ConfigError(ValueError):
+    """
+    The ini file (or an override) says something vorchd cannot use.
+    """
+
+
+@frozen
+class RedisAddress:
+    """
+    Where the state store lives, parsed from a C{redis://host:port/db} URL.
+    """
+
+    host: str
+    port: int
+    db: int
+    password: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisAddress:
+        parts = urlsplit(url)
+        if parts.scheme != "redis" or not parts.hostname:
+            raise ConfigError(f"redis url {url!r}: expected redis://host[:port][/db]")
+        try:
+            port = parts.port or 6379
+            db = int(parts.path.strip("/") or 0)
+        except ValueError as e:
+            raise ConfigError(f"redis url {url!r}: {e}") from None
+        return cls(parts.hostname, port, db, parts.password)
+
+
+@frozen
+class Settings:
+    """
+    Everything the daemon is told before it starts.
+
+    Each attribute is documented where an operator sets it: in etc/vorchd.ini.
+    """
+
+    port: int = 80
+    interface: str = ""
+    redis: RedisAddress = RedisAddress("127.0.0.1", 6379, 0)
+    key_prefix: str = "vorchd"
+    pm_file: str | None = None
+    image_file: str | None = None
+    flavor_file: str | None = None
+    ssh_uri_template: str = "qemu+ssh://{userat}{host}/system"
+    pool_name: str = "vorchd"
+    pool_path: str = "/var/lib/vorchd/pool"
+    threads: int = 8
+    connect_timeout: float = 20.0
+    call_timeout: float = 120.0
+    reconnect_max_delay: float = 60.0
+    domain_type: str = "auto"
+    console_log_dir: str = "/var/log/libvirt/qemu"
+    policy: str = "first-fit"
+    ratios: Mapping[str, float] = field(factory=lambda: {"cpu": 1.0, "ram": 1.0, "disk": 1.0})
+    max_attempts: int = 3
+
+
+def _positive(value: float, what: str) -> float:
+    if value <= 0:
+        raise ConfigError(f"{what} must be positive, not {value}")
+    return value
+
+
+def load_settings(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """
+    Read the ini file at C{path} (or C{VORCHD_CONFIG}, or the default), then apply the
+    environment overrides, then C{overrides} (command-line options), in that order.
+
+    @raise ConfigError: the file cannot be read or a value is wrong; the message names it.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("VORCHD_CONFIG") or DEFAULT_CONFIG
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except (OSError, UnicodeDecodeError, configparser.Error) as e:
+        raise ConfigError(f"config {path}: {e}") from None
+    base = os.path.dirname(os.path.abspath(path))
+
+    def get(section: str, key: str, default: str | None = None) -> str | None:
+        return parser.get(section, key, fallback=default)
+
+    def number(section: str, key: str, default, kind=int):
+        raw = get(section, key)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigError(
+                f"config {path}: [{section}] {key} = {raw!r} is not a number"
+            ) from None
+
+    def file_setting(key: str) -> str | None:
+        raw = get("inventory", key)
+        if not raw:
+            return None
+        # Relative paths in the ini are relative to the ini, not to wherever twistd runs.
+        return os.path.normpath(os.path.join(base, raw))
+
+    try:
+        ratios = {
+            r: _positive(number("allocation", f"{r}_ratio", 1.0, float), f"{r}_ratio")
+            for r in ("cpu", "ram", "disk")
+        }
+        values: dict[str, object] = dict(
+            port=number("server", "port", 80),
+            interface=get("server", "interface", "") or "",
+            redis=RedisAddress.from_url(get("redis", "url", DEFAULT_REDIS) or DEFAULT_REDIS),
+            key_prefix=get("redis", "key_prefix", "vorchd") or "vorchd",
+            pm_file=file_setting("pm_file"),
+            image_file=file_setting("image_file"),
+            flavor_file=file_setting("flavor_file"),
+            ssh_uri_template=get("libvirt", "ssh_uri_template", Settings.ssh_uri_template),
+            pool_name=get("libvirt", "pool_name", "vorchd") or "vorchd",
+            pool_path=get("libvirt", "pool_path", "/var/lib/vorchd/pool"),
+            threads=int(_positive(number("libvirt", "threads", 8), "threads")),
+            connect_timeout=_positive(
+                number("libvirt", "connect_timeout", 20.0, float), "connect_timeout"
+            ),
+            call_timeout=_positive(
+                number("libvirt", "call_timeout", 120.0, float), "call_timeout"
+            ),
+            reconnect_max_delay=_positive(
+                number("libvirt", "reconnect_max_delay", 60.0, float), "reconnect_max_delay"
+            ),
+            domain_type=get("libvirt", "domain_type", "auto") or "auto",
+            console_log_dir=get("libvirt", "console_log_dir", "/var/log/libvirt/qemu"),
+            policy=get("allocation", "policy", "first-fit") or "first-fit",
+            ratios=ratios,
+            max_attempts=int(_positive(number("allocation", "max_attempts", 3), "max_attempts")),
+        )
+        if values["domain_type"] not in ("auto", "kvm", "qemu"):
+            raise ConfigError(
+                f"config {path}: [libvirt] domain_type must be auto, kvm or qemu,"
+                f" not {values['domain_type']!r}"
+            )
+        if "VORCHD_PORT" in environ:
+            try:
+                values["port"] = int(environ["VORCHD_PORT"])
+            except ValueError:
+                raise ConfigError(
+                    f"VORCHD_PORT={environ['VORCHD_PORT']!r} is not a port"
+                ) from None
+        if "VORCHD_REDIS" in environ:
+            values["redis"] = RedisAddress.from_url(environ["VORCHD_REDIS"])
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        if not 0 <= int(values["port"]) <= 65535:
+            raise ConfigError(f"port {values['port']} is out of range")
+    except ConfigError as e:
+        if str(e).startswith(("config ", "VORCHD_", "port ")):
+            raise
+        raise ConfigError(f"config {path}: {e}") from None
+    return Settings(**values)

@@ -1,0 +1,338 @@
+"""
+One PM's hypervisor through one long-lived libvirt connection.
+
+Everything here blocks: it is only ever called from the thread pool that
+L{vorchd.hypervisor.service.Hypervisors} owns, never from the reactor thread.
+libvirt connections are thread-safe, so the pool's threads share one per PM.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import libvirt
+from attrs import evolve
+
+from vorchd import domain
+from vorchd.domain import VMSpec
+from vorchd.model import Resources
+
+GIB = 1024**3
+UPLOAD_CHUNK = 256 * 1024
+
+# libvirt prints every error to stderr by default; vorchd reports them itself.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+class HypervisorError(Exception):
+    """
+    A libvirt operation failed; the message says which and why.
+    """
+
+
+class HostUnreachable(HypervisorError):
+    """
+    The PM's libvirt connection is gone (or was never made).
+    """
+
+
+def _is_not_found(e: libvirt.libvirtError) -> bool:
+    return e.get_error_code() in (
+        libvirt.VIR_ERR_NO_DOMAIN,
+        libvirt.VIR_ERR_NO_STORAGE_VOL,
+        libvirt.VIR_ERR_NO_STORAGE_POOL,
+    )
+
+
+class LibvirtHost:
+    """
+    A PM reached at C{uri}, its VM disks kept in the directory pool C{pool_name}.
+
+    @ivar domain_type: C{auto} (KVM where it works, else plain QEMU), C{kvm} or C{qemu}.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        pool_name: str = "vorchd",
+        pool_path: str = "/var/lib/vorchd/pool",
+        domain_type: str = "auto",
+        console_log_dir: str | None = None,
+    ):
+        self.uri = uri
+        self.pool_name = pool_name
+        self.pool_path = pool_path
+        self.domain_type = domain_type
+        self.console_log_dir = console_log_dir
+        self._conn: libvirt.virConnect | None = None
+        self._kvm_works: bool | None = None
+        self._lock = threading.Lock()
+
+    # -- the connection ---------------------------------------------------------------
+
+    def connect(self) -> None:
+        """
+        Open the connection (closing a dead one first).
+        """
+        self.close()
+        try:
+            self._conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as e:
+            raise HostUnreachable(f"{self.uri}: {e.get_error_message()}") from None
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+    def alive(self) -> bool:
+        """
+        Whether the connection is open and answering.
+        """
+        try:
+            return self._conn is not None and self._conn.isAlive() == 1
+        except libvirt.libvirtError:
+            return False
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        if self._conn is None:
+            raise HostUnreachable(f"{self.uri}: not connected")
+        return self._conn
+
+    def _failed(self, what: str, e: libvirt.libvirtError) -> HypervisorError:
+        kind = HypervisorError if self.alive() else HostUnreachable
+        return kind(f"{self.uri}: {what}: {e.get_error_message()}")
+
+    @property
+    def is_test_driver(self) -> bool:
+        return self.uri.startswith("test:")
+
+    # -- discovery ----------------------------------------------------------------------
+
+    def pool(self) -> libvirt.virStoragePool:
+        """
+        The pool VM disks go into, defined, built and started here if the PM lacks it.
+        """
+        with self._lock:
+            try:
+                pool = self.conn.storagePoolLookupByName(self.pool_name)
+            except libvirt.libvirtError as e:
+                if not _is_not_found(e):
+                    raise self._failed("pool lookup", e) from None
+                try:
+                    pool = self.conn.storagePoolDefineXML(
+                        domain.pool_xml(self.pool_name, self.pool_path), 0
+                    )
+                    pool.build(0)
+                    pool.setAutostart(1)
+                except libvirt.libvirtError as e:
+                    raise self._failed(f"defining pool {self.pool_name}", e) from None
+            try:
+                if not pool.isActive():
+                    pool.create(0)
+            except libvirt.libvirtError as e:
+                raise self._failed(f"starting pool {self.pool_name}", e) from None
+            return pool
+
+    def discover(self) -> Resources:
+        """
+        The PM's capacity: host CPUs, host memory in MiB, and the GiB of its VM pool.
+        """
+        try:
+            info = self.conn.getInfo()
+            pool = self.pool()
+            pool.refresh(0)
+            capacity_bytes = pool.info()[1]
+        except libvirt.libvirtError as e:
+            raise self._failed("discovery", e) from None
+        return Resources(cpu=int(info[2]), ram=int(info[1]), disk=int(capacity_bytes // GIB))
+
+    def _domain_type(self) -> str:
+        if self.is_test_driver:
+            return "test"
+        if self.domain_type != "auto":
+            return self.domain_type
+        if self._kvm_works is None:
+            try:
+                self.conn.getDomainCapabilities(None, "x86_64", None, "kvm", 0)
+                self._kvm_works = True
+            except libvirt.libvirtError:
+                self._kvm_works = False
+        return "kvm" if self._kvm_works else "qemu"
+
+    # -- images ---------------------------------------------------------------------------
+
+    def _volume(self, pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as e:
+            if _is_not_found(e):
+                return None
+            raise self._failed(f"volume lookup {name}", e) from None
+
+    def ensure_base(self, name: str, source: str) -> tuple[str, str]:
+        """
+        The base copy C{name} of the local image file C{source} in the PM's pool,
+        uploaded through libvirt if it is not there yet.
+
+        The test driver cannot upload: there the volume is made without content (it runs
+        no guest anyway).
+
+        @return: the copy's path on the PM and the image's format (C{raw} or C{qcow2}).
+        """
+        try:
+            with open(source, "rb") as f:
+                fmt = domain.image_format(f.read(4))
+                size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            raise HypervisorError(f"image {source}: {e.strerror}") from None
+        pool = self.pool()
+        vol = self._volume(pool, name)
+        if vol is not None:
+            return vol.path(), fmt
+        try:
+            vol = pool.createXML(domain.base_volume_xml(name, size), 0)
+        except libvirt.libvirtError as e:
+            raise self._failed(f"creating volume {name}", e) from None
+        if not self.is_test_driver:
+            try:
+                self._upload(vol, source, size)
+            except BaseException:
+                self._delete_volume(vol)
+                raise
+        return vol.path(), fmt
+
+    def _upload(self, vol: libvirt.virStorageVol, source: str, size: int) -> None:
+        stream = self.conn.newStream(0)
+        try:
+            vol.upload(stream, 0, size, 0)
+            with open(source, "rb") as f:
+                while chunk := f.read(UPLOAD_CHUNK):
+                    stream.send(chunk)
+            stream.finish()
+        except (libvirt.libvirtError, OSError) as e:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass
+            if isinstance(e, OSError):
+                raise HypervisorError(f"image {source}: {e.strerror}") from None
+            raise self._failed(f"uploading {source}", e) from None
+
+    @staticmethod
+    def _delete_volume(vol: libvirt.virStorageVol) -> None:
+        try:
+            vol.delete(0)
+        except libvirt.libvirtError:
+            pass
+
+    # -- VMs ----------------------------------------------------------------------------
+
+    def create_vm(self, spec: VMSpec, base_path: str, base_format: str) -> str:
+        """
+        Make the VM's own overlay disk, define its domain persistently and start it.
+
+        On any failure everything made here is removed again before raising.
+
+        @return: the domain type it runs under (C{kvm}, C{qemu} or C{test}).
+        """
+        pool = self.pool()
+        stale = self._volume(pool, spec.volume_name)
+        if stale is not None:
+            # Left by a create that died half-way: vmids are never reused, so it is ours.
+            self._delete_volume(stale)
+        try:
+            overlay = pool.createXML(
+                domain.overlay_volume_xml(
+                    spec.volume_name, spec.flavor.disk, base_path, base_format
+                ),
+                0,
+            )
+        except libvirt.libvirtError as e:
+            raise self._failed("creating disk", e) from None
+        try:
+            kind = self._domain_type()
+            console = None
+            if self.console_log_dir and kind != "test":
+                console = os.path.join(self.console_log_dir, f"{spec.domain_name}-serial.log")
+            spec = evolve(spec, domain_type=kind, disk_path=overlay.path(), console_log=console)
+            try:
+                self._define_and_start(spec)
+            except HypervisorError:
+                if kind != "kvm" or self.domain_type != "auto":
+                    raise
+                # KVM is offered but does not work here (say /dev/kvm is not the qemu
+                # user's): emulate, and stop trying KVM on this PM.
+                self._kvm_works = False
+                spec = evolve(spec, domain_type="qemu")
+                self._define_and_start(spec)
+            return spec.domain_type
+        except BaseException:
+            self._delete_volume(overlay)
+            raise
+
+    def _define_and_start(self, spec: VMSpec) -> None:
+        try:
+            dom = self.conn.defineXML(domain.domain_xml(spec))
+        except libvirt.libvirtError as e:
+            raise self._failed("defining domain", e) from None
+        try:
+            dom.create()
+        except libvirt.libvirtError as e:
+            error = self._failed(f"starting {spec.domain_type} domain", e)
+            self._remove_domain(dom)
+            raise error from None
+
+    def _remove_domain(self, dom: libvirt.virDomain) -> None:
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError:
+            pass
+        try:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        except libvirt.libvirtError:
+            dom.undefine()
+
+    def destroy_vm(self, domain_name: str, volume_name: str) -> bool:
+        """
+        Stop and undefine the domain, and delete its disk. Either may be gone already.
+
+        @return: whether the domain was still there.
+        """
+        found = True
+        try:
+            dom = self.conn.lookupByName(domain_name)
+        except libvirt.libvirtError as e:
+            if not _is_not_found(e):
+                raise self._failed(f"looking up {domain_name}", e) from None
+            found = False
+        if found:
+            try:
+                self._remove_domain(dom)
+            except libvirt.libvirtError as e:
+                raise self._failed(f"removing {domain_name}", e) from None
+        vol = self._volume(self.pool(), volume_name)
+        if vol is not None:
+            try:
+                vol.delete(0)
+            except libvirt.libvirtError as e:
+                raise self._failed(f"deleting {volume_name}", e) from None
+        return found
+
+    def domain_state(self, domain_name: str) -> int | None:
+        """
+        The libvirt state of C{domain_name} (C{libvirt.VIR_DOMAIN_RUNNING}, ...), or
+        C{None} if the PM has no such domain.
+        """
+        try:
+            return self.conn.lookupByName(domain_name).state()[0]
+        except libvirt.libvirtError as e:
+            if _is_not_found(e):
+                return None
+            raise self._failed(f"looking up {domain_name}", e) from None

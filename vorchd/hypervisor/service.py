@@ -1,0 +1,147 @@
+"""
+The service that owns the fleet's libvirt connections and the thread pool they are
+used from, started and stopped with the daemon (like C{twisted.enterprise.adbapi}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from vorchd.hypervisor.host import HostUnreachable, HypervisorError, LibvirtHost
+from vorchd.model import Resources
+
+
+class Hypervisors(Service):
+    """
+    One L{LibvirtHost} per PM, each reached only through C{call}, which runs the blocking
+    method in this service's thread pool and gives its result as a Deferred.
+
+    A PM whose connection fails is marked down and reconnected with exponential backoff;
+    C{on_up} is told its freshly discovered capacity each time it (re)connects.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor,
+        threads: int = 8,
+        connect_timeout: float = 20.0,
+        call_timeout: float = 120.0,
+        reconnect_max_delay: float = 60.0,
+        on_up: Callable[[int, Resources], object] | None = None,
+    ):
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="vorchd-libvirt")
+        self._hosts: dict[int, LibvirtHost] = {}
+        self._up: dict[int, bool] = {}
+        self._retry: dict[int, object] = {}
+        self._delay: dict[int, float] = {}
+        self.connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
+        self.reconnect_max_delay = reconnect_max_delay
+        self.on_up = on_up
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool.start()
+
+    def stopService(self):
+        super().stopService()
+        for call in self._retry.values():
+            if call.active():
+                call.cancel()
+        self._retry.clear()
+        hosts = list(self._hosts.values())
+
+        def close_all():
+            for host in hosts:
+                host.close()
+
+        d = deferToThreadPool(self._reactor, self._pool, close_all)
+        d.addBoth(lambda _: self._pool.stop())
+        return d
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def add(self, pmid: int, host: LibvirtHost) -> None:
+        """
+        Manage C{host} as PM C{pmid} (not connected until L{connect}).
+        """
+        self._hosts[pmid] = host
+        self._up[pmid] = False
+
+    def host(self, pmid: int) -> LibvirtHost | None:
+        return self._hosts.get(pmid)
+
+    def is_up(self, pmid: int) -> bool:
+        return self._up.get(pmid, False)
+
+    def call(self, pmid: int, method: str, *args, timeout: float | None = None):
+        """
+        Run C{method} of PM C{pmid}'s L{LibvirtHost} in the thread pool.
+
+        A call that finds the connection gone marks the PM down and starts reconnecting.
+        """
+        host = self._hosts.get(pmid)
+        if host is None:
+            return defer.fail(HostUnreachable(f"PM {pmid} is not managed by this daemon"))
+        d = deferToThreadPool(self._reactor, self._pool, getattr(host, method), *args)
+        d.addTimeout(timeout or self.call_timeout, self._reactor)
+
+        def failed(f):
+            if f.check(HostUnreachable):
+                self._mark_down(pmid, f.getErrorMessage())
+            elif f.check(defer.TimeoutError):
+                raise HypervisorError(f"{host.uri}: {method} took too long")
+            return f
+
+        d.addErrback(failed)
+        return d
+
+    async def connect(self, pmid: int) -> Resources | None:
+        """
+        Connect PM C{pmid} and discover it; on failure mark it down and retry later.
+
+        @return: its capacity, or C{None} if it could not be reached now.
+        """
+        host = self._hosts[pmid]
+        try:
+            await self.call(pmid, "connect", timeout=self.connect_timeout)
+            capacity = await self.call(pmid, "discover")
+        except (HypervisorError, defer.TimeoutError) as e:
+            self._mark_down(pmid, str(e))
+            return None
+        self._up[pmid] = True
+        self._delay.pop(pmid, None)
+        self.log.info(
+            "PM {pmid} up at {uri}: {capacity}", pmid=pmid, uri=host.uri, capacity=capacity
+        )
+        if self.on_up is not None:
+            await defer.maybeDeferred(self.on_up, pmid, capacity)
+        return capacity
+
+    def _mark_down(self, pmid: int, why: str) -> None:
+        was_up = self._up.get(pmid, False)
+        self._up[pmid] = False
+        if was_up:
+            self.log.warn("PM {pmid} down: {why}", pmid=pmid, why=why)
+        pending = self._retry.get(pmid)
+        if not self.running or (pending is not None and pending.active()):
+            return
+        delay = min(self._delay.get(pmid, 0.5) * 2, self.reconnect_max_delay)
+        self._delay[pmid] = delay
+        self.log.info(
+            "PM {pmid}: reconnecting in {delay:.0f} s ({why})", pmid=pmid, delay=delay, why=why
+        )
+        self._retry[pmid] = self._reactor.callLater(
+            delay, lambda: defer.ensureDeferred(self.connect(pmid))
+        )

@@ -1,0 +1,271 @@
+"""
+The one place that acts: it reads state, asks the policy, claims, acts on the
+hypervisor, records, and undoes its claim when the act fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from attrs import frozen
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from vorchd.domain import VMSpec, base_volume_name, domain_name, volume_name
+from vorchd.hypervisor.host import HypervisorError, LibvirtHost
+from vorchd.hypervisor.service import Hypervisors
+from vorchd.inventory import InputFileError, parse_image_text
+from vorchd.model import Flavor, ImageEntry, PMEntry, Resources
+from vorchd.placement import candidates, free
+from vorchd.policies import IAllocationPolicy, Request
+from vorchd.store import Store, StoreUnavailable
+
+# Only these states are VMs a user sees; "creating" is a claim whose create has not answered.
+VISIBLE = ("active", "missing")
+
+
+class Refused(Exception):
+    """
+    A request vorchd answers with the seed API's failure value; the message says why.
+    """
+
+
+@frozen
+class HostSettings:
+    """
+    How each PM's libvirt side is set up (from the ini's [libvirt] section).
+    """
+
+    pool_name: str = "vorchd"
+    pool_path: str = "/var/lib/vorchd/pool"
+    domain_type: str = "auto"
+    console_log_dir: str | None = None
+
+
+class Fleet:
+    """
+    The fleet as users see it through the seed API, and the acts that change it.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: Store,
+        hypervisors: Hypervisors,
+        policy: IAllocationPolicy,
+        ratios: Mapping[str, float],
+        host_settings: HostSettings = HostSettings(),
+        max_attempts: int = 3,
+    ):
+        self.store = store
+        self.hypervisors = hypervisors
+        self.policy = policy
+        self.ratios = dict(ratios)
+        self.host_settings = host_settings
+        self.max_attempts = max_attempts
+        self.fleet_id: str | None = None
+        self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
+        hypervisors.on_up = self._discovered
+
+    # -- start-up -------------------------------------------------------------------------
+
+    async def load(
+        self, pms: Sequence[PMEntry], images: Sequence[ImageEntry], flavors: Sequence[Flavor]
+    ) -> None:
+        """
+        Make the parsed input files the fleet's inventory (ids kept by line), then connect
+        to and discover every PM at once. A PM that cannot be reached now is retried in
+        the background and does not hold up the rest.
+        """
+        self.fleet_id = await self.store.fleet_id()
+        pmids = await self.store.register_pms((e.line, e.uri) for e in pms)
+        await self.store.register_images((e.line, e.name) for e in images)
+        await self.store.set_flavors(flavors)
+        s = self.host_settings
+        for pmid, entry in zip(pmids, pms, strict=True):
+            if self.hypervisors.host(pmid) is None:
+                self.hypervisors.add(
+                    pmid,
+                    LibvirtHost(
+                        entry.uri, s.pool_name, s.pool_path, s.domain_type, s.console_log_dir
+                    ),
+                )
+        await defer.DeferredList(
+            [defer.ensureDeferred(self.hypervisors.connect(p)) for p in pmids],
+            consumeErrors=True,
+        )
+
+    async def _discovered(self, pmid: int, capacity: Resources) -> None:
+        try:
+            await self.store.set_capacity(pmid, capacity)
+        except StoreUnavailable as e:
+            self.log.warn("PM {pmid}: capacity not recorded: {e}", pmid=pmid, e=e)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def vm(self, vmid: int) -> dict[str, object] | None:
+        """
+        The seed API's view of VM C{vmid}, or C{None} if there is no such VM.
+        """
+        rec = await self.store.vm(vmid)
+        if rec is None or rec.get("state") not in VISIBLE:
+            return None
+        return {
+            "vmid": vmid,
+            "name": rec.get("name", ""),
+            "instance_type": int(rec["instance_type"]),
+            "pmid": int(rec["pmid"]),
+        }
+
+    async def pm(self, pmid: int) -> dict[str, object] | None:
+        """
+        The seed API's view of PM C{pmid}, or C{None} if the fleet never had it.
+        """
+        host = await self.store.host(pmid, up=self.hypervisors.is_up(pmid))
+        if host is None:
+            return None
+        return {
+            "pmid": pmid,
+            "capacity": host.capacity.as_dict(),
+            "free": free(host, self.ratios).as_dict(),
+            "vms": host.vms,
+        }
+
+    async def pm_vmids(self, pmid: int) -> list[int] | None:
+        """
+        The VMs on PM C{pmid}, or C{None} if the fleet never had it.
+        """
+        if await self.store.pm_record(pmid) is None:
+            return None
+        return await self.store.pm_vmids(pmid)
+
+    # -- acting -----------------------------------------------------------------------------
+
+    async def create(self, name: str, instance_type: int, image_id: int) -> int:
+        """
+        Place, claim, build and start a VM; answer only once its domain runs.
+
+        @return: the new vmid.
+        @raise Refused: nothing was made (or everything made was removed again).
+        """
+        if not name:
+            raise Refused("name is empty")
+        flavor = await self.store.flavor(instance_type)
+        if flavor is None:
+            raise Refused(f"no instance_type {instance_type}")
+        image = await self.store.image(image_id)
+        if image is None:
+            raise Refused(f"no image {image_id}")
+        source = self._local_source(image.source)
+        request = Request(flavor, image_id, name)
+        hosts = [
+            await self.store.host(pmid, up=self.hypervisors.is_up(pmid))
+            for pmid in await self.store.pm_ids()
+        ]
+        ranked, refused = candidates(self.policy, request, [h for h in hosts if h], self.ratios)
+        vmid = 0
+        attempts = 0
+        for host in ranked:
+            if attempts >= self.max_attempts:
+                break
+            if not vmid:
+                vmid = await self.store.next_vmid()
+            record = {
+                "name": name,
+                "instance_type": flavor.tid,
+                "image_id": image_id,
+                "domain": domain_name(self.fleet_id, vmid),
+                "volume": volume_name(self.fleet_id, vmid),
+            }
+            why = await self.store.claim(vmid, host.pmid, flavor.resources, self.ratios, record)
+            if why is not None:
+                # Another request took the room since we looked: try the next PM.
+                refused[host.pmid] = why
+                continue
+            attempts += 1
+            try:
+                kind = await self._build(vmid, name, flavor, image_id, host.pmid, source)
+            except HypervisorError as e:
+                refused[host.pmid] = str(e)
+                self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=host.pmid, e=e)
+                await self.store.release(vmid)
+                continue
+            if not await self._commit(vmid, host.pmid):
+                raise Refused("state store unavailable; nothing was created")
+            self.log.info(
+                "vm {vmid} created on PM {pmid} ({kind}), flavor {tid}, image {image_id},"
+                " policy {policy}",
+                vmid=vmid,
+                pmid=host.pmid,
+                kind=kind,
+                tid=flavor.tid,
+                image_id=image_id,
+                policy=self.policy.name,
+            )
+            return vmid
+        reasons = "; ".join(f"PM {p}: {why}" for p, why in sorted(refused.items()))
+        self.log.info(
+            "vm not created (flavor {tid}): {reasons}", tid=flavor.tid, reasons=reasons or "no PMs"
+        )
+        raise Refused(f"no PM could take it: {reasons or 'no PMs'}")
+
+    def _local_source(self, line: str) -> str:
+        try:
+            [entry] = parse_image_text(line)
+        except (InputFileError, ValueError) as e:
+            raise Refused(f"image source {line!r} unusable: {e}") from None
+        if entry.is_remote:
+            raise Refused(f"image source {line!r} is remote; remote images are not fetched yet")
+        return entry.path
+
+    async def _build(self, vmid, name, flavor, image_id, pmid, source) -> str:
+        lock = self._base_locks.setdefault((pmid, image_id), defer.DeferredLock())
+        # One upload per image and PM, however many creates wait for it.
+        base_path, base_format = await lock.run(
+            self.hypervisors.call,
+            pmid,
+            "ensure_base",
+            base_volume_name(self.fleet_id, image_id, "img"),
+            source,
+        )
+        spec = VMSpec(self.fleet_id, vmid, name, flavor, image_id, pmid, "auto", "")
+        return await self.hypervisors.call(pmid, "create_vm", spec, base_path, base_format)
+
+    async def _commit(self, vmid: int, pmid: int) -> bool:
+        try:
+            if await self.store.commit(vmid, pmid):
+                return True
+        except StoreUnavailable as e:
+            self.log.warn("vm {vmid}: not recorded, undoing: {e}", vmid=vmid, e=e)
+        try:
+            await self.hypervisors.call(
+                pmid,
+                "destroy_vm",
+                domain_name(self.fleet_id, vmid),
+                volume_name(self.fleet_id, vmid),
+            )
+            await self.store.release(vmid)
+        except (HypervisorError, StoreUnavailable) as e:
+            self.log.error("vm {vmid}: undo incomplete: {e}", vmid=vmid, e=e)
+        return False
+
+    async def destroy(self, vmid: int) -> None:
+        """
+        Stop and undefine VM C{vmid}'s domain, delete its disk, free its room.
+
+        A VM whose domain has vanished from its PM is destroyed all the same.
+
+        @raise Refused: no such VM, or its PM cannot be reached (nothing changed).
+        """
+        rec = await self.store.vm(vmid)
+        if rec is None or rec.get("state") not in VISIBLE:
+            raise Refused(f"no VM {vmid}")
+        pmid = int(rec["pmid"])
+        try:
+            await self.hypervisors.call(pmid, "destroy_vm", rec["domain"], rec["volume"])
+        except HypervisorError as e:
+            raise Refused(f"PM {pmid}: {e}") from None
+        if not await self.store.release(vmid):
+            raise Refused(f"VM {vmid} was destroyed by another request")
+        self.log.info("vm {vmid} destroyed on PM {pmid}", vmid=vmid, pmid=pmid)

@@ -1,0 +1,183 @@
+"""
+The seed REST API: HTTP in, orchestrator calls, JSON out. It only translates.
+
+Every answer is HTTP 200 with a JSON body; every failure is the seed's failure value,
+with the reason in an C{X-Vorchd-Reason} header for people reading with curl.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from klein import Klein
+from twisted.logger import Logger
+
+from vorchd.orchestrator import Fleet, Refused
+from vorchd.store import StoreUnavailable
+
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_ALLOWED_METHODS = (b"GET", b"HEAD")
+
+
+class BadRequest(Exception):
+    """
+    The request cannot be answered as asked (method, argument); the message says why.
+    """
+
+
+def _reason_header(reason: str) -> bytes:
+    # Header values must be one line of latin-1; keep them short and plain ASCII.
+    text = " ".join(reason.split())[:300]
+    return text.encode("ascii", "backslashreplace")
+
+
+class SeedAPI:
+    """
+    The Klein application serving the seed API over a L{Fleet}.
+    """
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+
+    def resource(self):
+        return self.app.resource()
+
+    # -- translation helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def _answer(request, value, reason: str | None = None) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        request.setResponseCode(200)
+        if reason:
+            request.setHeader(b"x-vorchd-reason", _reason_header(reason))
+        return json.dumps(value).encode("ascii")
+
+    @staticmethod
+    def _check_method(request) -> None:
+        if request.method not in _ALLOWED_METHODS:
+            raise BadRequest(f"method {request.method.decode('ascii', 'replace')} not allowed")
+
+    @staticmethod
+    def _arg(request, name: str) -> bytes:
+        values = request.args.get(name.encode("ascii"))
+        if not values:
+            raise BadRequest(f"missing argument {name}")
+        if len(values) > 1:
+            raise BadRequest(f"argument {name} given {len(values)} times")
+        return values[0]
+
+    @classmethod
+    def _int_arg(cls, request, name: str) -> int:
+        raw = cls._arg(request, name)
+        if not _DIGITS.fullmatch(raw):
+            raise BadRequest(f"argument {name} is not a non-negative integer")
+        return int(raw)
+
+    async def _serve(self, request, failure, work):
+        """
+        Run C{work()} and answer its value, or C{failure} with the reason.
+        """
+        try:
+            self._check_method(request)
+            return self._answer(request, await work())
+        except (BadRequest, Refused, StoreUnavailable) as e:
+            return self._answer(request, failure, str(e))
+        except Exception as e:
+            self.log.failure("unexpected error answering {uri}", uri=request.uri)
+            return self._answer(request, failure, f"internal error: {e.__class__.__name__}")
+
+    # -- the seed API ------------------------------------------------------------------------
+
+    @app.route("/vm/create")
+    def vm_create(self, request):
+        async def work():
+            raw_name = self._arg(request, "name")
+            try:
+                name = raw_name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest("name is not valid UTF-8") from None
+            tid = self._int_arg(request, "instance_type")
+            image_id = self._int_arg(request, "image_id")
+            if tid <= 0 or image_id <= 0:
+                raise BadRequest("instance_type and image_id must be positive")
+            return {"vmid": await self.fleet.create(name, tid, image_id)}
+
+        return self._serve(request, {"vmid": 0}, work)
+
+    @app.route("/vm/query")
+    def vm_query(self, request):
+        async def work():
+            vmid = self._int_arg(request, "vmid")
+            vm = await self.fleet.vm(vmid)
+            if vm is None:
+                raise Refused(f"no VM {vmid}")
+            return vm
+
+        return self._serve(request, 0, work)
+
+    @app.route("/vm/destroy")
+    def vm_destroy(self, request):
+        async def work():
+            await self.fleet.destroy(self._int_arg(request, "vmid"))
+            return {"status": 1}
+
+        return self._serve(request, {"status": 0}, work)
+
+    @app.route("/vm/types")
+    def vm_types(self, request):
+        async def work():
+            return {"types": [f.as_dict() for f in await self.fleet.store.flavors()]}
+
+        return self._serve(request, 0, work)
+
+    @app.route("/pm/list")
+    def pm_list(self, request):
+        async def work():
+            return {"pmids": await self.fleet.store.pm_ids()}
+
+        return self._serve(request, 0, work)
+
+    @app.route("/pm/listvms")
+    def pm_listvms(self, request):
+        async def work():
+            pmid = self._int_arg(request, "pmid")
+            vmids = await self.fleet.pm_vmids(pmid)
+            if vmids is None:
+                raise Refused(f"no PM {pmid}")
+            return {"vmids": vmids}
+
+        return self._serve(request, {"vmids": 0}, work)
+
+    @app.route("/pm/query")
+    def pm_query(self, request):
+        async def work():
+            pmid = self._int_arg(request, "pmid")
+            pm = await self.fleet.pm(pmid)
+            if pm is None:
+                raise Refused(f"no PM {pmid}")
+            return pm
+
+        return self._serve(request, 0, work)
+
+    @app.route("/image/list")
+    def image_list(self, request):
+        async def work():
+            images = await self.fleet.store.images()
+            return {"images": [{"id": i.id, "name": i.name} for i in images]}
+
+        return self._serve(request, 0, work)
+
+    @app.route("/", branch=True)
+    def anything_else(self, request):
+        path = request.path.decode("ascii", "replace")
+        return self._answer(request, 0, f"no such call: {path}")
+
+    @app.handle_errors(Exception)
+    def error(self, request, failure):
+        # Klein's own failures (a routing error, say) never show a traceback either.
+        self.log.failure("error answering {uri}", failure, uri=request.uri)
+        return self._answer(request, 0, "internal error")

@@ -1,0 +1,403 @@
+"""
+The fleet's state in Redis hashes, through txredisapi.
+
+Every change that must not be torn (a claim, its commit, its release, id assignment)
+is one Lua script, so it is atomic however many requests or daemons share the Redis.
+
+Keys, under a prefix (C{vorchd} by default)::
+
+    P:fleet                  this fleet's id, part of every libvirt name it makes
+    P:vmid                   the vmid counter (INCR: never reused)
+    P:vm:<vmid>              hash: name, instance_type, image_id, pmid, cpu, ram, disk,
+                             domain, volume, state (creating | active | missing)
+    P:vms                    set of every vmid that holds a claim
+    P:pm:index  P:pm:next    hash pm_file line -> pmid, and the pmid counter
+    P:pm:<pmid>              hash: line, uri, cap_cpu/ram/disk, used_cpu/ram/disk, drained
+    P:pm:<pmid>:vms          set of the PM's VMs (created, not being created)
+    P:pm:active              list of the pmids in the current pm_file, in file order
+    P:image:index P:image:next P:image:<id> P:image:active    likewise for images
+    P:flavor:<tid>           hash: cpu, ram, disk
+    P:flavor:active          list of the tids in the current flavor_file
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Iterable, Mapping
+
+import txredisapi
+from twisted.internet import defer
+from twisted.internet.error import TimeoutError as TwistedTimeoutError
+
+from vorchd.config import RedisAddress
+from vorchd.model import Flavor, Host, Image, Resources
+
+RESOURCES = ("cpu", "ram", "disk")
+
+
+class StoreUnavailable(Exception):
+    """
+    Redis did not answer (down, unreachable or too slow): nothing was changed that the
+    caller can rely on, and the caller answers with the seed API's failure value.
+    """
+
+
+# Register lines under stable ids: a known line keeps its id, a new one gets the next.
+# KEYS: index hash, counter, active list. ARGV: prefix, kind, then line/extra pairs.
+_REGISTER = """
+local ids = {}
+redis.call('DEL', KEYS[3])
+for i = 3, #ARGV, 2 do
+  local line = ARGV[i]
+  local id = redis.call('HGET', KEYS[1], line)
+  if not id then
+    id = redis.call('INCR', KEYS[2])
+    redis.call('HSET', KEYS[1], line, id)
+  end
+  local key = ARGV[1] .. ':' .. ARGV[2] .. ':' .. id
+  redis.call('HSET', key, 'line', line, 'extra', ARGV[i + 1])
+  redis.call('RPUSH', KEYS[3], id)
+  table.insert(ids, tonumber(id))
+end
+return ids
+"""
+
+# Claim room on a PM for a VM, or say why not. Checks and writes in one step, so no two
+# claims can both see the same free room.
+# KEYS: pm hash, vm hash, all-vms set. ARGV: vmid, cpu, ram, disk, three ratios, then
+# the vm record as field/value pairs.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown PM' end
+if redis.call('HGET', KEYS[1], 'drained') == '1' then return 'PM drained' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'vmid taken' end
+local names = {'cpu', 'ram', 'disk'}
+for i, r in ipairs(names) do
+  local cap = tonumber(redis.call('HGET', KEYS[1], 'cap_' .. r) or '0')
+  local used = tonumber(redis.call('HGET', KEYS[1], 'used_' .. r) or '0')
+  local limit = math.floor(cap * tonumber(ARGV[4 + i]))
+  if used + tonumber(ARGV[1 + i]) > limit then
+    return 'no room for ' .. r .. ': ' .. (limit - used) .. ' free'
+  end
+end
+for i, r in ipairs(names) do redis.call('HINCRBY', KEYS[1], 'used_' .. r, ARGV[1 + i]) end
+redis.call('HSET', KEYS[2], unpack(ARGV, 8))
+redis.call('SADD', KEYS[3], ARGV[1])
+return 'ok'
+"""
+
+# Turn a claim into a created VM. KEYS: vm hash, pm vms set. ARGV: vmid.
+_COMMIT = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'creating' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'active')
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# Give a VM's room back and forget it. Idempotent: exactly one caller gets 1.
+# KEYS: vm hash, all-vms set. ARGV: prefix, vmid.
+_RELEASE = """
+local vm = redis.call('HGETALL', KEYS[1])
+if #vm == 0 then return 0 end
+local f = {}
+for i = 1, #vm, 2 do f[vm[i]] = vm[i + 1] end
+local pm = ARGV[1] .. ':pm:' .. f['pmid']
+for _, r in ipairs({'cpu', 'ram', 'disk'}) do
+  redis.call('HINCRBY', pm, 'used_' .. r, -tonumber(f[r] or '0'))
+end
+redis.call('SREM', pm .. ':vms', ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def limit(capacity: int, ratio: float) -> int:
+    """
+    How much of a resource may be handed out: capacity times the overcommit ratio,
+    rounded down, exactly as the claim script computes it.
+    """
+    return math.floor(capacity * ratio)
+
+
+def _int(value: object, default: int = 0) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+class Store:
+    """
+    The fleet's records in one Redis, read and changed through txredisapi.
+
+    Every method returns a Deferred and fails with L{StoreUnavailable} when Redis does
+    not answer within C{timeout} seconds, so no caller hangs on an outage.
+    """
+
+    def __init__(self, redis, prefix: str = "vorchd", timeout: float = 5.0, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self._redis = redis
+        self._prefix = prefix
+        self._timeout = timeout
+        self._reactor = reactor
+
+    @classmethod
+    def connect(cls, address: RedisAddress, prefix: str = "vorchd", timeout: float = 5.0):
+        """
+        A store on a lazy, self-reconnecting connection pool to C{address}.
+        """
+        pool = txredisapi.lazyConnectionPool(
+            host=address.host,
+            port=address.port,
+            dbid=address.db,
+            password=address.password,
+            poolsize=4,
+            reconnect=True,
+            connectTimeout=timeout,
+            replyTimeout=timeout,
+            convertNumbers=False,
+        )
+        return cls(pool, prefix, timeout)
+
+    def disconnect(self) -> defer.Deferred:
+        return self._redis.disconnect()
+
+    def _key(self, *parts: object) -> str:
+        return ":".join([self._prefix, *map(str, parts)])
+
+    async def _call(self, method: str, *args):
+        d = defer.maybeDeferred(getattr(self._redis, method), *args)
+        d.addTimeout(self._timeout, self._reactor)
+        try:
+            return await d
+        except (
+            TwistedTimeoutError,
+            defer.CancelledError,
+            txredisapi.ConnectionError,
+            txredisapi.TimeoutError,
+            ConnectionError,
+        ) as e:
+            raise StoreUnavailable(f"redis: {e.__class__.__name__}: {e}") from None
+
+    async def _eval(self, script: str, keys: list[str], args: list[object]):
+        return await self._call("eval", script, keys, [str(a) for a in args])
+
+    # -- the fleet's identity and the id counter -------------------------------------
+
+    async def fleet_id(self) -> str:
+        """
+        This fleet's short random id, made once and kept: it keeps the libvirt names of
+        two fleets that share a hypervisor apart.
+        """
+        await self._call("set", self._key("fleet"), secrets.token_hex(4), None, None, True)
+        return await self._call("get", self._key("fleet"))
+
+    async def next_vmid(self) -> int:
+        """
+        A vmid no VM of this fleet has ever had.
+        """
+        return int(await self._call("incr", self._key("vmid")))
+
+    # -- inventory ------------------------------------------------------------------------
+
+    async def _register(self, kind: str, items: Iterable[tuple[str, str]]) -> list[int]:
+        args: list[object] = [self._prefix, kind]
+        for line, extra in items:
+            args += [line, extra]
+        ids = await self._eval(
+            _REGISTER,
+            [self._key(kind, "index"), self._key(kind, "next"), self._key(kind, "active")],
+            args,
+        )
+        return [int(i) for i in ids]
+
+    async def register_pms(self, entries: Iterable[tuple[str, str]]) -> list[int]:
+        """
+        Make C{(line, uri)} pairs the fleet's current PMs, in order, and return their
+        ids: a line seen before keeps its id, a new line gets a new one.
+        """
+        return await self._register("pm", entries)
+
+    async def register_images(self, entries: Iterable[tuple[str, str]]) -> list[int]:
+        """
+        Make C{(line, name)} pairs the fleet's current images; ids as for PMs.
+        """
+        return await self._register("image", entries)
+
+    async def set_flavors(self, flavors: Iterable[Flavor]) -> None:
+        """
+        Make C{flavors} the current instance types (VMs keep the resources they got).
+        """
+        flavors = list(flavors)
+        for f in flavors:
+            await self._call(
+                "hmset", self._key("flavor", f.tid), {"cpu": f.cpu, "ram": f.ram, "disk": f.disk}
+            )
+        active = self._key("flavor", "active")
+        await self._eval(
+            "redis.call('DEL', KEYS[1]) for i = 1, #ARGV do redis.call('RPUSH', KEYS[1],"
+            " ARGV[i]) end return 1",
+            [active],
+            [f.tid for f in flavors],
+        )
+
+    async def flavors(self) -> list[Flavor]:
+        """
+        The current instance types, in file order.
+        """
+        tids = await self._call("lrange", self._key("flavor", "active"), 0, -1)
+        out = []
+        for tid in tids:
+            f = await self._call("hgetall", self._key("flavor", tid))
+            if f:
+                out.append(Flavor(int(tid), _int(f["cpu"]), _int(f["ram"]), _int(f["disk"])))
+        return out
+
+    async def flavor(self, tid: int) -> Flavor | None:
+        """
+        The current instance type C{tid}, or C{None}.
+        """
+        return next((f for f in await self.flavors() if f.tid == tid), None)
+
+    async def images(self) -> list[Image]:
+        """
+        The current images, in file order.
+        """
+        ids = await self._call("lrange", self._key("image", "active"), 0, -1)
+        out = []
+        for i in ids:
+            rec = await self._call("hgetall", self._key("image", i))
+            out.append(Image(int(i), rec.get("extra", ""), rec.get("line", "")))
+        return out
+
+    async def image(self, image_id: int) -> Image | None:
+        """
+        The current image C{image_id}, or C{None}.
+        """
+        return next((i for i in await self.images() if i.id == image_id), None)
+
+    async def pm_ids(self) -> list[int]:
+        """
+        The current PMs' ids, in file order.
+        """
+        return [int(i) for i in await self._call("lrange", self._key("pm", "active"), 0, -1)]
+
+    async def pm_record(self, pmid: int) -> dict[str, str] | None:
+        """
+        Everything stored for PM C{pmid}, or C{None} if the fleet never had it.
+        """
+        rec = await self._call("hgetall", self._key("pm", pmid))
+        return rec or None
+
+    async def set_capacity(self, pmid: int, capacity: Resources) -> None:
+        """
+        Record what discovery read of PM C{pmid}.
+        """
+        await self._call(
+            "hmset", self._key("pm", pmid), {f"cap_{r}": getattr(capacity, r) for r in RESOURCES}
+        )
+
+    async def host(self, pmid: int, up: bool = True) -> Host | None:
+        """
+        PM C{pmid} as placement sees it, or C{None} if the fleet never had it.
+        """
+        rec = await self.pm_record(pmid)
+        if rec is None:
+            return None
+        vms = await self._call("scard", self._key("pm", pmid, "vms"))
+        return Host(
+            pmid=pmid,
+            capacity=Resources(*(_int(rec.get(f"cap_{r}")) for r in RESOURCES)),
+            used=Resources(*(_int(rec.get(f"used_{r}")) for r in RESOURCES)),
+            vms=int(vms),
+            up=up,
+            drained=rec.get("drained") == "1",
+        )
+
+    async def pm_vmids(self, pmid: int) -> list[int]:
+        """
+        The vmids of the VMs created on PM C{pmid}, in ascending order.
+        """
+        return sorted(int(v) for v in await self._call("smembers", self._key("pm", pmid, "vms")))
+
+    # -- VMs --------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        vmid: int,
+        pmid: int,
+        wanted: Resources,
+        ratios: Mapping[str, float],
+        record: Mapping[str, object],
+    ) -> str | None:
+        """
+        Atomically reserve C{wanted} on PM C{pmid} for C{vmid} and write its record in
+        state C{creating}.
+
+        @return: C{None} when claimed, else why not (no room, drained, ...).
+        """
+        fields: list[object] = []
+        full = {**record, "vmid": vmid, "pmid": pmid, "state": "creating"}
+        full.update(wanted.as_dict())
+        for k, v in full.items():
+            fields += [k, v]
+        answer = await self._eval(
+            _CLAIM,
+            [self._key("pm", pmid), self._key("vm", vmid), self._key("vms")],
+            [vmid, wanted.cpu, wanted.ram, wanted.disk]
+            + [repr(float(ratios[r])) for r in RESOURCES]
+            + fields,
+        )
+        return None if answer == "ok" else answer
+
+    async def commit(self, vmid: int, pmid: int) -> bool:
+        """
+        Mark a claimed VM as created; C{False} if its claim is gone.
+        """
+        done = await self._eval(
+            _COMMIT, [self._key("vm", vmid), self._key("pm", pmid, "vms")], [vmid]
+        )
+        return bool(int(done))
+
+    async def release(self, vmid: int) -> bool:
+        """
+        Give the room of VM C{vmid} back and forget it (a claim or a created VM).
+
+        @return: C{True} for exactly one of any number of concurrent callers.
+        """
+        done = await self._eval(
+            _RELEASE, [self._key("vm", vmid), self._key("vms")], [self._prefix, vmid]
+        )
+        return bool(int(done))
+
+    async def vm(self, vmid: int) -> dict[str, str] | None:
+        """
+        The stored record of VM C{vmid} (in any state), or C{None}.
+        """
+        rec = await self._call("hgetall", self._key("vm", vmid))
+        return rec or None
+
+    async def set_vm_state(self, vmid: int, state: str) -> None:
+        """
+        Record C{state} for an existing VM (C{active} or C{missing}).
+        """
+        await self._eval(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'state',"
+            " ARGV[1]) end return 1",
+            [self._key("vm", vmid)],
+            [state],
+        )
+
+    async def all_vmids(self) -> list[int]:
+        """
+        Every vmid holding a claim, created or being created.
+        """
+        return sorted(int(v) for v in await self._call("smembers", self._key("vms")))
+
+    async def ping(self) -> bool:
+        """
+        Whether Redis answers now.
+        """
+        return (await self._call("ping")) == "PONG"

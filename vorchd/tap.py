@@ -1,0 +1,173 @@
+"""
+The twistd plugin's C{Options} and C{makeService}: settings and input files in, a
+service tree out (the libvirt service and the fleet service with its REST listener).
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from vorchd import inventory
+from vorchd.config import ConfigError, RedisAddress, Settings, load_settings
+from vorchd.hypervisor.service import Hypervisors
+from vorchd.orchestrator import Fleet, HostSettings
+from vorchd.policies import UnknownPolicy, policy_named
+from vorchd.rest import SeedAPI
+from vorchd.store import Store, StoreUnavailable
+
+
+class Options(usage.Options):
+    """
+    C{twistd vorchd} options. The ini file holds every setting; these override it.
+    """
+
+    optParameters = [
+        ["config", "c", None, "The ini file (default: $VORCHD_CONFIG or etc/vorchd.ini)."],
+        ["port", "p", None, "The REST port (overrides the ini and $VORCHD_PORT).", int],
+        ["redis", None, None, "The Redis URL (overrides the ini and $VORCHD_REDIS)."],
+        ["pm-file", None, None, "The pm_file (overrides the ini)."],
+        ["image-file", None, None, "The image_file (overrides the ini)."],
+        ["flavor-file", None, None, "The flavor_file (overrides the ini)."],
+    ]
+
+    def postOptions(self) -> None:
+        """
+        Read the settings and parse the three input files now, so that a bad one stops
+        start-up with its name, line and reason before anything is stored.
+        """
+        overrides = {
+            "port": self["port"],
+            "redis": RedisAddress.from_url(self["redis"]) if self["redis"] else None,
+            "pm_file": self["pm-file"],
+            "image_file": self["image-file"],
+            "flavor_file": self["flavor-file"],
+        }
+        try:
+            settings = load_settings(self["config"], overrides=overrides)
+            policy_named(settings.policy)
+            missing = [
+                k for k in ("pm_file", "image_file", "flavor_file") if not getattr(settings, k)
+            ]
+            if missing:
+                raise ConfigError(f"no {', '.join(missing)} given (ini [inventory] or options)")
+            self.settings = settings
+            self.pms = inventory.parse_pm_file(
+                settings.pm_file, ssh_template=settings.ssh_uri_template
+            )
+            self.images = inventory.parse_image_file(settings.image_file)
+            self.flavors = inventory.parse_flavor_file(settings.flavor_file)
+        except (ConfigError, UnknownPolicy, inventory.InputFileError) as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class FleetService(Service):
+    """
+    Loads the inventory into Redis, discovers the PMs, then serves the REST API.
+
+    If Redis is down at start-up the API is served anyway (answering the seed's failure
+    values) and loading is retried until it succeeds.
+    """
+
+    log = Logger()
+    retry_delay = 2.0
+
+    def __init__(self, fleet: Fleet, settings: Settings, pms, images, flavors, reactor):
+        self.fleet = fleet
+        self.settings = settings
+        self.inventory = (pms, images, flavors)
+        self.reactor = reactor
+        self.port = None
+        self.loaded = defer.Deferred()
+        self._stopping = False
+        self._retry = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._started = defer.ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        await self._load()
+        site = Site(SeedAPI(self.fleet).resource())
+        site.noisy = False
+        endpoint = endpoints.TCP4ServerEndpoint(
+            self.reactor, self.settings.port, interface=self.settings.interface
+        )
+        try:
+            self.port = await endpoint.listen(site)
+        except Exception:
+            self.log.failure("cannot listen on port {port}", port=self.settings.port)
+            self.reactor.stop()
+            return
+        self.log.info("vorchd serving the seed API on port {port}", port=self.port.getHost().port)
+
+    async def _load(self) -> None:
+        try:
+            await self.fleet.load(*self.inventory)
+        except StoreUnavailable as e:
+            if self._stopping:
+                return
+            self.log.warn("redis unavailable, retrying the inventory load: {e}", e=e)
+            self._retry = self.reactor.callLater(
+                self.retry_delay, lambda: defer.ensureDeferred(self._load())
+            )
+            return
+        self.log.info("inventory loaded: {n} PMs", n=len(self.inventory[0]))
+        if not self.loaded.called:
+            self.loaded.callback(None)
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        await self._started
+        if self.port is not None:
+            await self.port.stopListening()
+        await self.fleet.store.disconnect()
+
+    def stopService(self):
+        super().stopService()
+        return defer.ensureDeferred(self._stop())
+
+
+def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiService:
+    """
+    The daemon's service tree for C{settings} and the parsed input files.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    top = MultiService()
+    hypervisors = Hypervisors(
+        reactor,
+        threads=settings.threads,
+        connect_timeout=settings.connect_timeout,
+        call_timeout=settings.call_timeout,
+        reconnect_max_delay=settings.reconnect_max_delay,
+    )
+    hypervisors.setName("hypervisors")
+    hypervisors.setServiceParent(top)
+    store = Store.connect(settings.redis, settings.key_prefix)
+    fleet = Fleet(
+        store,
+        hypervisors,
+        policy_named(settings.policy),
+        settings.ratios,
+        HostSettings(
+            settings.pool_name, settings.pool_path, settings.domain_type, settings.console_log_dir
+        ),
+        settings.max_attempts,
+    )
+    service = FleetService(fleet, settings, pms, images, flavors, reactor)
+    service.setName("fleet")
+    service.setServiceParent(top)
+    return top
+
+
+def makeService(options: Options, reactor=None) -> MultiService:
+    """
+    The twistd entry point.
+    """
+    return build(options.settings, options.pms, options.images, options.flavors, reactor)

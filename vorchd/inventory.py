@@ -150,6 +150,15 @@ def _is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
+def this_machine() -> Callable[[str], bool]:
+    """
+    Whether a host (as written in an input file) is this machine, with this machine's names
+    looked up now, once: the predicate itself never blocks.
+    """
+    names = local_names()
+    return lambda host: _is_loopback(host) or host.lower() in names or _canonical_ip(host) in names
+
+
 def _default_is_local() -> Callable[[str], bool]:
     """
     The default C{is_local}: membership in L{local_names}, looked up on first use only, so a

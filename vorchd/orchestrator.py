@@ -5,7 +5,7 @@ hypervisor, records, and undoes its claim when the act fails.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from attrs import frozen
 from twisted.internet import defer
@@ -57,6 +57,7 @@ class Fleet:
         ratios: Mapping[str, float],
         host_settings: HostSettings = HostSettings(),
         max_attempts: int = 3,
+        is_local: Callable[[str], bool] = lambda host: False,
     ):
         self.store = store
         self.hypervisors = hypervisors
@@ -64,6 +65,7 @@ class Fleet:
         self.ratios = dict(ratios)
         self.host_settings = host_settings
         self.max_attempts = max_attempts
+        self.is_local = is_local
         self.fleet_id: str | None = None
         self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
         hypervisors.on_up = self._discovered
@@ -215,7 +217,7 @@ class Fleet:
             [entry] = parse_image_text(line)
         except (InputFileError, ValueError) as e:
             raise Refused(f"image source {line!r} unusable: {e}") from None
-        if entry.is_remote:
+        if entry.is_remote and not self.is_local(entry.host):
             raise Refused(f"image source {line!r} is remote; remote images are not fetched yet")
         return entry.path
 

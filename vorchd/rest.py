@@ -1,8 +1,10 @@
 """
 The seed REST API: HTTP in, orchestrator calls, JSON out. It only translates.
 
-Every answer is HTTP 200 with a JSON body; every failure is the seed's failure value,
-with the reason in an C{X-Vorchd-Reason} header for people reading with curl.
+Every answer is HTTP 200 with a JSON body. A call that fails answers its own failure
+value (C{{"vmid": 0}}, C{{"status": 0}}, C{{"vmids": 0}}, C{0}); anything that is not a
+call of the API (unknown path, other method, a missing or non-integer argument) answers
+C{0}. Failures carry the reason in an C{X-Vorchd-Reason} header for people using curl.
 """
 
 from __future__ import annotations
@@ -16,13 +18,22 @@ from twisted.logger import Logger
 from vorchd.orchestrator import Fleet, Refused
 from vorchd.store import StoreUnavailable
 
-_DIGITS = re.compile(rb"[0-9]{1,18}")
+# An integer argument as people write one; longer than this is not a number anyone meant.
+_INTEGER = re.compile(rb"-?[0-9]{1,1000}")
 _ALLOWED_METHODS = (b"GET", b"HEAD")
+
+
+class Malformed(Exception):
+    """
+    Not a call of the seed API at all (other method, a missing, repeated or non-integer
+    argument): answered with a plain C{0}, like an unknown path.
+    """
 
 
 class BadRequest(Exception):
     """
-    The request cannot be answered as asked (method, argument); the message says why.
+    A well-formed call that cannot succeed as asked (an empty name, a non-positive id):
+    answered with the call's own failure value.
     """
 
 
@@ -59,22 +70,22 @@ class SeedAPI:
     @staticmethod
     def _check_method(request) -> None:
         if request.method not in _ALLOWED_METHODS:
-            raise BadRequest(f"method {request.method.decode('ascii', 'replace')} not allowed")
+            raise Malformed(f"method {request.method.decode('ascii', 'replace')} not allowed")
 
     @staticmethod
     def _arg(request, name: str) -> bytes:
         values = request.args.get(name.encode("ascii"))
         if not values:
-            raise BadRequest(f"missing argument {name}")
+            raise Malformed(f"missing argument {name}")
         if len(values) > 1:
-            raise BadRequest(f"argument {name} given {len(values)} times")
+            raise Malformed(f"argument {name} given {len(values)} times")
         return values[0]
 
     @classmethod
     def _int_arg(cls, request, name: str) -> int:
         raw = cls._arg(request, name)
-        if not _DIGITS.fullmatch(raw):
-            raise BadRequest(f"argument {name} is not a non-negative integer")
+        if not _INTEGER.fullmatch(raw):
+            raise Malformed(f"argument {name} is not an integer")
         return int(raw)
 
     async def _serve(self, request, failure, work):
@@ -84,6 +95,8 @@ class SeedAPI:
         try:
             self._check_method(request)
             return self._answer(request, await work())
+        except Malformed as e:
+            return self._answer(request, 0, str(e))
         except (BadRequest, Refused, StoreUnavailable) as e:
             return self._answer(request, failure, str(e))
         except Exception as e:
@@ -95,13 +108,19 @@ class SeedAPI:
     @app.route("/vm/create")
     def vm_create(self, request):
         async def work():
-            raw_name = self._arg(request, "name")
-            try:
-                name = raw_name.decode("utf-8")
-            except UnicodeDecodeError:
-                raise BadRequest("name is not valid UTF-8") from None
             tid = self._int_arg(request, "instance_type")
             image_id = self._int_arg(request, "image_id")
+            # The seed names a missing name among create's own failures, unlike other
+            # missing arguments.
+            names = request.args.get(b"name") or [b""]
+            if len(names) > 1:
+                raise Malformed(f"argument name given {len(names)} times")
+            try:
+                name = names[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest("name is not valid UTF-8") from None
+            if not name:
+                raise BadRequest("name is empty or missing")
             if tid <= 0 or image_id <= 0:
                 raise BadRequest("instance_type and image_id must be positive")
             return {"vmid": await self.fleet.create(name, tid, image_id)}

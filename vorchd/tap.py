@@ -159,6 +159,7 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
             settings.pool_name, settings.pool_path, settings.domain_type, settings.console_log_dir
         ),
         settings.max_attempts,
+        inventory.this_machine(),
     )
     service = FleetService(fleet, settings, pms, images, flavors, reactor)
     service.setName("fleet")

@@ -1,0 +1,246 @@
+"""
+Real parts for vorchd's tests: a real redis-server on a free port, fleets of libvirt
+test-driver PMs of any size, and a whole daemon built from real settings and input files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from twisted.internet import defer, reactor, task
+
+from vorchd import bootimage, inventory, tap
+from vorchd.config import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """
+    A TCP port nobody listens on now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """
+    A real redis-server in a temp dir, with AOF on, as vorchd runs it.
+    """
+
+    def __init__(self, port: int | None = None, directory: str | None = None):
+        self.port = port or free_port()
+        self.dir = directory or tempfile.mkdtemp(prefix="vorchd-redis-")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (run ./install.sh test)")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+_shared_redis: RedisServer | None = None
+
+
+def shared_redis() -> RedisServer:
+    """
+    One Redis for the whole test run; tests keep apart by key prefix.
+    """
+    global _shared_redis
+    if _shared_redis is None:
+        _shared_redis = RedisServer().start()
+        atexit.register(_shared_redis.stop)
+        atexit.register(shutil.rmtree, _shared_redis.dir, True)
+    return _shared_redis
+
+
+# libvirt's test driver reports every pool as 100 GiB, whatever its XML says.
+TEST_POOL_GIB = 100
+
+
+def node_xml(cpus: int, ram_mib: int, with_pool: bool = True) -> str:
+    """
+    A libvirt test-driver node with C{cpus} CPUs, C{ram_mib} MiB and, if C{with_pool},
+    vorchd's pool already defined (else the daemon defines it).
+    """
+    pool = ""
+    if with_pool:
+        pool = (
+            "<pool type='dir'><name>vorchd</name>"
+            f"<uuid>{uuid.uuid4()}</uuid>"
+            "<target><path>/var/lib/vorchd/pool</path></target></pool>"
+        )
+    return (
+        "<node><cpu><nodes>1</nodes><sockets>1</sockets>"
+        f"<cores>{cpus}</cores><threads>1</threads><active>{cpus}</active>"
+        "<mhz>2000</mhz><model>x86_64</model></cpu>"
+        f"<memory>{ram_mib * 1024}</memory>{pool}</node>"
+    )
+
+
+def write_fleet(directory: Path, sizes) -> list[str]:
+    """
+    Write one node XML per C{(cpus, ram_mib)} or C{(cpus, ram_mib, with_pool)} and return
+    their test:// URIs.
+    """
+    uris = []
+    for i, size in enumerate(sizes, 1):
+        path = directory / f"pm{i}.xml"
+        path.write_text(node_xml(*size))
+        uris.append(f"test://{path}")
+    return uris
+
+
+FLAVORS = [
+    {"tid": 1, "cpu": 1, "ram": 512, "disk": 1},
+    {"tid": 2, "cpu": 2, "ram": 1024, "disk": 2},
+    {"tid": 3, "cpu": 4, "ram": 2048, "disk": 3},
+]
+
+
+class Daemon:
+    """
+    A whole vorchd (its twistd service tree) in this process, built from an ini file and
+    input files written to C{directory}, against real Redis and the given PM URIs.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        redis_url: str,
+        prefix: str,
+        pm_lines,
+        flavors=FLAVORS,
+        image_lines=None,
+        extra_ini: str = "",
+    ):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        image = self.dir / "images" / "hello.img"
+        if not image.exists():
+            image.parent.mkdir(exist_ok=True)
+            bootimage.write_image(image)
+        (self.dir / "pm_file").write_text("\n".join(pm_lines) + "\n")
+        (self.dir / "image_file").write_text("\n".join(image_lines or [str(image)]) + "\n")
+        (self.dir / "flavor_file").write_text(json.dumps({"types": flavors}))
+        self.ini = self.dir / "vorchd.ini"
+        self.ini.write_text(
+            f"[server]\nport = 0\ninterface = 127.0.0.1\n"
+            f"[redis]\nurl = {redis_url}\nkey_prefix = {prefix}\n"
+            f"[inventory]\npm_file = pm_file\nimage_file = image_file\n"
+            f"flavor_file = flavor_file\n"
+            f"[libvirt]\npool_path = {self.dir / 'pool'}\nconnect_timeout = 5\n"
+            f"call_timeout = 30\n{extra_ini}"
+        )
+        self.service = None
+
+    @property
+    def fleet_service(self):
+        return self.service.getServiceNamed("fleet")
+
+    @property
+    def fleet(self):
+        return self.fleet_service.fleet
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.fleet_service.port.getHost().port}"
+
+    async def start(self) -> Daemon:
+        settings = load_settings(str(self.ini), environ={})
+        self.service = tap.build(
+            settings,
+            inventory.parse_pm_file(settings.pm_file),
+            inventory.parse_image_file(settings.image_file),
+            inventory.parse_flavor_file(settings.flavor_file),
+            reactor,
+        )
+        self.service.startService()
+        await self.fleet_service.loaded
+        # The listener comes up right after the inventory is loaded.
+        while self.fleet_service.port is None:
+            await task.deferLater(reactor, 0.01, lambda: None)
+        return self
+
+    async def stop(self) -> None:
+        if self.service is not None and self.service.running:
+            await defer.maybeDeferred(self.service.stopService)
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def tmpdir(testcase) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="vorchd-test-"))
+    testcase.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def require_root_libvirtd() -> str | None:
+    """
+    Why qemu:///system cannot be used here, or None if it can.
+    """
+    if os.geteuid() != 0:
+        return "needs root"
+    try:
+        import libvirt
+
+        conn = libvirt.open("qemu:///system")
+        conn.close()
+    except Exception as e:  # libvirt not installed or libvirtd not running
+        return f"qemu:///system unavailable: {e}"
+    return None

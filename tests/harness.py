@@ -165,7 +165,7 @@ class Daemon:
         pm_lines,
         flavors=FLAVORS,
         image_lines=None,
-        extra_ini: str = "",
+        libvirt: dict | None = None,
     ):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -176,14 +176,19 @@ class Daemon:
         (self.dir / "pm_file").write_text("\n".join(pm_lines) + "\n")
         (self.dir / "image_file").write_text("\n".join(image_lines or [str(image)]) + "\n")
         (self.dir / "flavor_file").write_text(json.dumps({"types": flavors}))
+        libvirt_settings = {
+            "pool_path": self.dir / "pool",
+            "connect_timeout": 5,
+            "call_timeout": 30,
+            **(libvirt or {}),
+        }
         self.ini = self.dir / "vorchd.ini"
         self.ini.write_text(
             f"[server]\nport = 0\ninterface = 127.0.0.1\n"
             f"[redis]\nurl = {redis_url}\nkey_prefix = {prefix}\n"
             f"[inventory]\npm_file = pm_file\nimage_file = image_file\n"
             f"flavor_file = flavor_file\n"
-            f"[libvirt]\npool_path = {self.dir / 'pool'}\nconnect_timeout = 5\n"
-            f"call_timeout = 30\n{extra_ini}"
+            "[libvirt]\n" + "".join(f"{k} = {v}\n" for k, v in libvirt_settings.items())
         )
         self.service = None
 

@@ -85,6 +85,18 @@ class RedisServer:
                 time.sleep(0.02)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
+    def keys(self, pattern: str) -> list[str]:
+        """
+        The keys matching C{pattern} now, read with redis-cli.
+        """
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "--scan", "--pattern", pattern],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return sorted(out.split())
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()

@@ -16,6 +16,7 @@ from attrs import field, frozen
 
 DEFAULT_CONFIG = "etc/vorchd.ini"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+DEFAULT_SSH_TEMPLATE = "qemu+ssh://{userat}{host}/system"
 
 
 class ConfigError(ValueError):
@@ -63,7 +64,7 @@ class Settings:
     pm_file: str | None = None
     image_file: str | None = None
     flavor_file: str | None = None
-    ssh_uri_template: str = "qemu+ssh://{userat}{host}/system"
+    ssh_uri_template: str = DEFAULT_SSH_TEMPLATE
     pool_name: str = "vorchd"
     pool_path: str = "/var/lib/vorchd/pool"
     threads: int = 8
@@ -138,7 +139,7 @@ def load_settings(
             pm_file=file_setting("pm_file"),
             image_file=file_setting("image_file"),
             flavor_file=file_setting("flavor_file"),
-            ssh_uri_template=get("libvirt", "ssh_uri_template", Settings.ssh_uri_template),
+            ssh_uri_template=get("libvirt", "ssh_uri_template", DEFAULT_SSH_TEMPLATE),
             pool_name=get("libvirt", "pool_name", "vorchd") or "vorchd",
             pool_path=get("libvirt", "pool_path", "/var/lib/vorchd/pool"),
             threads=int(_positive(number("libvirt", "threads", 8), "threads")),

@@ -18,8 +18,9 @@ from vorchd.model import Flavor
 METADATA_NS = "https://vorchd.dev/xmlns/vm/1"
 METADATA_PREFIX = "vorchd"
 
-# Characters XML 1.0 cannot carry at all, even escaped.
-_NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Characters XML 1.0 cannot carry at all, even escaped, and CR, which XML parsers turn
+# into LF: a name with any of them is carried base64-encoded to come back exact.
+_NOT_XML = re.compile("[^\u0009\u000a\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 ET.register_namespace(METADATA_PREFIX, METADATA_NS)
 

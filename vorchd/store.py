@@ -174,6 +174,7 @@ class Store:
             return await d
         except (
             TwistedTimeoutError,
+            defer.TimeoutError,
             defer.CancelledError,
             txredisapi.ConnectionError,
             txredisapi.TimeoutError,

@@ -1,0 +1,130 @@
+"""
+The Redis store against a real redis-server: stable ids, atomic claims, exact releases.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from tests.harness import free_port, shared_redis, unique_prefix
+from vorchd.config import RedisAddress
+from vorchd.model import Flavor, Resources
+from vorchd.store import Store, StoreUnavailable
+
+ONE = {"cpu": 1.0, "ram": 1.0, "disk": 1.0}
+SMALL = Resources(1, 512, 1)
+
+
+class StoreTests(TestCase):
+    """
+    The state store's promises, on real Redis.
+    """
+
+    async def setUp(self):
+        redis = shared_redis()
+        self.store = Store.connect(RedisAddress("127.0.0.1", redis.port, 0), unique_prefix())
+        self.addCleanup(self.store.disconnect)
+        [self.pmid] = await self.store.register_pms([("pm-a", "test:///a")])
+        await self.store.set_capacity(self.pmid, Resources(4, 4096, 100))
+
+    async def claim(self, wanted=SMALL, ratios=ONE):
+        vmid = await self.store.next_vmid()
+        why = await self.store.claim(vmid, self.pmid, wanted, ratios, {"name": "x"})
+        return vmid, why
+
+    async def test_ids_stable_by_line(self):
+        """
+        A line keeps its id when the file changes around it; a new line gets a new id,
+        and the current list follows the file's order.
+        """
+        first = await self.store.register_pms([("pm-a", "u"), ("pm-b", "u"), ("pm-c", "u")])
+        self.assertEqual(first, [1, 2, 3])
+        second = await self.store.register_pms([("pm-c", "u"), ("pm-d", "u"), ("pm-a", "u")])
+        self.assertEqual(second, [3, 4, 1])
+        self.assertEqual(await self.store.pm_ids(), [3, 4, 1])
+
+    async def test_flavors_replace(self):
+        """
+        The current flavors are the last ones set, in their order.
+        """
+        await self.store.set_flavors([Flavor(2, 1, 1, 1), Flavor(1, 2, 2, 2)])
+        await self.store.set_flavors([Flavor(5, 1, 512, 1)])
+        self.assertEqual(await self.store.flavors(), [Flavor(5, 1, 512, 1)])
+        self.assertIsNone(await self.store.flavor(2))
+
+    async def test_vmids_increase(self):
+        """
+        vmids only ever go up.
+        """
+        ids = [await self.store.next_vmid() for _ in range(5)]
+        self.assertEqual(ids, sorted(set(ids)))
+
+    async def test_claim_refuses_past_capacity(self):
+        """
+        A claim that would take a PM past its capacity is refused with the resource.
+        """
+        _, why = await self.claim(Resources(4, 4096, 100))
+        self.assertIsNone(why)
+        _, why = await self.claim(Resources(1, 1, 1))
+        self.assertIn("cpu", why)
+        host = await self.store.host(self.pmid)
+        self.assertEqual(host.used, Resources(4, 4096, 100))
+
+    async def test_concurrent_claims(self):
+        """
+        100 claims at once on a PM with room for 4: exactly 4 succeed.
+        """
+        results = await defer.gatherResults(
+            [defer.ensureDeferred(self.claim()) for _ in range(100)]
+        )
+        self.assertEqual(sum(1 for _, why in results if why is None), 4)
+        self.assertEqual((await self.store.host(self.pmid)).used, Resources(4, 2048, 4))
+
+    async def test_ratio_applies(self):
+        """
+        An overcommit ratio of 2 lets claims reach twice the capacity.
+        """
+        ratios = {**ONE, "cpu": 2.0}
+        results = [await self.claim(ratios=ratios) for _ in range(9)]
+        self.assertEqual(sum(1 for _, why in results if why is None), 8)
+
+    async def test_drained_pm_refuses(self):
+        """
+        A drained PM takes no claims.
+        """
+        await self.store._call("hset", f"{self.store._prefix}:pm:{self.pmid}", "drained", "1")
+        _, why = await self.claim()
+        self.assertEqual(why, "PM drained")
+
+    async def test_commit_and_release(self):
+        """
+        A committed VM is listed on its PM; releasing it frees its room, and of two
+        releases at once exactly one succeeds.
+        """
+        vmid, _ = await self.claim()
+        self.assertEqual(await self.store.pm_vmids(self.pmid), [])
+        self.assertTrue(await self.store.commit(vmid, self.pmid))
+        self.assertEqual(await self.store.pm_vmids(self.pmid), [vmid])
+        both = await defer.gatherResults(
+            [defer.ensureDeferred(self.store.release(vmid)) for _ in range(2)]
+        )
+        self.assertEqual(sorted(both), [False, True])
+        self.assertEqual((await self.store.host(self.pmid)).used, Resources())
+        self.assertEqual(await self.store.pm_vmids(self.pmid), [])
+        self.assertFalse(await self.store.commit(vmid, self.pmid))
+
+
+class UnavailableTests(TestCase):
+    """
+    A store whose Redis is not there fails fast instead of hanging.
+    """
+
+    async def test_unavailable(self):
+        """
+        Every call fails with StoreUnavailable within the store's timeout.
+        """
+        store = Store.connect(RedisAddress("127.0.0.1", free_port(), 0), "x", timeout=0.5)
+        self.addCleanup(store.disconnect)
+        with self.assertRaises(StoreUnavailable):
+            await store.pm_ids()

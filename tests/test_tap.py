@@ -1,0 +1,208 @@
+"""
+The twistd plugin: options parsed and the service tree built without sockets, and the
+real C{twistd vorchd} process as an operator runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import TestCase
+
+import twisted.plugins
+from tests.harness import REPO, Daemon, free_port, shared_redis, tmpdir, unique_prefix, write_fleet
+from vorchd import tap
+
+
+def _options(daemon: Daemon, *extra: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(["--config", str(daemon.ini), *extra])
+    return options
+
+
+class OptionsTests(TestCase):
+    """
+    C{twistd vorchd} options and C{makeService}, with no sockets opened.
+    """
+
+    def setUp(self):
+        self.dir = tmpdir(self)
+        self.daemon = Daemon(self.dir, "redis://127.0.0.1:1/0", "p", ["test:///default"])
+
+    def test_plugin_found(self):
+        """
+        twistd finds the vorchd plugin, and it points at vorchd.tap.
+        """
+        makers = {m.tapname: m for m in getPlugins(IServiceMaker, twisted.plugins)}
+        self.assertIn("vorchd", makers)
+        self.assertEqual(makers["vorchd"].module, "vorchd.tap")
+
+    def test_plugin_dir_has_no_init(self):
+        """
+        twisted/plugins is a drop-in directory, not a package of ours.
+        """
+        self.assertFalse(FilePath(str(REPO / "twisted" / "plugins" / "__init__.py")).exists())
+
+    def test_service_tree(self):
+        """
+        makeService builds the libvirt service and then the fleet service, with the
+        ini's settings, and the command line overrides the ini.
+        """
+        options = _options(self.daemon, "--port", "8123", "--redis", "redis://10.1.2.3:7000/2")
+        service = tap.makeService(options)
+        self.assertEqual([s.name for s in service], ["hypervisors", "fleet"])
+        settings = service.getServiceNamed("fleet").settings
+        self.assertEqual(settings.port, 8123)
+        self.assertEqual(
+            (settings.redis.host, settings.redis.port, settings.redis.db), ("10.1.2.3", 7000, 2)
+        )
+        self.assertEqual(settings.pm_file, str(self.dir / "pm_file"))
+        self.assertEqual([e.uri for e in options.pms], ["test:///default"])
+
+    def test_environment_overrides_ini(self):
+        """
+        VORCHD_PORT and VORCHD_REDIS override the ini; the command line overrides both.
+        """
+        self.patch(
+            os,
+            "environ",
+            {**os.environ, "VORCHD_PORT": "9001", "VORCHD_REDIS": "redis://127.0.0.9:6390/1"},
+        )
+        settings = _options(self.daemon).settings
+        self.assertEqual(
+            (settings.port, settings.redis.host, settings.redis.port), (9001, "127.0.0.9", 6390)
+        )
+        self.assertEqual(_options(self.daemon, "--port", "9002").settings.port, 9002)
+
+    def test_malformed_file_names_file_and_line(self):
+        """
+        A malformed input file stops start-up with the file, the line and the reason.
+        """
+        (self.dir / "flavor_file").write_text('{"types": [\n {"cpu": 1, "ram": 5},\n]}')
+        e = self.assertRaises(usage.UsageError, _options, self.daemon)
+        self.assertIn(str(self.dir / "flavor_file"), str(e))
+        self.assertIn("line 2", str(e))
+        self.assertIn("disk", str(e))
+
+    def test_unknown_policy(self):
+        """
+        An unknown allocation policy stops start-up and names the known ones.
+        """
+        with open(self.daemon.ini, "a") as f:
+            f.write("[allocation]\npolicy = cleverest\n")
+        e = self.assertRaises(usage.UsageError, _options, self.daemon)
+        self.assertIn("cleverest", str(e))
+        self.assertIn("first-fit", str(e))
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+class TwistdProcessTests(TestCase):
+    """
+    C{twistd -n vorchd} as a real process, the way install.sh runs it.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        self.dir = tmpdir(self)
+        self.redis = shared_redis()
+        self.prefix = unique_prefix()
+        self.uris = write_fleet(self.dir, [(4, 4096), (2, 2048)])
+
+    def _spawn(self, daemon: Daemon, port: int) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "twistd"),
+                "-n",
+                "--pidfile=",
+                "--logfile=-",
+                "vorchd",
+                "--config",
+                str(daemon.ini),
+                "--port",
+                str(port),
+            ],
+            cwd=str(REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+        def stop():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            proc.stdout.close()
+
+        self.addCleanup(stop)
+        return proc
+
+    def _wait_serving(self, proc, port: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.fail(f"twistd exited {proc.returncode}: {proc.stdout.read().decode()}")
+            try:
+                _get(f"http://127.0.0.1:{port}/pm/list")
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.fail("twistd never answered")
+
+    def test_two_daemons_one_fleet(self):
+        """
+        Two daemons on two ports sharing one Redis serve one fleet: a VM created
+        through one is answered by the other; SIGTERM stops each cleanly.
+        """
+        daemon = Daemon(self.dir / "d", self.redis.url, self.prefix, self.uris)
+        ports = [free_port(), free_port()]
+        procs = [self._spawn(daemon, p) for p in ports]
+        for proc, port in zip(procs, ports, strict=True):
+            self._wait_serving(proc, port)
+        a, b = (f"http://127.0.0.1:{p}" for p in ports)
+        vmid = _get(f"{a}/vm/create?name=shared&instance_type=1&image_id=1")["vmid"]
+        self.assertGreater(vmid, 0)
+        self.assertEqual(
+            _get(f"{b}/vm/query?vmid={vmid}"),
+            {"vmid": vmid, "name": "shared", "instance_type": 1, "pmid": 1},
+        )
+        self.assertEqual(_get(f"{b}/pm/query?pmid=1"), _get(f"{a}/pm/query?pmid=1"))
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            # twistd stops the reactor, then exits by the signal that stopped it.
+            self.assertIn(proc.wait(30), (0, -signal.SIGTERM))
+            log = proc.stdout.read().decode()
+            self.assertIn("Main loop terminated", log)
+            self.assertNotIn("Traceback", log)
+
+    def test_malformed_file_exits_nonzero(self):
+        """
+        twistd with a malformed pm_file exits non-zero naming the file and line, and
+        stores nothing.
+        """
+        daemon = Daemon(self.dir / "d", self.redis.url, self.prefix, self.uris)
+        (daemon.dir / "pm_file").write_text("good-host\nbad host name\n")
+        proc = self._spawn(daemon, free_port())
+        self.assertNotEqual(proc.wait(60), 0)
+        output = proc.stdout.read().decode()
+        self.assertIn(f"{daemon.dir / 'pm_file'}, line 2", output)
+        self.assertEqual(self.redis.keys(f"{self.prefix}:*"), [])

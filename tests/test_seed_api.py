@@ -152,6 +152,9 @@ class SeedAPITestsMixin:
         self.assertEqual((meta["vmid"], meta["name"], meta["pmid"]), (vmid, "test_vm", pmid))
         self.assertEqual(meta["flavor"].ram, FLAVOR[2]["ram"])
         self.assertIn(f"{name}.qcow2", await self.volumes(pmid))
+        # Checking the PM against its domains finds nothing missing.
+        self.assertEqual(await self.daemon.fleet.check_domains(pmid), [])
+        self.assertEqual((await self.daemon.fleet.store.vm(vmid))["state"], "active")
 
     async def test_names_are_free_text(self):
         """
@@ -292,11 +295,13 @@ class SeedAPITestsMixin:
         After the daemon restarts every answer is as before, though libvirt's test driver
         forgot the domains; destroying such a VM then succeeds.
         """
-        for t in (1, 2, 3, 1):
-            await self.create(name=f"keep {t}", instance_type=t)
+        vmids = [(await self.create(name=f"keep {t}", instance_type=t))[0] for t in (1, 2, 3, 1)]
         before = await self.snapshot()
         await self.restart()
         self.assertEqual(await self.snapshot(), before)
+        # The test driver forgot the domains: each VM is recorded as missing, not dropped.
+        for vmid in vmids:
+            self.assertEqual((await self.daemon.fleet.store.vm(vmid))["state"], "missing")
         vmid = before["/pm/listvms?pmid=1"]["vmids"][0]
         self.assertEqual(await self.json(f"/vm/destroy?vmid={vmid}"), {"status": 1})
         self.assertEqual(await self.json(f"/vm/query?vmid={vmid}"), 0)

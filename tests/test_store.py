@@ -128,3 +128,29 @@ class UnavailableTests(TestCase):
         self.addCleanup(store.disconnect)
         with self.assertRaises(StoreUnavailable):
             await store.pm_ids()
+
+
+class HostsTests(TestCase):
+    """
+    Reading the whole fleet at once.
+    """
+
+    async def test_hosts_in_file_order(self):
+        """
+        hosts() gives every current PM in file order with what it has, what is used,
+        its VM count and whether it is up, the same as host() one by one.
+        """
+        store = Store.connect(RedisAddress("127.0.0.1", shared_redis().port, 0), unique_prefix())
+        self.addCleanup(store.disconnect)
+        ids = await store.register_pms([("b", "u"), ("a", "u"), ("c", "u")])
+        for n, pmid in enumerate(ids, 1):
+            await store.set_capacity(pmid, Resources(n, n * 1024, n * 10))
+        vmid = await store.next_vmid()
+        await store.claim(vmid, ids[1], SMALL, ONE, {"name": "x"})
+        await store.commit(vmid, ids[1])
+        hosts = await store.hosts(lambda pmid: pmid != ids[2])
+        self.assertEqual([h.pmid for h in hosts], ids)
+        self.assertEqual([h.up for h in hosts], [True, True, False])
+        self.assertEqual(hosts[1].used, SMALL)
+        self.assertEqual(hosts[1].vms, 1)
+        self.assertEqual(hosts, [await store.host(p, p != ids[2]) for p in ids])

@@ -101,8 +101,38 @@ class Fleet:
     async def _discovered(self, pmid: int, capacity: Resources) -> None:
         try:
             await self.store.set_capacity(pmid, capacity)
-        except StoreUnavailable as e:
-            self.log.warn("PM {pmid}: capacity not recorded: {e}", pmid=pmid, e=e)
+            await self.check_domains(pmid)
+        except (StoreUnavailable, HypervisorError) as e:
+            self.log.warn("PM {pmid}: discovery not recorded: {e}", pmid=pmid, e=e)
+
+    async def check_domains(self, pmid: int) -> list[int]:
+        """
+        Compare PM C{pmid}'s VMs with the domains it really has: a VM whose domain is
+        gone is marked missing (it stays in every answer until destroyed), one whose
+        domain is back is active again.
+
+        @return: the vmids now missing on that PM.
+        """
+        present = await self.hypervisors.call(pmid, "domain_names")
+        missing = []
+        for vmid in await self.store.pm_vmids(pmid):
+            rec = await self.store.vm(vmid)
+            if rec is None:
+                continue
+            if rec.get("domain") not in present:
+                missing.append(vmid)
+                if rec.get("state") != "missing":
+                    await self.store.set_vm_state(vmid, "missing")
+                    self.log.warn(
+                        "vm {vmid} missing: domain {domain} is gone from PM {pmid}",
+                        vmid=vmid,
+                        domain=rec.get("domain"),
+                        pmid=pmid,
+                    )
+            elif rec.get("state") == "missing":
+                await self.store.set_vm_state(vmid, "active")
+                self.log.info("vm {vmid} found again on PM {pmid}", vmid=vmid, pmid=pmid)
+        return missing
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -161,11 +191,8 @@ class Fleet:
             raise Refused(f"no image {image_id}")
         source = self._local_source(image.source)
         request = Request(flavor, image_id, name)
-        hosts = [
-            await self.store.host(pmid, up=self.hypervisors.is_up(pmid))
-            for pmid in await self.store.pm_ids()
-        ]
-        ranked, refused = candidates(self.policy, request, [h for h in hosts if h], self.ratios)
+        hosts = await self.store.hosts(self.hypervisors.is_up)
+        ranked, refused = candidates(self.policy, request, hosts, self.ratios)
         vmid = 0
         attempts = 0
         for host in ranked:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import txredisapi
 from twisted.internet import defer
@@ -112,12 +112,35 @@ return 1
 """
 
 
+# Every current PM's record and VM count in one round trip, in file order.
+# KEYS: the active list. ARGV: prefix.
+_HOSTS = """
+local out = {}
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local key = ARGV[1] .. ':pm:' .. id
+  table.insert(out, {id, redis.call('HGETALL', key), redis.call('SCARD', key .. ':vms')})
+end
+return out
+"""
+
+
 def limit(capacity: int, ratio: float) -> int:
     """
     How much of a resource may be handed out: capacity times the overcommit ratio,
     rounded down, exactly as the claim script computes it.
     """
     return math.floor(capacity * ratio)
+
+
+def _host(pmid: int, rec: Mapping[str, str], vms: int, up: bool) -> Host:
+    return Host(
+        pmid=pmid,
+        capacity=Resources(*(_int(rec.get(f"cap_{r}")) for r in RESOURCES)),
+        used=Resources(*(_int(rec.get(f"used_{r}")) for r in RESOURCES)),
+        vms=vms,
+        up=up,
+        drained=rec.get("drained") == "1",
+    )
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -308,14 +331,19 @@ class Store:
         if rec is None:
             return None
         vms = await self._call("scard", self._key("pm", pmid, "vms"))
-        return Host(
-            pmid=pmid,
-            capacity=Resources(*(_int(rec.get(f"cap_{r}")) for r in RESOURCES)),
-            used=Resources(*(_int(rec.get(f"used_{r}")) for r in RESOURCES)),
-            vms=int(vms),
-            up=up,
-            drained=rec.get("drained") == "1",
-        )
+        return _host(pmid, rec, int(vms), up)
+
+    async def hosts(self, is_up: Callable[[int], bool]) -> list[Host]:
+        """
+        Every current PM as placement sees it, in file order, read in one round trip;
+        C{is_up(pmid)} says whether this daemon reaches it now.
+        """
+        rows = await self._eval(_HOSTS, [self._key("pm", "active")], [self._prefix])
+        out = []
+        for pmid, flat, vms in rows:
+            rec = dict(zip(flat[::2], flat[1::2], strict=True))
+            out.append(_host(int(pmid), rec, int(vms), is_up(int(pmid))))
+        return out
 
     async def pm_vmids(self, pmid: int) -> list[int]:
         """

@@ -325,6 +325,15 @@ class LibvirtHost:
                 raise self._failed(f"deleting {volume_name}", e) from None
         return found
 
+    def domain_names(self) -> set[str]:
+        """
+        The names of every domain the PM has defined or running.
+        """
+        try:
+            return {dom.name() for dom in self.conn.listAllDomains(0)}
+        except libvirt.libvirtError as e:
+            raise self._failed("listing domains", e) from None
+
     def domain_state(self, domain_name: str) -> int | None:
         """
         The libvirt state of C{domain_name} (C{libvirt.VIR_DOMAIN_RUNNING}, ...), or

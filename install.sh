@@ -1,0 +1,649 @@
+#!/usr/bin/env bash
+# vorchd's installer and launcher.
+#
+#   ./install.sh PM_FILE IMAGE_FILE FLAVOR_FILE   set up everything, (re)start the daemon
+#   ./install.sh                                  the bundled example (this machine, a tiny image)
+#   ./install.sh stop                             stop the daemon on VORCHD_PORT (state kept)
+#   ./install.sh deps                             system packages, venv, libvirtd and KVM only
+#   ./install.sh test [PYTEST ARGS...]            deps, then the test suite
+#
+# Settings: VORCHD_CONFIG (default REPO/etc/vorchd.ini), VORCHD_PORT (default: the ini's
+# [server] port), VORCHD_REDIS (default: the ini's [redis] url), VORCHD_VENV (default
+# /opt/vorchd/venv). Everything per daemon (pid file, log file) is keyed by its REST port,
+# so several daemons can run side by side. Rerunning is safe: state lives in Redis.
+set -euo pipefail
+
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+VENV=${VORCHD_VENV:-/opt/vorchd/venv}
+STATE_DIR=/var/lib/vorchd
+POOL_DIR=$STATE_DIR/pool
+IMAGE_DIR=$STATE_DIR/images
+LOG_DIR=/var/log/vorchd
+RUN_DIR=/run
+EXAMPLE_IMAGE=$IMAGE_DIR/vorchd-hello.img
+WAIT_SECONDS=90
+STOP_SECONDS=20
+
+PACKAGES=(
+    libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+    qemu-system-x86 qemu-utils
+    redis-server redis-tools
+    python3-venv
+    gcc libc6-dev   # libvirt-python is built from source
+    curl
+)
+
+say() { printf 'install.sh: %s\n' "$*"; }
+warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
+die() {
+    printf 'install.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+usage() {
+    cat <<EOF
+usage: ./install.sh PM_FILE IMAGE_FILE FLAVOR_FILE   set up and (re)start the daemon
+       ./install.sh                                  run the bundled example
+       ./install.sh stop                             stop the daemon on VORCHD_PORT
+       ./install.sh deps                             install and start what vorchd needs
+       ./install.sh test [PYTEST ARGS...]            deps, then run the test suite
+settings (environment): VORCHD_CONFIG, VORCHD_PORT, VORCHD_REDIS, VORCHD_VENV
+EOF
+}
+
+# ---------------------------------------------------------------------------------------
+# root
+
+ensure_root() {
+    [[ $EUID -eq 0 ]] && return 0
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        say "not root: re-running under sudo"
+        exec sudo -n --preserve-env=VORCHD_CONFIG,VORCHD_PORT,VORCHD_REDIS,VORCHD_VENV,CI \
+            "$BASH" "$REPO/install.sh" "$@"
+    fi
+    die "must run as root (try: sudo ./install.sh $*)"
+}
+
+# ---------------------------------------------------------------------------------------
+# system packages
+
+is_installed() {
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]
+}
+
+APT_UPDATED=
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        is_installed "$p" || missing+=("$p")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    command -v apt-get >/dev/null 2>&1 ||
+        die "missing packages (${missing[*]}) and no apt-get: install them yourself"
+    say "installing packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ -z $APT_UPDATED ]]; then
+        apt-get update -q || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    apt-get install -y -q "${missing[@]}" </dev/null || die "apt-get install ${missing[*]} failed"
+}
+
+# ---------------------------------------------------------------------------------------
+# Python and the venv
+
+# Succeeds if $1 is a Python >= 3.11 that can make a venv with pip in it.
+python_ok() {
+    "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
+}
+
+# Sets PYTHON to the interpreter the venv is made with.
+find_python() {
+    local c
+    for c in python3.11 python3 python3.13 python3.12 /usr/bin/python3.11 /usr/bin/python3; do
+        if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then
+            PYTHON=$(command -v "$c")
+            return 0
+        fi
+    done
+    # An older distribution (Ubuntu 22.04 has 3.10): try its python3.11 packages.
+    if command -v apt-cache >/dev/null 2>&1 && apt-cache show python3.11-venv >/dev/null 2>&1; then
+        apt_install python3.11 python3.11-venv python3.11-dev
+        if python_ok /usr/bin/python3.11; then
+            PYTHON=/usr/bin/python3.11
+            return 0
+        fi
+    fi
+    die "no Python >= 3.11 with venv found (tried python3.11, python3, /usr/bin/python3)"
+}
+
+# The distribution's Python needs its headers to build libvirt-python.
+ensure_python_headers() {
+    local inc ver
+    inc=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    [[ -f $inc/Python.h ]] && return 0
+    ver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    if [[ $PYTHON == /usr/bin/* ]]; then
+        apt_install "python$ver-dev"
+    else
+        warn "$inc/Python.h is missing: building libvirt-python may fail"
+    fi
+}
+
+venv_python_ok() {
+    [[ -x $VENV/bin/python ]] &&
+        "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1
+}
+
+# A fingerprint of what the venv was installed from: a rerun with nothing changed skips pip.
+venv_stamp() {
+    {
+        printf '%s\n' "$REPO"
+        cat "$REPO/setup.py" "$REPO/pyproject.toml" 2>/dev/null || true
+    } | sha256sum | cut -d' ' -f1
+}
+
+# The venv imports vorchd from this repo, the twistd plugin and libvirt included.
+venv_complete() {
+    (cd / && "$VENV/bin/python" -c '
+import os, sys
+import klein, libvirt, pytest, twisted, txredisapi  # noqa: F401
+import vorchd
+repo = os.path.realpath(sys.argv[1])
+sys.exit(0 if os.path.realpath(vorchd.__file__).startswith(repo + os.sep) else 1)
+' "$REPO") >/dev/null 2>&1
+}
+
+setup_venv() {
+    if ! venv_python_ok; then
+        find_python
+        ensure_python_headers
+        say "creating the venv $VENV with $PYTHON ($("$PYTHON" -V 2>&1))"
+        mkdir -p "$(dirname "$VENV")"
+        "$PYTHON" -m venv --clear "$VENV" || die "cannot create the venv $VENV"
+    fi
+    local stamp
+    stamp=$(venv_stamp)
+    if [[ -f $VENV/.vorchd-stamp && $(cat "$VENV/.vorchd-stamp") == "$stamp" ]] && venv_complete; then
+        say "venv $VENV is up to date"
+        return 0
+    fi
+    say "installing vorchd and its dependencies into $VENV"
+    rm -f "$VENV/.vorchd-stamp"
+    local rc=0
+    # compat mode puts the repo itself on sys.path: twistd finds twisted/plugins there.
+    (cd "$REPO" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        -e "${REPO}[test]" --config-settings editable_mode=compat 2>&1 </dev/null) |
+        { grep -v "^WARNING: Location '.*' is ignored" || true; } || rc=$?
+    [[ $rc -eq 0 ]] || die "pip install failed (exit $rc)"
+    venv_complete || die "the venv $VENV cannot import vorchd from $REPO after pip install"
+    printf '%s\n' "$stamp" >"$VENV/.vorchd-stamp"
+}
+
+# ---------------------------------------------------------------------------------------
+# libvirtd, virtlogd and KVM
+
+have_systemd() { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; }
+
+libvirt_up() { virsh -c qemu:///system version >/dev/null 2>&1; }
+
+# A unix socket someone accepts connections on.
+socket_alive() {
+    [[ -S $1 ]] || return 1
+    local py=python3
+    [[ -x $VENV/bin/python ]] && py=$VENV/bin/python
+    "$py" -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])' "$1" >/dev/null 2>&1
+}
+
+setup_kvm() {
+    if [[ ! -e /dev/kvm ]]; then
+        say "no /dev/kvm: guests will run under plain QEMU emulation"
+        return 0
+    fi
+    getent group kvm >/dev/null 2>&1 || groupadd -r kvm 2>/dev/null || true
+    if getent group kvm >/dev/null 2>&1; then
+        local group mode
+        group=$(stat -c %G /dev/kvm)
+        mode=$(stat -c %a /dev/kvm)
+        if [[ $group != kvm || $((8#$mode & 8#060)) -ne $((8#060)) ]]; then
+            if chgrp kvm /dev/kvm 2>/dev/null && chmod 660 /dev/kvm 2>/dev/null; then
+                say "/dev/kvm: group kvm, mode 0660"
+            else
+                warn "cannot give the kvm group /dev/kvm: guests may fall back to emulation"
+            fi
+        fi
+        if id libvirt-qemu >/dev/null 2>&1 && ! id -nG libvirt-qemu | tr ' ' '\n' | grep -qx kvm; then
+            usermod -a -G kvm libvirt-qemu 2>/dev/null ||
+                warn "cannot add libvirt-qemu to the kvm group"
+        fi
+    fi
+}
+
+start_libvirtd() {
+    if libvirt_up; then
+        say "libvirtd is running (qemu:///system answers)"
+        return 0
+    fi
+    if have_systemd; then
+        say "starting virtlogd and libvirtd with systemd"
+        systemctl start virtlogd.socket virtlogd libvirtd >/dev/null 2>&1 || true
+    else
+        if socket_alive /run/libvirt/virtlogd-sock; then
+            say "virtlogd is running"
+        else
+            say "starting virtlogd"
+            virtlogd -d || die "virtlogd -d failed"
+        fi
+        if socket_alive /run/libvirt/libvirt-sock; then
+            say "libvirtd is running but qemu:///system does not answer yet; waiting"
+        else
+            say "starting libvirtd"
+            libvirtd -d || die "libvirtd -d failed"
+        fi
+    fi
+    local i
+    for ((i = 0; i < 60; i++)); do
+        libvirt_up && {
+            say "libvirtd is up"
+            return 0
+        }
+        sleep 0.5
+    done
+    virsh -c qemu:///system version >&2 || true
+    die "libvirtd does not answer on qemu:///system"
+}
+
+deps() {
+    apt_install "${PACKAGES[@]}"
+    setup_venv
+    setup_kvm
+    start_libvirtd
+}
+
+# ---------------------------------------------------------------------------------------
+# settings
+
+# Reads the settings the daemon itself will use (vorchd.config.load_settings: ini, then
+# VORCHD_PORT and VORCHD_REDIS). Sets PORT, INTERFACE, REDIS_HOST, REDIS_PORT, REDIS_URL
+# and REDIS_PASSWORD.
+PY_SETTINGS='
+import os, sys
+from vorchd.config import ConfigError, load_settings
+try:
+    s = load_settings(sys.argv[1])
+except ConfigError as e:
+    sys.exit(str(e))
+r = s.redis
+url = os.environ.get("VORCHD_REDIS")
+if not url:
+    host = "[%s]" % r.host if ":" in r.host else r.host
+    auth = ":%s@" % r.password if r.password else ""
+    url = "redis://%s%s:%d/%d" % (auth, host, r.port, r.db)
+print(s.port, s.interface or "-", r.host, r.port, url, r.password or "-")
+'
+read_settings() {
+    local out rc=0
+    out=$(cd "$REPO" && "$VENV/bin/python" -c "$PY_SETTINGS" "$CONFIG" 2>&1) || rc=$?
+    [[ $rc -eq 0 ]] || die "${out:-cannot read the settings from $CONFIG}"
+    local iface pw
+    read -r PORT iface REDIS_HOST REDIS_PORT REDIS_URL pw <<<"$out"
+    INTERFACE=${iface#-}
+    REDIS_PASSWORD=${pw#-}
+    [[ $PORT =~ ^[0-9]+$ ]] || die "cannot read the settings: $out"
+}
+
+# Parses the twistd plugin's options (the settings and the three input files) without
+# starting anything: exits 1 with the daemon's own message if something is wrong.
+PY_CHECK='
+import sys
+from twisted.python import usage
+from vorchd.tap import Options
+try:
+    Options().parseOptions(sys.argv[1:])
+except usage.UsageError as e:
+    sys.exit("vorchd: %s" % e)
+'
+
+# Without the venv (stop before any install): VORCHD_PORT, else the ini's [server] port, else 80.
+read_port_fallback() {
+    if [[ -n ${VORCHD_PORT:-} ]]; then
+        PORT=$VORCHD_PORT
+    else
+        PORT=$(awk -F= '
+            /^[ \t]*\[/ { sec = $0; gsub(/[][ \t]/, "", sec); next }
+            sec == "server" && $1 ~ /^[ \t]*port[ \t]*$/ { v = $2; gsub(/[ \t\r]/, "", v); print v; exit }
+        ' "$CONFIG" 2>/dev/null || true)
+        PORT=${PORT:-80}
+    fi
+    [[ $PORT =~ ^[0-9]+$ ]] || die "VORCHD_PORT=$PORT is not a port"
+}
+
+# ---------------------------------------------------------------------------------------
+# Redis
+
+redis_ping() {
+    local h=$REDIS_HOST
+    [[ $h == localhost ]] && h=127.0.0.1
+    [[ $(REDISCLI_AUTH=${REDIS_PASSWORD:-} timeout 10 redis-cli -h "$h" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+}
+
+# A local Redis started by someone else (say, Debian's own redis-server service) may
+# run without AOF: vorchd's state must survive a crash, so turn it on, and keep it on
+# across that Redis's restarts where its config file can be rewritten.
+ensure_aof() {
+    case $REDIS_HOST in
+    127.0.0.1 | localhost | ::1) ;;
+    *) return 0 ;;
+    esac
+    local cli=(timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT")
+    local aof
+    aof=$(REDISCLI_AUTH=${REDIS_PASSWORD:-} "${cli[@]}" config get appendonly 2>/dev/null | tail -n 1)
+    [[ $aof == no ]] || return 0
+    say "Redis on port $REDIS_PORT runs without AOF; turning appendonly on"
+    REDISCLI_AUTH=${REDIS_PASSWORD:-} "${cli[@]}" config set appendonly yes >/dev/null ||
+        warn "could not turn AOF on: vorchd's state is only as durable as that Redis's snapshots"
+    REDISCLI_AUTH=${REDIS_PASSWORD:-} "${cli[@]}" config rewrite >/dev/null 2>&1 ||
+        warn "Redis on port $REDIS_PORT has no config file to keep AOF on across its restarts"
+}
+
+ensure_redis() {
+    if redis_ping; then
+        say "Redis at $REDIS_HOST:$REDIS_PORT answers; using it"
+        ensure_aof
+        return 0
+    fi
+    case $REDIS_HOST in
+    127.0.0.1 | localhost | ::1) ;;
+    *) die "Redis at $REDIS_HOST:$REDIS_PORT ($REDIS_URL) does not answer PING" ;;
+    esac
+    local dir=$STATE_DIR/redis-$REDIS_PORT
+    local pidfile=$RUN_DIR/vorchd-redis-$REDIS_PORT.pid
+    local log=$LOG_DIR/redis-$REDIS_PORT.log
+    mkdir -p "$dir"
+    chmod 0750 "$dir"
+    say "starting redis-server on 127.0.0.1:$REDIS_PORT (AOF, dir $dir)"
+    local args=(--daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir"
+        --pidfile "$pidfile" --logfile "$log"
+        --appendonly yes --appendfsync everysec)
+    [[ -n ${REDIS_PASSWORD:-} ]] && args+=(--requirepass "$REDIS_PASSWORD")
+    redis-server "${args[@]}" </dev/null || die "redis-server failed to start (see $log)"
+    local i
+    for ((i = 0; i < 40; i++)); do
+        redis_ping && {
+            say "Redis is up on 127.0.0.1:$REDIS_PORT"
+            return 0
+        }
+        sleep 0.25
+    done
+    tail -n 20 "$log" >&2 2>/dev/null || true
+    die "redis-server on port $REDIS_PORT does not answer PING (log: $log)"
+}
+
+# ---------------------------------------------------------------------------------------
+# the daemon
+
+pidfile_for() { printf '%s/vorchd-%s.pid' "$RUN_DIR" "$1"; }
+logfile_for() { printf '%s/vorchd-%s.log' "$LOG_DIR" "$1"; }
+
+# The pid in a pid file if that process is alive and is a vorchd twistd.
+daemon_pid() {
+    local pidfile=$1 pid
+    [[ -f $pidfile ]] || return 1
+    pid=$(tr -dc 0-9 <"$pidfile" 2>/dev/null || true)
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'twistd.*vorchd' || return 1
+    printf '%s\n' "$pid"
+}
+
+stop_daemon() {
+    local port=$1 pidfile pid i
+    pidfile=$(pidfile_for "$port")
+    if ! pid=$(daemon_pid "$pidfile"); then
+        if [[ -f $pidfile ]]; then
+            rm -f "$pidfile"
+            say "no vorchd running on port $port (removed the stale $pidfile)"
+        else
+            say "no vorchd running on port $port"
+        fi
+        return 0
+    fi
+    say "stopping vorchd on port $port (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_SECONDS * 4; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        warn "vorchd (pid $pid) still running after ${STOP_SECONDS}s: killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        for ((i = 0; i < 20; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.25
+        done
+    fi
+    rm -f "$pidfile"
+    say "vorchd on port $port stopped"
+}
+
+# Someone accepts connections on the port.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Make a path absolute (relative to the caller's cwd) and check it is a readable file.
+input_file() {
+    local what=$1 path=$2
+    [[ -n $path ]] || die "$what: empty path"
+    [[ $path == /* ]] || path=$CALLER_PWD/$path
+    [[ -e $path ]] || die "$what $path does not exist"
+    [[ -d $path ]] && die "$what $path is a directory, not a file"
+    [[ -r $path ]] || die "$what $path is not readable"
+    printf '%s\n' "$path"
+}
+
+make_dirs() {
+    mkdir -p "$STATE_DIR" "$POOL_DIR" "$LOG_DIR" "$RUN_DIR"
+    chmod 0755 "$STATE_DIR" "$LOG_DIR"
+    chmod 0711 "$POOL_DIR"
+}
+
+build_example_image() {
+    mkdir -p "$IMAGE_DIR"
+    chmod 0755 "$STATE_DIR" "$IMAGE_DIR"
+    local tmp=$IMAGE_DIR/.vorchd-hello.img.new
+    (cd "$REPO" && "$VENV/bin/python" -m vorchd.bootimage "$tmp" >/dev/null) ||
+        die "cannot build the example image"
+    # Replace it only when it changed: a rerun leaves the image the daemon uses alone.
+    if cmp -s "$tmp" "$EXAMPLE_IMAGE"; then
+        rm -f "$tmp"
+        say "example image $EXAMPLE_IMAGE is up to date"
+    else
+        mv -f "$tmp" "$EXAMPLE_IMAGE"
+        say "built the example image $EXAMPLE_IMAGE"
+    fi
+    chmod 0644 "$EXAMPLE_IMAGE"
+}
+
+api_host() {
+    case ${INTERFACE:-} in
+    "" | 0.0.0.0 | "::") printf '127.0.0.1' ;;
+    *) printf '%s' "$INTERFACE" ;;
+    esac
+}
+
+# The twistd plugin's arguments for the three input files.
+set_daemon_args() {
+    DAEMON_ARGS=(vorchd --config "$CONFIG" --port "$PORT" --redis "$REDIS_URL"
+        --pm-file "$1" --image-file "$2" --flavor-file "$3")
+}
+
+# Parse the settings and the three files exactly as the daemon will (its own Options), so
+# a malformed file stops us here, before anything (Redis, the running daemon) is touched.
+check_inputs() {
+    local out rc=0
+    out=$(cd "$REPO" && "$VENV/bin/python" -c "$PY_CHECK" "${DAEMON_ARGS[@]:1}" 2>&1 </dev/null) ||
+        rc=$?
+    if [[ $rc -ne 0 ]]; then
+        printf '%s\n' "$out" | tail -n 5 | sed 's/^/install.sh: /' >&2
+        die "vorchd was not (re)started: fix the input above (nothing was changed)"
+    fi
+}
+
+start_daemon() {
+    local pidfile logfile out rc
+    pidfile=$(pidfile_for "$PORT")
+    logfile=$(logfile_for "$PORT")
+
+    stop_daemon "$PORT"
+    if port_busy "$PORT"; then
+        die "port $PORT is in use by another program (not a vorchd started by install.sh)"
+    fi
+
+    local cmd=("$VENV/bin/twistd" --pidfile "$pidfile" --logfile "$logfile" "${DAEMON_ARGS[@]}")
+    say "starting vorchd on port $PORT (log: $logfile)"
+    rc=0
+    out=$(cd "$REPO" && "${cmd[@]}" 2>&1 </dev/null) || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        # On an option error twistd prints its whole usage text, then
+        # "<argv[0]> <argv[1]>: <reason>": show the reason only.
+        local prefix="${cmd[0]} ${cmd[1]}: " line shown=
+        while IFS= read -r line; do
+            if [[ $line == "$prefix"* ]]; then
+                printf 'install.sh: vorchd: %s\n' "${line#"$prefix"}" >&2
+                shown=1
+            fi
+        done <<<"$out"
+        if [[ -z $shown ]]; then
+            printf '%s\n' "$out" | tail -n 15 | sed 's/^/install.sh: twistd: /' >&2
+        fi
+        die "vorchd did not start (twistd exit $rc)"
+    fi
+
+    local host url pid="" body i
+    host=$(api_host)
+    url="http://$host:$PORT"
+    say "waiting up to ${WAIT_SECONDS}s for the REST API at $url"
+    for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+        body=$(curl -fsS --max-time 5 "$url/pm/list" 2>/dev/null || true)
+        if [[ $body == '{"pmids"'* ]]; then
+            pid=$(daemon_pid "$pidfile" || true)
+            say "vorchd is up (pid ${pid:-?}) and answering: $url/pm/list -> $body"
+            say "REST API: $url/"
+            say "try:  curl '$url/vm/types'"
+            say "      curl '$url/image/list'"
+            say "      curl '$url/vm/create?name=test&instance_type=1&image_id=1'"
+            say "stop: VORCHD_PORT=$PORT ./install.sh stop"
+            return 0
+        fi
+        if ((i >= 4)) && ! daemon_pid "$pidfile" >/dev/null; then
+            printf 'install.sh: last 40 lines of %s:\n' "$logfile" >&2
+            tail -n 40 "$logfile" >&2 2>/dev/null || true
+            die "vorchd exited before its REST API answered"
+        fi
+        sleep 0.5
+    done
+    printf 'install.sh: last 40 lines of %s:\n' "$logfile" >&2
+    tail -n 40 "$logfile" >&2 2>/dev/null || true
+    die "vorchd's REST API did not answer at $url/pm/list within ${WAIT_SECONDS}s" \
+        "(pid ${pid:-$(daemon_pid "$pidfile" || echo none)} left running; stop it with ./install.sh stop)"
+}
+
+# ---------------------------------------------------------------------------------------
+# commands
+
+CALLER_PWD=$PWD
+CONFIG=${VORCHD_CONFIG:-$REPO/etc/vorchd.ini}
+[[ $CONFIG == /* ]] || CONFIG=$CALLER_PWD/$CONFIG
+
+# Start the daemon with three input files (already made absolute and checked).
+run_daemon() {
+    read_settings
+    set_daemon_args "$1" "$2" "$3"
+    check_inputs
+    make_dirs
+    ensure_redis
+    start_daemon
+}
+
+cmd_run() {
+    local pm image flavor
+    pm=$(input_file pm_file "$1")
+    image=$(input_file image_file "$2")
+    flavor=$(input_file flavor_file "$3")
+    [[ -r $CONFIG ]] || die "config $CONFIG does not exist or is not readable"
+    deps
+    run_daemon "$pm" "$image" "$flavor"
+}
+
+cmd_example() {
+    [[ -r $CONFIG ]] || die "config $CONFIG does not exist or is not readable"
+    say "running the bundled example: this machine's hypervisor and a tiny boot image"
+    deps
+    make_dirs
+    build_example_image
+    run_daemon "$REPO/etc/example/pm_file" "$REPO/etc/example/image_file" \
+        "$REPO/etc/example/flavor_file"
+}
+
+cmd_stop() {
+    if [[ -r $CONFIG ]] && venv_python_ok &&
+        (cd "$REPO" && "$VENV/bin/python" -c 'import vorchd.config') >/dev/null 2>&1; then
+        read_settings
+    else
+        read_port_fallback
+    fi
+    stop_daemon "$PORT"
+}
+
+cmd_test() {
+    deps
+    say "running the test suite: pytest -q $*"
+    export VORCHD_REQUIRE_LIBVIRTD=1
+    local rc=0
+    (cd "$REPO" && "$VENV/bin/python" -m pytest -q "$@" </dev/null) || rc=$?
+    case $rc in
+    0) say "tests passed" ;;
+    5) say "pytest collected no tests: that is a failure" ;;
+    *) say "tests failed (pytest exit $rc)" ;;
+    esac
+    exit "$rc"
+}
+
+main() {
+    case ${1-} in
+    -h | --help | help)
+        usage
+        exit 0
+        ;;
+    esac
+    ensure_root "$@"
+    if [[ $# -eq 0 ]]; then
+        cmd_example
+        return
+    fi
+    case $1 in
+    stop)
+        [[ $# -eq 1 ]] || die "stop takes no arguments"
+        cmd_stop
+        ;;
+    deps)
+        [[ $# -eq 1 ]] || die "deps takes no arguments"
+        deps
+        say "dependencies are ready (venv: $VENV)"
+        ;;
+    test)
+        shift
+        cmd_test "$@"
+        ;;
+    *)
+        if [[ $# -ne 3 ]]; then
+            usage >&2
+            die "expected PM_FILE IMAGE_FILE FLAVOR_FILE, or stop, deps, test"
+        fi
+        cmd_run "$1" "$2" "$3"
+        ;;
+    esac
+}
+
+main "$@"

@@ -4,14 +4,31 @@ Allocation policies: the algorithm half of placement.
 A policy only ranks: it is handed the hosts that can take the request (up, not
 drained, with room after the overcommit ratios) and says in which order to try them.
 Capacity accounting, claims and retries are the mechanism's (L{vorchd.placement}).
+
+An operator selects a policy by name in the C{[allocation]} section of the ini file;
+the whole section is handed to the policy's factory as C{options} (a C{str -> str}
+mapping), so a policy may define option keys of its own. The keys read here are:
+
+  - C{policy}: the name of the policy (default C{first-fit}): a built-in one, one found
+    by Twisted's plugin system, or a dotted path C{package.module:attr} (or
+    C{package.module.attr}) to a policy object or a factory of one.
+  - C{weights}, for C{weighted}, and C{seed}, for C{random}: see
+    L{vorchd.policies.builtin}.
+  - C{plugin_path}: see L{vorchd.policies.discovery}.
+
+Third-party policies are found with C{twisted.plugin.getPlugins(IAllocationPolicy,
+vorchd.plugins)}: drop a module defining an instance of a class declared
+C{@implementer(IAllocationPolicy)} into a C{vorchd/plugins/} directory on
+C{sys.path} (with no C{__init__.py}), or into a C{plugin_path} directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from attrs import frozen
-from zope.interface import Attribute, Interface
+from twisted.plugin import IPlugin
+from zope.interface import Attribute
 
 from vorchd.model import Flavor, Host
 
@@ -27,9 +44,12 @@ class Request:
     name: str
 
 
-class IAllocationPolicy(Interface):
+class IAllocationPolicy(IPlugin):
     """
     An ordering of candidate PMs for one request. Pure: no I/O, no reactor, no clock.
+
+    It extends C{IPlugin} only so that Twisted's plugin system finds an object that
+    declares this interface alone; it adds nothing to implement.
     """
 
     name = Attribute("The name an operator selects the policy by in the ini file.")
@@ -39,8 +59,8 @@ class IAllocationPolicy(Interface):
         Order C{hosts} best first for C{request}.
 
         Every host given can take the request; each host's C{capacity} is already
-        scaled by the overcommit ratios. The policy may drop hosts it does not want
-        but must not add any.
+        scaled by the overcommit ratios, so its free room is C{capacity - used}. The
+        policy may drop hosts it does not want but must not add any.
         """
 
 
@@ -50,25 +70,68 @@ class UnknownPolicy(LookupError):
     """
 
 
-def builtin_policies() -> dict[str, IAllocationPolicy]:
+class InvalidPolicy(UnknownPolicy, ValueError):
     """
-    The policies that ship with vorchd, by name.
+    A dotted path was given that names no usable policy: it cannot be imported, or
+    what it names (or returns) does not provide L{IAllocationPolicy}.
     """
-    from vorchd.policies.builtin import FirstFit
-
-    return {p.name: p for p in (FirstFit(),)}
 
 
-def policy_named(name: str) -> IAllocationPolicy:
+def builtin_policies(options: Mapping[str, str] | None = None) -> dict[str, IAllocationPolicy]:
     """
-    The policy an operator named.
+    A new instance of every policy that ships with vorchd, by name.
 
+    @param options: the C{[allocation]} section of the ini file.
+    @raise ValueError: an option a built-in policy reads is malformed.
+    """
+    from vorchd.policies.builtin import BUILTIN
+
+    options = options or {}
+    return {name: make(options) for name, make in BUILTIN.items()}
+
+
+def available_policies(options: Mapping[str, str] | None = None) -> list[str]:
+    """
+    The names of the built-in policies and of those the plugin system finds, sorted.
+
+    @param options: the C{[allocation]} section of the ini file (for C{plugin_path}).
+    @raise ValueError: C{plugin_path} names something that is not a directory.
+    """
+    from vorchd.policies.builtin import BUILTIN
+    from vorchd.policies.discovery import plugin_policies
+
+    return sorted(set(BUILTIN) | set(plugin_policies(options or {})))
+
+
+def policy_named(name: str, options: Mapping[str, str] | None = None) -> IAllocationPolicy:
+    """
+    The policy an operator named, looked up among the built-in policies, then the
+    plugins, then as a dotted path. A built-in policy is a new instance at each call,
+    so state such as round-robin's position belongs to the caller.
+
+    @param options: the C{[allocation]} section of the ini file.
     @raise UnknownPolicy: no such policy; the message lists the known ones.
+    @raise InvalidPolicy: a dotted path that does not lead to a policy.
+    @raise ValueError: an option the policy reads is malformed.
     """
-    policies = builtin_policies()
-    try:
-        return policies[name]
-    except KeyError:
-        raise UnknownPolicy(
-            f"unknown allocation policy {name!r}; known: {', '.join(sorted(policies))}"
-        ) from None
+    from vorchd.policies.builtin import BUILTIN
+    from vorchd.policies.discovery import from_dotted_path, looks_dotted, plugin_policies
+
+    options = options or {}
+    if name in BUILTIN:
+        return BUILTIN[name](options)
+    plugins = plugin_policies(options)
+    if name in plugins:
+        return plugins[name]
+    known = ", ".join(sorted(set(BUILTIN) | set(plugins)))
+    if looks_dotted(name):
+        try:
+            return from_dotted_path(name, options)
+        except InvalidPolicy:
+            raise
+        except UnknownPolicy as e:
+            raise UnknownPolicy(f"{e}; known: {known}") from None
+    raise UnknownPolicy(
+        f"unknown allocation policy {name!r}; known: {known}"
+        " (or a dotted path such as package.module:attr)"
+    )

@@ -1,15 +1,129 @@
 """
 The allocation policies that ship with vorchd.
+
+Every policy is handed only hosts that can take the request, each with its
+C{capacity} already scaled by the overcommit ratios, so the room a host has is
+C{capacity - used} and the room it would have left is that minus the request. No
+policy applies the ratios again, does I/O or looks at a clock.
+
+Option keys of the C{[allocation]} section read here:
+
+  - C{weights} (for C{weighted}): comma-separated C{resource:weight} pairs, for
+    example C{weights = cpu:1.0, ram:1.0, disk:0.5}. The resources are C{cpu},
+    C{ram} and C{disk}; a resource not listed weighs 0. A host's score is the sum
+    over resources of C{weight * free / capacity}, with C{free} the room left after
+    placing the request (a resource with no capacity counts 0); the highest score is
+    tried first, ties in pm_file order. Positive weights spread VMs over the emptiest
+    hosts, negative weights pack them onto the fullest. Unset or empty:
+    C{cpu:1.0, ram:1.0, disk:1.0}.
+  - C{seed} (for C{random}): an integer. Given, the daemon tries hosts in the same
+    pseudo-random order each time it is started and sent the same requests; unset or
+    empty, the order differs from run to run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import random
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
 
+from attrs import fields
 from zope.interface import implementer
 
-from vorchd.model import Host
+from vorchd.model import Host, Resources
 from vorchd.policies import IAllocationPolicy, Request
+
+RESOURCES: tuple[str, ...] = tuple(f.name for f in fields(Resources))
+"""The resources a policy can weigh, as they are spelt in C{weights}."""
+
+WEIGHTS_EXAMPLE = "cpu:1.0, ram:1.0, disk:0.5"
+
+
+def by_pmid(hosts: Sequence[Host]) -> list[Host]:
+    """
+    C{hosts} in pm_file order.
+    """
+    return sorted(hosts, key=lambda h: h.pmid)
+
+
+def room_left(request: Request, host: Host) -> Resources:
+    """
+    What C{host} would have free once C{request} is placed on it.
+    """
+    return host.capacity - host.used - request.flavor.resources
+
+
+def weighted_room(request: Request, host: Host, weights: Mapping[str, float]) -> Fraction:
+    """
+    The sum over resources of C{weight * left / capacity}, exactly (so that equal
+    hosts tie exactly); a resource with no capacity counts 0.
+    """
+    left = room_left(request, host)
+    total = Fraction(0)
+    for r, weight in weights.items():
+        capacity = getattr(host.capacity, r)
+        if capacity > 0 and weight:
+            total += Fraction(weight) * Fraction(getattr(left, r), capacity)
+    return total
+
+
+EVERY_RESOURCE: Mapping[str, float] = {r: 1.0 for r in RESOURCES}
+
+
+def parse_weights(text: str | None) -> dict[str, float]:
+    """
+    The weights of a C{weights} option: C{"cpu:1.0, ram:1.0, disk:0.5"} gives
+    C{{"cpu": 1.0, "ram": 1.0, "disk": 0.5}}; a resource not listed weighs 0.
+    C{None} or blank gives the default, 1.0 for every resource.
+
+    @raise ValueError: the text is malformed; the message says where and how.
+    """
+    if text is None or not text.strip():
+        return dict(EVERY_RESOURCE)
+    weights = dict.fromkeys(RESOURCES, 0.0)
+    seen: set[str] = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        resource, colon, number = (part.strip() for part in item.partition(":"))
+        if not colon or not resource or not number:
+            raise ValueError(
+                f"weights: {item!r} is not resource:weight (for example {WEIGHTS_EXAMPLE!r})"
+            )
+        resource = resource.lower()
+        if resource not in weights:
+            raise ValueError(
+                f"weights: unknown resource {resource!r} in {item!r}"
+                f" (known: {', '.join(RESOURCES)})"
+            )
+        if resource in seen:
+            raise ValueError(f"weights: {resource} is given more than once")
+        try:
+            weight = float(number)
+        except ValueError:
+            raise ValueError(f"weights: {number!r} in {item!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"weights: {number!r} in {item!r} is not a finite number")
+        seen.add(resource)
+        weights[resource] = weight
+    return weights
+
+
+def parse_seed(text: str | None) -> int | None:
+    """
+    The seed of a C{seed} option, or C{None} if it is unset or blank.
+
+    @raise ValueError: it is not an integer.
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"seed: {text.strip()!r} is not an integer") from None
 
 
 @implementer(IAllocationPolicy)
@@ -21,4 +135,140 @@ class FirstFit:
     name = "first-fit"
 
     def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
-        return sorted(hosts, key=lambda h: h.pmid)
+        return by_pmid(hosts)
+
+
+@implementer(IAllocationPolicy)
+class BestFit:
+    """
+    Pack: the PM with the least room left after placing the request first, measured
+    as the sum of the fractions of cpu, ram and disk left; ties in pm_file order.
+    Keeps the emptiest PMs free for large flavors.
+    """
+
+    name = "best-fit"
+
+    def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
+        return sorted(hosts, key=lambda h: (weighted_room(request, h, EVERY_RESOURCE), h.pmid))
+
+
+@implementer(IAllocationPolicy)
+class WorstFit:
+    """
+    Spread: the PM with the most room left after placing the request first, by the
+    same measure as best-fit; ties in pm_file order. Keeps the load even.
+    """
+
+    name = "worst-fit"
+
+    def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
+        return sorted(hosts, key=lambda h: (-weighted_room(request, h, EVERY_RESOURCE), h.pmid))
+
+
+@implementer(IAllocationPolicy)
+class RoundRobin:
+    """
+    Each request starts at the PM after the one the previous request started at, in
+    pm_file order, wrapping around and skipping PMs without room. The position is
+    this instance's: a new instance starts at the first PM.
+    """
+
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+
+    def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
+        ordered = by_pmid(hosts)
+        if self.last is not None:
+            start = bisect_right([h.pmid for h in ordered], self.last)
+            ordered = ordered[start:] + ordered[:start]
+        if ordered:
+            self.last = ordered[0].pmid
+        return ordered
+
+
+@implementer(IAllocationPolicy)
+class RandomOrder:
+    """
+    The PMs with room in a random order, from a generator this instance owns: with a
+    C{seed} the same requests give the same orders, without one each run differs.
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._random = random.Random(seed)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str]) -> RandomOrder:
+        """
+        A policy seeded by the C{seed} option.
+
+        @raise ValueError: C{seed} is not an integer.
+        """
+        return cls(parse_seed(options.get("seed")))
+
+    def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
+        # Sorted first, so the order depends on the hosts offered, not the order given.
+        ordered = by_pmid(hosts)
+        self._random.shuffle(ordered)
+        return ordered
+
+
+@implementer(IAllocationPolicy)
+class LeastVMs:
+    """
+    The PM running the fewest VMs first, whatever their size; ties in pm_file order.
+    """
+
+    name = "least-vms"
+
+    def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
+        return sorted(hosts, key=lambda h: (h.vms, h.pmid))
+
+
+@implementer(IAllocationPolicy)
+class Weighted:
+    """
+    Like Nova's weighers: the PM with the highest sum of C{weight * free / capacity}
+    over the resources first, with C{free} what is left after placing the request;
+    ties in pm_file order. Positive weights spread, negative weights pack.
+    """
+
+    name = "weighted"
+
+    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+        weights = EVERY_RESOURCE if weights is None else weights
+        unknown = set(weights) - set(RESOURCES)
+        if unknown:
+            raise ValueError(
+                f"weights: unknown resource {', '.join(sorted(unknown))}"
+                f" (known: {', '.join(RESOURCES)})"
+            )
+        self.weights = {r: float(weights.get(r, 0.0)) for r in RESOURCES}
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, str]) -> Weighted:
+        """
+        A policy weighing as the C{weights} option says.
+
+        @raise ValueError: C{weights} is malformed.
+        """
+        return cls(parse_weights(options.get("weights")))
+
+    def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
+        return sorted(hosts, key=lambda h: (-weighted_room(request, h, self.weights), h.pmid))
+
+
+BUILTIN: Mapping[str, Callable[[Mapping[str, str]], IAllocationPolicy]] = {
+    FirstFit.name: lambda options: FirstFit(),
+    BestFit.name: lambda options: BestFit(),
+    WorstFit.name: lambda options: WorstFit(),
+    RoundRobin.name: lambda options: RoundRobin(),
+    RandomOrder.name: RandomOrder.from_options,
+    LeastVMs.name: lambda options: LeastVMs(),
+    Weighted.name: Weighted.from_options,
+}
+"""How to make each built-in policy from the C{[allocation]} options, by name."""

@@ -556,10 +556,34 @@ CALLER_PWD=$PWD
 CONFIG=${VORCHD_CONFIG:-$REPO/etc/vorchd.ini}
 [[ $CONFIG == /* ]] || CONFIG=$CALLER_PWD/$CONFIG
 
+# The admin port's password file: made once with a random password (no default password
+# ever works), readable by root alone. vorchd-admin reads it when run as root here.
+PY_ADMIN='
+import sys
+from vorchd.config import load_settings
+s = load_settings(sys.argv[1])
+print(s.admin_passwd_file if s.admin_port is not None else "-")
+'
+ensure_admin_passwd() {
+    local file
+    file=$(cd "$REPO" && "$VENV/bin/python" -c "$PY_ADMIN" "$CONFIG") || die "cannot read the admin settings"
+    [[ $file == - ]] && return 0
+    if [[ ! -e $file ]]; then
+        mkdir -p "$(dirname "$file")"
+        (
+            umask 077
+            printf 'admin:%s\n' "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >"$file"
+        )
+        say "admin password made in $file (user admin); vorchd-admin reads it"
+    fi
+    chmod 600 "$file"
+}
+
 # Start the daemon with three input files (already made absolute and checked).
 run_daemon() {
     read_settings
     set_daemon_args "$1" "$2" "$3"
+    ensure_admin_passwd
     check_inputs
     make_dirs
     ensure_redis

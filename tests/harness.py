@@ -178,6 +178,7 @@ class Daemon:
         flavors=FLAVORS,
         image_lines=None,
         libvirt: dict | None = None,
+        allocation: dict | None = None,
     ):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -188,19 +189,28 @@ class Daemon:
         (self.dir / "pm_file").write_text("\n".join(pm_lines) + "\n")
         (self.dir / "image_file").write_text("\n".join(image_lines or [str(image)]) + "\n")
         (self.dir / "flavor_file").write_text(json.dumps({"types": flavors}))
+        allocation = allocation or {}
         libvirt_settings = {
             "pool_path": self.dir / "pool",
             "connect_timeout": 5,
             "call_timeout": 30,
             **(libvirt or {}),
         }
+        self.admin_user, self.admin_password = "admin", f"pw-{uuid.uuid4().hex}"
+        passwd = self.dir / "admin.passwd"
+        passwd.write_text(f"{self.admin_user}:{self.admin_password}\n")
+        passwd.chmod(0o600)
         self.ini = self.dir / "vorchd.ini"
         self.ini.write_text(
             f"[server]\nport = 0\ninterface = 127.0.0.1\n"
             f"[redis]\nurl = {redis_url}\nkey_prefix = {prefix}\n"
             f"[inventory]\npm_file = pm_file\nimage_file = image_file\n"
             f"flavor_file = flavor_file\n"
-            "[libvirt]\n" + "".join(f"{k} = {v}\n" for k, v in libvirt_settings.items())
+            "[admin]\nport = 0\npasswd_file = admin.passwd\n"
+            "[libvirt]\n"
+            + "".join(f"{k} = {v}\n" for k, v in libvirt_settings.items())
+            + "[allocation]\n"
+            + "".join(f"{k} = {v}\n" for k, v in allocation.items())
         )
         self.service = None
 
@@ -216,6 +226,10 @@ class Daemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.fleet_service.port.getHost().port}"
 
+    @property
+    def admin_port(self) -> int:
+        return self.service.getServiceNamed("admin").port.getHost().port
+
     async def start(self) -> Daemon:
         settings = load_settings(str(self.ini), environ={})
         self.service = tap.build(
@@ -228,7 +242,8 @@ class Daemon:
         self.service.startService()
         await self.fleet_service.loaded
         # The listener comes up right after the inventory is loaded.
-        while self.fleet_service.port is None:
+        admin = self.service.getServiceNamed("admin")
+        while self.fleet_service.port is None or admin.port is None:
             await task.deferLater(reactor, 0.01, lambda: None)
         return self
 

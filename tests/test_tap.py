@@ -61,7 +61,10 @@ class OptionsTests(TestCase):
         """
         options = _options(self.daemon, "--port", "8123", "--redis", "redis://10.1.2.3:7000/2")
         service = tap.makeService(options)
-        self.assertEqual([s.name for s in service], ["hypervisors", "fleet"])
+        self.assertEqual([s.name for s in service], ["hypervisors", "fleet", "admin"])
+        admin = service.getServiceNamed("admin").endpoint
+        # The admin port defaults to loopback, on an ephemeral port in the harness's ini.
+        self.assertEqual((admin._interface, admin._port), ("127.0.0.1", 0))
         settings = service.getServiceNamed("fleet").settings
         self.assertEqual(settings.port, 8123)
         self.assertEqual(
@@ -69,6 +72,22 @@ class OptionsTests(TestCase):
         )
         self.assertEqual(settings.pm_file, str(self.dir / "pm_file"))
         self.assertEqual([e.uri for e in options.pms], ["test:///default"])
+
+    def test_no_password_file_no_admin_port(self):
+        """
+        Without a password file the daemon runs but opens no admin port.
+        """
+        (self.dir / "admin.passwd").unlink()
+        service = tap.makeService(_options(self.daemon))
+        self.assertEqual([s.name for s in service], ["hypervisors", "fleet"])
+
+    def test_readable_password_file_refused(self):
+        """
+        A password file that others may read stops start-up.
+        """
+        (self.dir / "admin.passwd").chmod(0o644)
+        e = self.assertRaises(usage.UsageError, _options, self.daemon)
+        self.assertIn("chmod 600", str(e))
 
     def test_environment_overrides_ini(self):
         """
@@ -99,9 +118,14 @@ class OptionsTests(TestCase):
         """
         An unknown allocation policy stops start-up and names the known ones.
         """
-        with open(self.daemon.ini, "a") as f:
-            f.write("[allocation]\npolicy = cleverest\n")
-        e = self.assertRaises(usage.UsageError, _options, self.daemon)
+        daemon = Daemon(
+            self.dir / "d",
+            "redis://127.0.0.1:1/0",
+            "p",
+            ["test:///default"],
+            allocation={"policy": "cleverest"},
+        )
+        e = self.assertRaises(usage.UsageError, _options, daemon)
         self.assertIn("cleverest", str(e))
         self.assertIn("first-fit", str(e))
 

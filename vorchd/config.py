@@ -76,6 +76,10 @@ class Settings:
     policy: str = "first-fit"
     ratios: Mapping[str, float] = field(factory=lambda: {"cpu": 1.0, "ram": 1.0, "disk": 1.0})
     max_attempts: int = 3
+    allocation_options: Mapping[str, str] = field(factory=dict)
+    admin_port: int | None = None
+    admin_interface: str = "127.0.0.1"
+    admin_passwd_file: str = "/etc/vorchd/admin.passwd"
 
 
 def _positive(value: float, what: str) -> float:
@@ -163,6 +167,19 @@ def load_settings(
                 f"config {path}: [libvirt] domain_type must be auto, kvm or qemu,"
                 f" not {values['domain_type']!r}"
             )
+        if parser.has_section("allocation"):
+            options = dict(parser.items("allocation"))
+            if options.get("plugin_path"):
+                options["plugin_path"] = ":".join(
+                    os.path.normpath(os.path.join(base, d))
+                    for d in options["plugin_path"].split(":")
+                    if d.strip()
+                )
+            values["allocation_options"] = options
+        values["admin_interface"] = get("admin", "interface", "127.0.0.1") or "127.0.0.1"
+        values["admin_passwd_file"] = os.path.normpath(
+            os.path.join(base, get("admin", "passwd_file", "/etc/vorchd/admin.passwd"))
+        )
         if "VORCHD_PORT" in environ:
             try:
                 values["port"] = int(environ["VORCHD_PORT"])
@@ -175,6 +192,14 @@ def load_settings(
         for key, value in (overrides or {}).items():
             if value is not None:
                 values[key] = value
+        # "auto" keeps daemons side by side apart: the admin port follows the REST port.
+        admin = (get("admin", "port", "auto") or "").strip().lower()
+        if admin in ("", "off", "none"):
+            values["admin_port"] = None
+        elif admin == "auto":
+            values["admin_port"] = int(values["port"]) + 10000
+        else:
+            values["admin_port"] = number("admin", "port", None)
         if not 0 <= int(values["port"]) <= 65535:
             raise ConfigError(f"port {values['port']} is out of range")
     except ConfigError as e:

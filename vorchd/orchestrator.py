@@ -17,8 +17,8 @@ from vorchd.hypervisor.service import Hypervisors
 from vorchd.inventory import InputFileError, parse_image_text
 from vorchd.model import Flavor, ImageEntry, PMEntry, Resources
 from vorchd.placement import candidates, free
-from vorchd.policies import IAllocationPolicy, Request
-from vorchd.store import Store, StoreUnavailable
+from vorchd.policies import IAllocationPolicy, Request, UnknownPolicy, policy_named
+from vorchd.store import RESOURCES, Store, StoreUnavailable
 
 # Only these states are VMs a user sees; "creating" is a claim whose create has not answered.
 VISIBLE = ("active", "missing")
@@ -53,16 +53,22 @@ class Fleet:
         self,
         store: Store,
         hypervisors: Hypervisors,
-        policy: IAllocationPolicy,
+        policy: str,
         ratios: Mapping[str, float],
         host_settings: HostSettings = HostSettings(),
         max_attempts: int = 3,
         is_local: Callable[[str], bool] = lambda host: False,
+        policy_options: Mapping[str, str] | None = None,
     ):
         self.store = store
         self.hypervisors = hypervisors
-        self.policy = policy
-        self.ratios = dict(ratios)
+        # What the ini says; the live values are in Redis (an admin may change them).
+        self.ini_settings = {
+            "policy": policy,
+            **{f"{r}_ratio": repr(float(v)) for r, v in ratios.items()},
+        }
+        self.policy_options = dict(policy_options or {})
+        self._policy: IAllocationPolicy = policy_named(policy, self.policy_options)
         self.host_settings = host_settings
         self.max_attempts = max_attempts
         self.is_local = is_local
@@ -81,6 +87,7 @@ class Fleet:
         the background and does not hold up the rest.
         """
         self.fleet_id = await self.store.fleet_id()
+        await self.store.adopt_settings(self.ini_settings)
         pmids = await self.store.register_pms((e.line, e.uri) for e in pms)
         await self.store.register_images((e.line, e.name) for e in images)
         await self.store.set_flavors(flavors)
@@ -134,6 +141,35 @@ class Fleet:
                 self.log.info("vm {vmid} found again on PM {pmid}", vmid=vmid, pmid=pmid)
         return missing
 
+    # -- live settings ------------------------------------------------------------------
+
+    async def live(self) -> tuple[IAllocationPolicy, dict[str, float]]:
+        """
+        The policy and overcommit ratios in force now, as stored in Redis, where the
+        admin port (of any daemon sharing it) changes them.
+        """
+        stored = await self.store.settings()
+        name = stored.get("policy") or self.ini_settings["policy"]
+        if name != self._policy.name:
+            try:
+                self._policy = policy_named(name, self.policy_options)
+            except (UnknownPolicy, ValueError) as e:
+                # Set by a daemon that knows a policy this one does not: keep ours.
+                self.log.warn(
+                    "policy {name!r} unusable here, keeping {ours}: {e}",
+                    name=name,
+                    ours=self._policy.name,
+                    e=e,
+                )
+        ratios = {}
+        for r in RESOURCES:
+            key = f"{r}_ratio"
+            try:
+                ratios[r] = float(stored.get(key) or self.ini_settings[key])
+            except ValueError:
+                ratios[r] = float(self.ini_settings[key])
+        return self._policy, ratios
+
     # -- reading ----------------------------------------------------------------------------
 
     async def vm(self, vmid: int) -> dict[str, object] | None:
@@ -157,10 +193,11 @@ class Fleet:
         host = await self.store.host(pmid, up=self.hypervisors.is_up(pmid))
         if host is None:
             return None
+        _, ratios = await self.live()
         return {
             "pmid": pmid,
             "capacity": host.capacity.as_dict(),
-            "free": free(host, self.ratios).as_dict(),
+            "free": free(host, ratios).as_dict(),
             "vms": host.vms,
         }
 
@@ -191,8 +228,9 @@ class Fleet:
             raise Refused(f"no image {image_id}")
         source = self._local_source(image.source)
         request = Request(flavor, image_id, name)
+        policy, ratios = await self.live()
         hosts = await self.store.hosts(self.hypervisors.is_up)
-        ranked, refused = candidates(self.policy, request, hosts, self.ratios)
+        ranked, refused = candidates(policy, request, hosts, ratios)
         vmid = 0
         attempts = 0
         for host in ranked:
@@ -207,7 +245,7 @@ class Fleet:
                 "domain": domain_name(self.fleet_id, vmid),
                 "volume": volume_name(self.fleet_id, vmid),
             }
-            why = await self.store.claim(vmid, host.pmid, flavor.resources, self.ratios, record)
+            why = await self.store.claim(vmid, host.pmid, flavor.resources, ratios, record)
             if why is not None:
                 # Another request took the room since we looked: try the next PM.
                 refused[host.pmid] = why
@@ -230,7 +268,7 @@ class Fleet:
                 kind=kind,
                 tid=flavor.tid,
                 image_id=image_id,
-                policy=self.policy.name,
+                policy=policy.name,
             )
             return vmid
         reasons = "; ".join(f"PM {p}: {why}" for p, why in sorted(refused.items()))

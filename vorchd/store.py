@@ -124,6 +124,20 @@ return out
 """
 
 
+# Take the ini's values where the ini changed since they were last taken (an operator
+# edited it), and keep what the admin set otherwise. KEYS: live hash, last-ini hash.
+# ARGV: field/value pairs from the ini. Returns the live settings.
+_ADOPT = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[i + 1] then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
 def limit(capacity: int, ratio: float) -> int:
     """
     How much of a resource may be handed out: capacity times the overcommit ratio,
@@ -350,6 +364,47 @@ class Store:
         The vmids of the VMs created on PM C{pmid}, in ascending order.
         """
         return sorted(int(v) for v in await self._call("smembers", self._key("pm", pmid, "vms")))
+
+    # -- live settings (shared by every daemon on this Redis) ---------------------------
+
+    async def adopt_settings(self, ini: Mapping[str, object]) -> dict[str, str]:
+        """
+        Start-up: take each ini value that changed since the ini was last read, keep
+        what an admin set otherwise, and return the live settings.
+        """
+        args: list[object] = []
+        for k, v in ini.items():
+            args += [k, v]
+        flat = await self._eval(
+            _ADOPT, [self._key("settings"), self._key("settings", "ini")], args
+        )
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def settings(self) -> dict[str, str]:
+        """
+        The live settings: policy name and overcommit ratios.
+        """
+        return await self._call("hgetall", self._key("settings"))
+
+    async def set_setting(self, key: str, value: object) -> None:
+        """
+        Change a live setting; every daemon on this Redis uses it from its next request.
+        """
+        await self._call("hset", self._key("settings"), key, str(value))
+
+    async def set_drained(self, pmid: int, drained: bool) -> bool:
+        """
+        Close PM C{pmid} to new VMs (its VMs stay) or open it again.
+
+        @return: C{False} if the fleet has no such PM.
+        """
+        done = await self._eval(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end"
+            " redis.call('HSET', KEYS[1], 'drained', ARGV[1]) return 1",
+            [self._key("pm", pmid)],
+            ["1" if drained else "0"],
+        )
+        return bool(int(done))
 
     # -- VMs --------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ service tree out (the libvirt service and the fleet service with its REST listen
 
 from __future__ import annotations
 
+import os
+
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
@@ -12,6 +14,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from vorchd import inventory
+from vorchd.admin import AdminService, password_checker
 from vorchd.config import ConfigError, RedisAddress, Settings, load_settings
 from vorchd.hypervisor.service import Hypervisors
 from vorchd.orchestrator import Fleet, HostSettings
@@ -48,7 +51,10 @@ class Options(usage.Options):
         }
         try:
             settings = load_settings(self["config"], overrides=overrides)
-            policy_named(settings.policy)
+            policy_named(settings.policy, settings.allocation_options)
+            if settings.admin_port is not None and os.path.exists(settings.admin_passwd_file):
+                # A password file others can read is refused, not merely warned about.
+                password_checker(settings.admin_passwd_file)
             missing = [
                 k for k in ("pm_file", "image_file", "flavor_file") if not getattr(settings, k)
             ]
@@ -60,7 +66,7 @@ class Options(usage.Options):
             )
             self.images = inventory.parse_image_file(settings.image_file)
             self.flavors = inventory.parse_flavor_file(settings.flavor_file)
-        except (ConfigError, UnknownPolicy, inventory.InputFileError) as e:
+        except (ConfigError, UnknownPolicy, ValueError, inventory.InputFileError) as e:
             raise usage.UsageError(str(e)) from None
 
 
@@ -133,6 +139,9 @@ class FleetService(Service):
         return defer.ensureDeferred(self._stop())
 
 
+log = Logger()
+
+
 def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiService:
     """
     The daemon's service tree for C{settings} and the parsed input files.
@@ -153,17 +162,29 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
     fleet = Fleet(
         store,
         hypervisors,
-        policy_named(settings.policy),
+        settings.policy,
         settings.ratios,
         HostSettings(
             settings.pool_name, settings.pool_path, settings.domain_type, settings.console_log_dir
         ),
         settings.max_attempts,
         inventory.this_machine(),
+        settings.allocation_options,
     )
     service = FleetService(fleet, settings, pms, images, flavors, reactor)
     service.setName("fleet")
     service.setServiceParent(top)
+    if settings.admin_port is not None:
+        try:
+            checker = password_checker(settings.admin_passwd_file)
+        except ValueError as e:
+            log.warn("no admin port: {e} (write 'user:password' lines to it, mode 600)", e=e)
+        else:
+            admin = AdminService(
+                fleet, settings.admin_port, settings.admin_interface, checker, reactor
+            )
+            admin.setName("admin")
+            admin.setServiceParent(top)
     return top
 
 

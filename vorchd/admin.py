@@ -1,0 +1,234 @@
+"""
+The admin port: Perspective Broker behind twisted.cred, in the daemon's own reactor.
+
+An administrator logs in with a user and password from a password file and tunes the
+running fleet: status, policy, overcommit ratios, drain and enable, rediscovery.
+Changes are stored in Redis, so they apply from the next request, reach every daemon
+sharing that Redis, and survive restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from twisted.application.service import Service
+from twisted.cred import checkers, portal
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from twisted.spread import pb
+from zope.interface import implementer
+
+from vorchd.orchestrator import Fleet
+from vorchd.placement import free
+from vorchd.policies import UnknownPolicy, available_policies, policy_named
+from vorchd.store import RESOURCES
+
+
+class AdminError(pb.Error):
+    """
+    An admin request that cannot be done; the message says why. The client gets it as a
+    C{pb.RemoteError} carrying that message, with no traceback.
+    """
+
+
+def password_checker(path: str) -> checkers.FilePasswordDB:
+    """
+    Users and passwords from C{path}, one C{user:password} a line.
+
+    PB's challenge-response login needs the password itself on the server, so the file
+    holds it in clear: it must be readable by root alone.
+
+    @raise ValueError: the file is missing or others may read it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise ValueError(f"admin password file {path}: {e.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(f"admin password file {path}: others may read it (chmod 600 it)")
+    return checkers.FilePasswordDB(path, cache=False)
+
+
+class Admin(pb.Avatar):
+    """
+    What a logged-in administrator may do. Each C{perspective_} method is a remote call.
+    """
+
+    log = Logger()
+
+    def __init__(self, fleet: Fleet, user: str):
+        self.fleet = fleet
+        self.user = user
+
+    def _audit(self, message: str, **kw) -> None:
+        self.log.info("admin {user}: " + message, user=self.user, **kw)
+
+    def perspective_status(self):
+        """
+        Every PM (capacity, free, VMs, missing VMs, up / down / drained) and the policy
+        and ratios in force.
+        """
+        return defer.ensureDeferred(self._status())
+
+    async def _status(self) -> dict:
+        fleet = self.fleet
+        policy, ratios = await fleet.live()
+        pms = []
+        for host in await fleet.store.hosts(fleet.hypervisors.is_up):
+            rec = await fleet.store.pm_record(host.pmid) or {}
+            missing = []
+            for vmid in await fleet.store.pm_vmids(host.pmid):
+                vm = await fleet.store.vm(vmid)
+                if vm and vm.get("state") == "missing":
+                    missing.append(vmid)
+            pms.append(
+                {
+                    "pmid": host.pmid,
+                    "uri": rec.get("extra", ""),
+                    "state": "drained" if host.drained else ("up" if host.up else "down"),
+                    "up": host.up,
+                    "drained": host.drained,
+                    "capacity": host.capacity.as_dict(),
+                    "free": free(host, ratios).as_dict(),
+                    "vms": host.vms,
+                    "missing": missing,
+                }
+            )
+        return {
+            "fleet": fleet.fleet_id,
+            "policy": policy.name,
+            "policies": available_policies(fleet.policy_options),
+            "ratios": ratios,
+            "pms": pms,
+        }
+
+    def perspective_policies(self) -> list[str]:
+        """
+        The names of the policies this daemon can use.
+        """
+        return available_policies(self.fleet.policy_options)
+
+    def perspective_policy(self, name: str):
+        """
+        Switch the allocation policy for every later request.
+        """
+        return defer.ensureDeferred(self._policy(name))
+
+    async def _policy(self, name: str) -> str:
+        try:
+            policy_named(name, self.fleet.policy_options)
+        except (UnknownPolicy, ValueError) as e:
+            raise AdminError(str(e)) from None
+        await self.fleet.store.set_setting("policy", name)
+        self._audit("policy set to {name}", name=name)
+        return name
+
+    def perspective_ratios(self, cpu=None, ram=None, disk=None):
+        """
+        Set overcommit ratios (those given); answer the ratios now in force.
+        """
+        return defer.ensureDeferred(self._ratios({"cpu": cpu, "ram": ram, "disk": disk}))
+
+    async def _ratios(self, wanted: dict) -> dict:
+        checked = {}
+        for r, value in wanted.items():
+            if value is None:
+                continue
+            try:
+                ratio = float(value)
+            except (TypeError, ValueError):
+                raise AdminError(f"{r} ratio {value!r} is not a number") from None
+            if not 0 < ratio < 1e6:
+                raise AdminError(f"{r} ratio must be positive, not {value!r}")
+            checked[r] = ratio
+        for r, ratio in checked.items():
+            await self.fleet.store.set_setting(f"{r}_ratio", repr(ratio))
+        if checked:
+            self._audit("ratios set: {ratios}", ratios=checked)
+        _, ratios = await self.fleet.live()
+        return {r: ratios[r] for r in RESOURCES}
+
+    def perspective_drain(self, pmid: int):
+        """
+        Give PM C{pmid} no new VMs; its VMs stay.
+        """
+        return defer.ensureDeferred(self._drain(pmid, True))
+
+    def perspective_enable(self, pmid: int):
+        """
+        Open a drained PM to new VMs again.
+        """
+        return defer.ensureDeferred(self._drain(pmid, False))
+
+    async def _drain(self, pmid, drained: bool) -> int:
+        if not isinstance(pmid, int) or not await self.fleet.store.set_drained(pmid, drained):
+            raise AdminError(f"no PM {pmid!r}")
+        self._audit("PM {pmid} {change}", pmid=pmid, change="drained" if drained else "enabled")
+        return pmid
+
+    def perspective_rediscover(self, pmid: int | None = None):
+        """
+        Reconnect to and rediscover PM C{pmid} (or every PM); answer what each reports.
+        """
+        return defer.ensureDeferred(self._rediscover(pmid))
+
+    async def _rediscover(self, pmid) -> dict:
+        pmids = await self.fleet.store.pm_ids()
+        if pmid is not None:
+            if pmid not in pmids:
+                raise AdminError(f"no PM {pmid!r}")
+            pmids = [pmid]
+        self._audit("rediscovery of {pmids}", pmids=pmids)
+        out = {}
+        for p in pmids:
+            capacity = await self.fleet.hypervisors.connect(p)
+            out[p] = capacity.as_dict() if capacity is not None else None
+        return out
+
+
+@implementer(portal.IRealm)
+class AdminRealm:
+    """
+    Every authenticated user gets an L{Admin} avatar over the fleet.
+    """
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        if pb.IPerspective not in interfaces:
+            raise NotImplementedError("vorchd's admin realm only speaks PB")
+        user = avatarId.decode("utf-8", "replace") if isinstance(avatarId, bytes) else avatarId
+        return pb.IPerspective, Admin(self.fleet, user), lambda: None
+
+
+class AdminService(Service):
+    """
+    Listens for admin logins on C{interface}:C{port} (127.0.0.1 unless configured).
+    """
+
+    log = Logger()
+
+    def __init__(self, fleet: Fleet, port: int, interface: str, checker, reactor):
+        self.factory = pb.PBServerFactory(portal.Portal(AdminRealm(fleet), [checker]))
+        self.endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface=interface)
+        self.port = None
+
+    def startService(self) -> None:
+        super().startService()
+        d = self.endpoint.listen(self.factory)
+
+        def listening(port):
+            self.port = port
+            address = port.getHost()
+            self.log.info("admin port on {host}:{port}", host=address.host, port=address.port)
+
+        d.addCallbacks(listening, lambda f: self.log.failure("admin port not opened", f))
+        self._listening = d
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+        return None

@@ -22,5 +22,5 @@ setup(
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "treq>=23.11", "ruff>=0.6"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["vorchd-admin = vorchd.cli.admin:main"]},
 )

@@ -259,8 +259,15 @@ start_libvirtd() {
 deps() {
     apt_install "${PACKAGES[@]}"
     setup_venv
+    link_commands
     setup_kvm
     start_libvirtd
+}
+
+# The admin console on the PATH, wherever the venv is.
+link_commands() {
+    [[ -d /usr/local/bin ]] || return 0
+    ln -sf "$VENV/bin/vorchd-admin" /usr/local/bin/vorchd-admin
 }
 
 # ---------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ connection that made it).
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -427,6 +428,37 @@ class SeedAPITestsMixin:
             )
             pm = await self.json(f"/pm/query?pmid={pmid}")
             self.assertEqual((pm["free"], pm["vms"]), (pm["capacity"], 0))
+
+    async def test_slow_hypervisor_undone(self):
+        """
+        A create whose hypervisor answers only after the call's time is up answers
+        {"vmid": 0}, and the domains that start late anyway are removed.
+        """
+        await self.restart(libvirt={"call_timeout": 1})
+        original = LibvirtHost._define_and_start
+
+        def slow(host, spec):
+            time.sleep(1.5)
+            return original(host, spec)
+
+        self.patch(LibvirtHost, "_define_and_start", slow)
+        vmid, answer = await self.create()
+        self.assertEqual(vmid, 0)
+        self.assertIn("took too long", answer.reason)
+        # The late domains are undone in the background: domain first, then its disk.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            leftovers = []
+            for pmid in (1, 2, 3):
+                leftovers += list(await self.domains(pmid))
+                leftovers += [v for v in await self.volumes(pmid) if v.endswith(".qcow2")]
+            if not leftovers:
+                break
+            await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(leftovers, [])
+        for pmid in (1, 2, 3):
+            pm = await self.json(f"/pm/query?pmid={pmid}")
+            self.assertEqual(pm["free"], pm["capacity"])
 
     async def test_failed_pm_is_skipped(self):
         """

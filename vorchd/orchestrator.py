@@ -297,7 +297,17 @@ class Fleet:
             source,
         )
         spec = VMSpec(self.fleet_id, vmid, name, flavor, image_id, pmid, "auto", "")
-        return await self.hypervisors.call(pmid, "create_vm", spec, base_path, base_format)
+        return await self.hypervisors.call(
+            pmid,
+            "create_vm",
+            spec,
+            base_path,
+            base_format,
+            # Answered as failed already: a domain that starts anyway must not stay.
+            undo=lambda _kind: self.hypervisors.call(
+                pmid, "destroy_vm", spec.domain_name, spec.volume_name
+            ),
+        )
 
     async def _commit(self, vmid: int, pmid: int) -> bool:
         try:

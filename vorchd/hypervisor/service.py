@@ -11,6 +11,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from vorchd.hypervisor.host import HostUnreachable, HypervisorError, LibvirtHost
@@ -85,27 +86,62 @@ class Hypervisors(Service):
     def is_up(self, pmid: int) -> bool:
         return self._up.get(pmid, False)
 
-    def call(self, pmid: int, method: str, *args, timeout: float | None = None):
+    def call(
+        self,
+        pmid: int,
+        method: str,
+        *args,
+        timeout: float | None = None,
+        undo: Callable[[object], object] | None = None,
+    ):
         """
         Run C{method} of PM C{pmid}'s L{LibvirtHost} in the thread pool.
 
         A call that finds the connection gone marks the PM down and starts reconnecting.
+        A call still running after C{timeout} fails at once; a thread cannot be stopped,
+        so if it succeeds later after all, C{undo(result)} takes back what it did (a
+        domain started after its create was answered with a failure, say).
         """
         host = self._hosts.get(pmid)
         if host is None:
             return defer.fail(HostUnreachable(f"PM {pmid} is not managed by this daemon"))
-        d = deferToThreadPool(self._reactor, self._pool, getattr(host, method), *args)
-        d.addTimeout(timeout or self.call_timeout, self._reactor)
+        answer = defer.Deferred()
+        timer = self._reactor.callLater(
+            timeout or self.call_timeout,
+            lambda: answer.errback(HypervisorError(f"{host.uri}: {method} took too long")),
+        )
+
+        def finished(result):
+            if timer.active():
+                timer.cancel()
+                answer.callback(result)
+            elif isinstance(result, Failure):
+                self.log.info(
+                    "PM {pmid}: late {method} failed: {e}",
+                    pmid=pmid,
+                    method=method,
+                    e=result.getErrorMessage(),
+                )
+            elif undo is not None:
+                self.log.warn(
+                    "PM {pmid}: {method} finished after its time; undoing it",
+                    pmid=pmid,
+                    method=method,
+                )
+                late = defer.maybeDeferred(undo, result)
+                late.addErrback(lambda f: self.log.failure("undoing late {m}", f, m=method))
+
+        deferToThreadPool(self._reactor, self._pool, getattr(host, method), *args).addBoth(
+            finished
+        )
 
         def failed(f):
             if f.check(HostUnreachable):
                 self._mark_down(pmid, f.getErrorMessage())
-            elif f.check(defer.TimeoutError):
-                raise HypervisorError(f"{host.uri}: {method} took too long")
             return f
 
-        d.addErrback(failed)
-        return d
+        answer.addErrback(failed)
+        return answer
 
     async def connect(self, pmid: int) -> Resources | None:
         """

@@ -101,6 +101,7 @@ class Admin(pb.Avatar):
             "policies": available_policies(fleet.policy_options),
             "ratios": ratios,
             "pms": pms,
+            "reconciled": fleet.last_reconcile,
         }
 
     def perspective_policies(self) -> list[str]:

@@ -77,6 +77,8 @@ class Settings:
     ratios: Mapping[str, float] = field(factory=lambda: {"cpu": 1.0, "ram": 1.0, "disk": 1.0})
     max_attempts: int = 3
     allocation_options: Mapping[str, str] = field(factory=dict)
+    lease: float = 30.0
+    reconcile_interval: float = 60.0
     admin_port: int | None = None
     admin_interface: str = "127.0.0.1"
     admin_passwd_file: str = "/etc/vorchd/admin.passwd"
@@ -161,6 +163,10 @@ def load_settings(
             policy=get("allocation", "policy", "first-fit") or "first-fit",
             ratios=ratios,
             max_attempts=int(_positive(number("allocation", "max_attempts", 3), "max_attempts")),
+            lease=_positive(number("server", "lease", 30.0, float), "lease"),
+            reconcile_interval=_positive(
+                number("server", "reconcile_interval", 60.0, float), "reconcile_interval"
+            ),
         )
         if values["domain_type"] not in ("auto", "kvm", "qemu"):
             raise ConfigError(

@@ -5,6 +5,7 @@ hypervisor, records, and undoes its claim when the act fails.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 
 from attrs import frozen
@@ -73,6 +74,10 @@ class Fleet:
         self.max_attempts = max_attempts
         self.is_local = is_local
         self.fleet_id: str | None = None
+        # Stamps this daemon's in-flight claims, so that another daemon (or this one,
+        # restarted) can tell a claim whose creator died from one still being made.
+        self.daemon_id = secrets.token_hex(6)
+        self.last_reconcile: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
         self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
         hypervisors.on_up = self._discovered
 
@@ -239,6 +244,7 @@ class Fleet:
             if not vmid:
                 vmid = await self.store.next_vmid()
             record = {
+                "owner": self.daemon_id,
                 "name": name,
                 "instance_type": flavor.tid,
                 "image_id": image_id,
@@ -326,6 +332,88 @@ class Fleet:
         except (HypervisorError, StoreUnavailable) as e:
             self.log.error("vm {vmid}: undo incomplete: {e}", vmid=vmid, e=e)
         return False
+
+    async def reconcile(self) -> dict[str, list[int]]:
+        """
+        Make Redis and the hypervisors agree again after a crash:
+
+          - a claim left C{creating} by a daemon that died (its lease expired) is rolled
+            back: its domain and disk, if they were made, are removed, its room freed;
+          - a domain of this fleet that a PM runs but Redis does not know (Redis lost
+            its last second, say) is adopted back with its own ids;
+          - a VM whose domain is gone is marked missing (L{check_domains}).
+
+        PMs that cannot be reached now are left for the next round.
+
+        @return: the vmids rolled back and adopted.
+        """
+        report: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
+        owners: dict[str, bool] = {}
+        for vmid in await self.store.all_vmids():
+            rec = await self.store.vm(vmid)
+            if rec is None or rec.get("state") != "creating":
+                continue
+            owner = rec.get("owner", "")
+            if owner == self.daemon_id:
+                continue
+            if owner not in owners:
+                owners[owner] = bool(owner) and await self.store.alive(owner)
+            if owners[owner]:
+                continue
+            pmid = int(rec["pmid"])
+            if not self.hypervisors.is_up(pmid):
+                continue
+            try:
+                await self.hypervisors.call(pmid, "destroy_vm", rec["domain"], rec["volume"])
+            except HypervisorError as e:
+                self.log.warn("vm {vmid}: stale claim not rolled back yet: {e}", vmid=vmid, e=e)
+                continue
+            if await self.store.release(vmid):
+                report["rolled_back"].append(vmid)
+                self.log.warn(
+                    "vm {vmid}: rolled back a claim on PM {pmid} left by daemon"
+                    " {owner}, which died mid-create",
+                    vmid=vmid,
+                    pmid=pmid,
+                    owner=owner or "(unknown)",
+                )
+        for pmid in await self.store.pm_ids():
+            if not self.hypervisors.is_up(pmid):
+                continue
+            try:
+                found = await self.hypervisors.call(pmid, "fleet_domains", self.fleet_id)
+                for meta in found:
+                    if await self._adopt(pmid, meta):
+                        report["adopted"].append(meta["vmid"])
+                await self.check_domains(pmid)
+            except HypervisorError as e:
+                self.log.warn("PM {pmid}: not reconciled yet: {e}", pmid=pmid, e=e)
+        self.last_reconcile = report
+        return report
+
+    async def _adopt(self, pmid: int, meta: dict) -> bool:
+        vmid, flavor = meta.get("vmid"), meta.get("flavor")
+        if not vmid or flavor is None or meta.get("pmid") != pmid:
+            return False
+        adopted = await self.store.adopt(
+            vmid,
+            pmid,
+            flavor,
+            {
+                "name": meta.get("name", ""),
+                "image_id": meta.get("image_id", 0),
+                "domain": domain_name(self.fleet_id, vmid),
+                "volume": volume_name(self.fleet_id, vmid),
+            },
+        )
+        if adopted:
+            self.log.warn(
+                "vm {vmid}: adopted back from PM {pmid}, where it runs though"
+                " Redis had no record of it",
+                vmid=vmid,
+                pmid=pmid,
+            )
+        return adopted
 
     async def destroy(self, vmid: int) -> None:
         """

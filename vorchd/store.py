@@ -138,6 +138,25 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 
+# Put back the record of a VM whose domain a PM still runs but Redis forgot (say, Redis
+# lost its last second), with its room, and keep the vmid counter past it so its id is
+# never given again. KEYS: vm hash, pm hash, pm vms set, all-vms set, vmid counter.
+# ARGV: vmid, cpu, ram, disk, then the record as field/value pairs.
+_ADOPT_VM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HINCRBY', KEYS[2], 'used_cpu', ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'used_ram', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'used_disk', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[1])
+if tonumber(redis.call('GET', KEYS[5]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[5], ARGV[1])
+end
+return 1
+"""
+
+
 def limit(capacity: int, ratio: float) -> int:
     """
     How much of a resource may be handed out: capacity times the overcommit ratio,
@@ -479,6 +498,53 @@ class Store:
         Every vmid holding a claim, created or being created.
         """
         return sorted(int(v) for v in await self._call("smembers", self._key("vms")))
+
+    async def adopt(
+        self, vmid: int, pmid: int, flavor: Flavor, record: Mapping[str, object]
+    ) -> bool:
+        """
+        Record VM C{vmid}, found running on PM C{pmid}, as active with its flavor's room
+        (even past capacity: it runs there), unless Redis already knows it.
+
+        @return: whether it was adopted.
+        """
+        fields: list[object] = []
+        full = {
+            **record,
+            "vmid": vmid,
+            "pmid": pmid,
+            "state": "active",
+            "instance_type": flavor.tid,
+            **flavor.resources.as_dict(),
+        }
+        for k, v in full.items():
+            fields += [k, v]
+        done = await self._eval(
+            _ADOPT_VM,
+            [
+                self._key("vm", vmid),
+                self._key("pm", pmid),
+                self._key("pm", pmid, "vms"),
+                self._key("vms"),
+                self._key("vmid"),
+            ],
+            [vmid, flavor.cpu, flavor.ram, flavor.disk] + fields,
+        )
+        return bool(int(done))
+
+    # -- daemons' leases ------------------------------------------------------------------
+
+    async def heartbeat(self, daemon_id: str, ttl: float) -> None:
+        """
+        Say that daemon C{daemon_id} is alive for the next C{ttl} seconds.
+        """
+        await self._call("set", self._key("daemon", daemon_id), "1", None, int(ttl * 1000))
+
+    async def alive(self, daemon_id: str) -> bool:
+        """
+        Whether daemon C{daemon_id} renewed its lease in time.
+        """
+        return bool(int(await self._call("exists", self._key("daemon", daemon_id))))
 
     async def ping(self) -> bool:
         """

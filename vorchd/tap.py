@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -90,6 +90,7 @@ class FleetService(Service):
         self.loaded = defer.Deferred()
         self._stopping = False
         self._retry = None
+        self._loops = None
 
     def startService(self) -> None:
         super().startService()
@@ -122,13 +123,40 @@ class FleetService(Service):
             )
             return
         self.log.info("inventory loaded: {n} PMs", n=len(self.inventory[0]))
+        if self._loops is None:
+            self._loops = [
+                task.LoopingCall(self._heartbeat),
+                task.LoopingCall(self._reconcile),
+            ]
+            self._loops[0].clock = self._loops[1].clock = self.reactor
+            # Renew the lease well before it runs out; reconcile at once, then now and then.
+            self._loops[0].start(self.settings.lease / 3, now=True)
+            self._loops[1].start(self.settings.reconcile_interval, now=True)
         if not self.loaded.called:
             self.loaded.callback(None)
+
+    async def _heartbeat(self) -> None:
+        try:
+            await self.fleet.store.heartbeat(self.fleet.daemon_id, self.settings.lease)
+        except StoreUnavailable as e:
+            self.log.warn("lease not renewed: {e}", e=e)
+
+    async def _reconcile(self) -> None:
+        try:
+            report = await self.fleet.reconcile()
+        except StoreUnavailable as e:
+            self.log.warn("reconciliation postponed: {e}", e=e)
+            return
+        if any(report.values()):
+            self.log.info("reconciled: {report}", report=report)
 
     async def _stop(self) -> None:
         self._stopping = True
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+        for loop in self._loops or ():
+            if loop.running:
+                loop.stop()
         await self._started
         if self.port is not None:
             await self.port.stopListening()

@@ -381,6 +381,23 @@ class LibvirtHost:
         except libvirt.libvirtError as e:
             raise self._failed("listing domains", e) from None
 
+    def fleet_domains(self, fleet: str) -> list[dict]:
+        """
+        The vorchd metadata of every domain of fleet C{fleet} on this PM, with whether
+        it runs (C{running}) and its libvirt name (C{domain}).
+        """
+        out = []
+        try:
+            for dom in self.conn.listAllDomains(0):
+                if not dom.name().startswith(f"vorchd-{fleet}-"):
+                    continue
+                meta = domain.parse_metadata(dom.XMLDesc(0))
+                if meta.get("fleet") == fleet:
+                    out.append({**meta, "domain": dom.name(), "running": dom.isActive() == 1})
+        except libvirt.libvirtError as e:
+            raise self._failed("listing domains", e) from None
+        return out
+
     def domain_state(self, domain_name: str) -> int | None:
         """
         The libvirt state of C{domain_name} (C{libvirt.VIR_DOMAIN_RUNNING}, ...), or

@@ -13,6 +13,7 @@ import pwd
 import re
 import stat
 import threading
+from collections.abc import Callable
 
 import libvirt
 from attrs import evolve
@@ -23,6 +24,15 @@ from vorchd.model import Resources
 
 GIB = 1024**3
 UPLOAD_CHUNK = 256 * 1024
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "end of file",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by us",
+}
 
 # libvirt prints every error to stderr by default; vorchd reports them itself.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -111,6 +121,8 @@ class LibvirtHost:
         self.console_log_dir = console_log_dir
         self._conn: libvirt.virConnect | None = None
         self._kvm_works: bool | None = None
+        # Called (on libvirt's event thread) when an open connection drops by itself.
+        self.on_close: Callable[[str], object] | None = None
         self._lock = threading.Lock()
 
     # -- the connection ---------------------------------------------------------------
@@ -122,13 +134,35 @@ class LibvirtHost:
         self.close()
         self._kvm_works = None
         try:
-            self._conn = libvirt.open(self.uri)
+            conn = libvirt.open(self.uri)
         except libvirt.libvirtError as e:
             raise HostUnreachable(f"{self.uri}: {e.get_error_message()}") from None
+        # Notice a dead PM by itself: a killed libvirtd closes the connection at once;
+        # a hung one or a cut network fails keepalive after interval * (count + 1) s.
+        # The test driver has neither (it cannot fail that way).
+        try:
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.registerCloseCallback(self._closed, None)
+        except libvirt.libvirtError:
+            pass
+        self._conn = conn
+
+    def _closed(self, conn, reason: int, _opaque) -> None:
+        if conn is not self._conn or self.on_close is None:
+            return
+        why = _CLOSE_REASONS.get(reason, f"reason {reason}")
+        self.on_close(f"{self.uri}: connection closed ({why})")
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            try:
+                conn.unregisterCloseCallback()
+            except libvirt.libvirtError:
+                pass
             try:
                 conn.close()
             except libvirt.libvirtError:

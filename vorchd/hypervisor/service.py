@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from vorchd.hypervisor.events import start_event_loop
 from vorchd.hypervisor.host import HostUnreachable, HypervisorError, LibvirtHost
 from vorchd.model import Resources
 
@@ -44,6 +45,7 @@ class Hypervisors(Service):
         self._up: dict[int, bool] = {}
         self._retry: dict[int, object] = {}
         self._delay: dict[int, float] = {}
+        self._connecting: set[int] = set()
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self.reconnect_max_delay = reconnect_max_delay
@@ -53,6 +55,7 @@ class Hypervisors(Service):
 
     def startService(self) -> None:
         super().startService()
+        start_event_loop()
         self._pool.start()
 
     def stopService(self):
@@ -79,6 +82,7 @@ class Hypervisors(Service):
         """
         self._hosts[pmid] = host
         self._up[pmid] = False
+        host.on_close = lambda why: self._reactor.callFromThread(self._mark_down, pmid, why)
 
     def host(self, pmid: int) -> LibvirtHost | None:
         return self._hosts.get(pmid)
@@ -93,6 +97,7 @@ class Hypervisors(Service):
         *args,
         timeout: float | None = None,
         undo: Callable[[object], object] | None = None,
+        finished: Callable[[], object] | None = None,
     ):
         """
         Run C{method} of PM C{pmid}'s L{LibvirtHost} in the thread pool.
@@ -101,6 +106,7 @@ class Hypervisors(Service):
         A call still running after C{timeout} fails at once; a thread cannot be stopped,
         so if it succeeds later after all, C{undo(result)} takes back what it did (a
         domain started after its create was answered with a failure, say).
+        C{finished()} is called when the thread is done, in time or not.
         """
         host = self._hosts.get(pmid)
         if host is None:
@@ -111,7 +117,9 @@ class Hypervisors(Service):
             lambda: answer.errback(HypervisorError(f"{host.uri}: {method} took too long")),
         )
 
-        def finished(result):
+        def done(result):
+            if finished is not None:
+                finished()
             if timer.active():
                 timer.cancel()
                 answer.callback(result)
@@ -131,9 +139,7 @@ class Hypervisors(Service):
                 late = defer.maybeDeferred(undo, result)
                 late.addErrback(lambda f: self.log.failure("undoing late {m}", f, m=method))
 
-        deferToThreadPool(self._reactor, self._pool, getattr(host, method), *args).addBoth(
-            finished
-        )
+        deferToThreadPool(self._reactor, self._pool, getattr(host, method), *args).addBoth(done)
 
         def failed(f):
             if f.check(HostUnreachable):
@@ -150,8 +156,18 @@ class Hypervisors(Service):
         @return: its capacity, or C{None} if it could not be reached now.
         """
         host = self._hosts[pmid]
+        if pmid in self._connecting:
+            # An earlier connect still blocks its thread (an address that drops packets
+            # holds libvirt.open for minutes): do not pile up more of them.
+            return None
+        self._connecting.add(pmid)
         try:
-            await self.call(pmid, "connect", timeout=self.connect_timeout)
+            await self.call(
+                pmid,
+                "connect",
+                timeout=self.connect_timeout,
+                finished=lambda: self._connecting.discard(pmid),
+            )
             capacity = await self.call(pmid, "discover")
         except (HypervisorError, defer.TimeoutError) as e:
             self._mark_down(pmid, str(e))

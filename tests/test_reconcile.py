@@ -68,7 +68,7 @@ class ReconcileTests(TestCase):
         why = await self.fleet.store.claim(vmid, 1, SMALL.resources, ONE, record)
         self.assertIsNone(why)
         path, fmt = await self.fleet.hypervisors.call(
-            1, "ensure_base", "half-base.img", str(self.daemon.dir / "images" / "hello.img")
+            1, "ensure_base", fleet, 1, str(self.daemon.dir / "images" / "hello.img")
         )
         spec = VMSpec(fleet, vmid, "half", SMALL, 1, 1, "auto", "")
         await self.fleet.hypervisors.call(1, "create_vm", spec, path, fmt)

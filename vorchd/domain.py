@@ -69,11 +69,12 @@ def volume_name(fleet: str, vmid: int) -> str:
     return f"vorchd-{fleet}-{vmid}.qcow2"
 
 
-def base_volume_name(fleet: str, image_id: int, fmt: str) -> str:
+def base_volume_name(fleet: str, image_id: int, digest: str) -> str:
     """
-    The name of an image's base copy in a PM's pool, shared by all VMs of that image.
+    The name of an image's base copy in a PM's pool, shared by all VMs of that image;
+    it carries the image's checksum, so a changed image file gets a copy of its own.
     """
-    return f"vorchd-{fleet}-image-{image_id}.{'qcow2' if fmt == 'qcow2' else 'img'}"
+    return f"vorchd-{fleet}-image-{image_id}-{digest[:12]}.img"
 
 
 def image_format(header: bytes) -> str:

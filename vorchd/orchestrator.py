@@ -12,7 +12,7 @@ from attrs import frozen
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from vorchd.domain import VMSpec, base_volume_name, domain_name, volume_name
+from vorchd.domain import VMSpec, domain_name, volume_name
 from vorchd.hypervisor.host import HypervisorError, LibvirtHost
 from vorchd.hypervisor.service import Hypervisors
 from vorchd.inventory import InputFileError, parse_image_text
@@ -299,7 +299,8 @@ class Fleet:
             self.hypervisors.call,
             pmid,
             "ensure_base",
-            base_volume_name(self.fleet_id, image_id, "img"),
+            self.fleet_id,
+            image_id,
             source,
         )
         spec = VMSpec(self.fleet_id, vmid, name, flavor, image_id, pmid, "auto", "")

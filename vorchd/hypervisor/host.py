@@ -8,6 +8,7 @@ libvirt connections are thread-safe, so the pool's threads share one per PM.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 import libvirt
 from attrs import evolve
+from twisted.logger import Logger
 
 from vorchd import domain
 from vorchd.domain import VMSpec
@@ -24,6 +26,8 @@ from vorchd.model import Resources
 
 GIB = 1024**3
 UPLOAD_CHUNK = 256 * 1024
+# Uploads this large or larger log their progress every tenth.
+PROGRESS_FROM = 64 * 1024**2
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 
@@ -33,6 +37,8 @@ _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
     libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by us",
 }
+
+log = Logger()
 
 # libvirt prints every error to stderr by default; vorchd reports them itself.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -48,6 +54,38 @@ class HostUnreachable(HypervisorError):
     """
     The PM's libvirt connection is gone (or was never made).
     """
+
+
+_digests: dict[tuple[str, int, int], tuple[str, int, str]] = {}
+_digests_lock = threading.Lock()
+
+
+def source_digest(source: str) -> tuple[str, int, str]:
+    """
+    The sha256, size and format (C{raw} or C{qcow2}) of the image file C{source}, read
+    once per version of the file (its size and modification time).
+
+    @raise HypervisorError: the file cannot be read.
+    """
+    try:
+        with open(source, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (source, st.st_size, st.st_mtime_ns)
+            with _digests_lock:
+                known = _digests.get(key)
+            if known is not None:
+                return known
+            fmt = domain.image_format(f.read(4))
+            f.seek(0)
+            digest = hashlib.sha256()
+            while chunk := f.read(1024 * 1024):
+                digest.update(chunk)
+    except OSError as e:
+        raise HypervisorError(f"image {source}: {e.strerror}") from None
+    result = (digest.hexdigest(), st.st_size, fmt)
+    with _digests_lock:
+        _digests[key] = result
+    return result
 
 
 def _qemu_user(conf: str = "/etc/libvirt/qemu.conf") -> str:
@@ -121,6 +159,8 @@ class LibvirtHost:
         self.console_log_dir = console_log_dir
         self._conn: libvirt.virConnect | None = None
         self._kvm_works: bool | None = None
+        # Base copies this daemon has checked, by volume name: they are read back once.
+        self._verified: dict[str, str] = {}
         # Called (on libvirt's event thread) when an open connection drops by itself.
         self.on_close: Callable[[str], object] | None = None
         self._lock = threading.Lock()
@@ -256,26 +296,33 @@ class LibvirtHost:
                 return None
             raise self._failed(f"volume lookup {name}", e) from None
 
-    def ensure_base(self, name: str, source: str) -> tuple[str, str]:
+    def ensure_base(self, fleet: str, image_id: int, source: str) -> tuple[str, str]:
         """
-        The base copy C{name} of the local image file C{source} in the PM's pool,
-        uploaded through libvirt if it is not there yet.
+        The base copy of image C{image_id} (the local file C{source}) in the PM's pool,
+        uploaded through libvirt's volume stream if it is not there or not right.
 
-        The test driver cannot upload: there the volume is made without content (it runs
-        no guest anyway).
+        The copy's name carries the image's checksum, so a changed image file gets a
+        new copy and VMs on the old one keep theirs. A copy found on the PM is read back
+        and checked against the checksum the first time this daemon uses it: a copy a
+        crash left half-uploaded is replaced. The test driver cannot upload: there the
+        volume is made without content (it runs no guest anyway).
 
         @return: the copy's path on the PM and the image's format (C{raw} or C{qcow2}).
         """
-        try:
-            with open(source, "rb") as f:
-                fmt = domain.image_format(f.read(4))
-                size = os.fstat(f.fileno()).st_size
-        except OSError as e:
-            raise HypervisorError(f"image {source}: {e.strerror}") from None
+        digest, size, fmt = source_digest(source)
+        name = domain.base_volume_name(fleet, image_id, digest)
         pool = self.pool()
         vol = self._volume(pool, name)
-        if vol is not None:
+        if vol is not None and (self.is_test_driver or self._verified.get(name) == digest):
             return vol.path(), fmt
+        if vol is not None:
+            if self._checksum(vol, size) == digest:
+                self._verified[name] = digest
+                return vol.path(), fmt
+            log.warn(
+                "{uri}: base copy {name} is damaged; uploading it again", uri=self.uri, name=name
+            )
+            self._delete_volume(vol)
         try:
             vol = pool.createXML(domain.base_volume_xml(name, size), 0)
         except libvirt.libvirtError as e:
@@ -286,15 +333,25 @@ class LibvirtHost:
             except BaseException:
                 self._delete_volume(vol)
                 raise
+            self._verified[name] = digest
         return vol.path(), fmt
 
     def _upload(self, vol: libvirt.virStorageVol, source: str, size: int) -> None:
         stream = self.conn.newStream(0)
+        sent, step = 0, max(size // 10, 1)
         try:
             vol.upload(stream, 0, size, 0)
             with open(source, "rb") as f:
                 while chunk := f.read(UPLOAD_CHUNK):
                     stream.send(chunk)
+                    sent += len(chunk)
+                    if size >= PROGRESS_FROM and sent // step != (sent - len(chunk)) // step:
+                        log.info(
+                            "{uri}: uploading {source}: {pct}%",
+                            uri=self.uri,
+                            source=source,
+                            pct=100 * sent // size,
+                        )
             stream.finish()
         except (libvirt.libvirtError, OSError) as e:
             try:
@@ -304,6 +361,31 @@ class LibvirtHost:
             if isinstance(e, OSError):
                 raise HypervisorError(f"image {source}: {e.strerror}") from None
             raise self._failed(f"uploading {source}", e) from None
+
+    def _checksum(self, vol: libvirt.virStorageVol, size: int) -> str | None:
+        """
+        The sha256 of the first C{size} bytes of C{vol}, read back through libvirt, or
+        None if it is shorter or cannot be read.
+        """
+        digest = hashlib.sha256()
+        stream = self.conn.newStream(0)
+        got = 0
+        try:
+            vol.download(stream, 0, size, 0)
+            while got < size:
+                data = stream.recv(min(UPLOAD_CHUNK, size - got))
+                if not data or not isinstance(data, bytes):
+                    break
+                digest.update(data)
+                got += len(data)
+            stream.finish()
+        except libvirt.libvirtError:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass
+            return None
+        return digest.hexdigest() if got == size else None
 
     @staticmethod
     def _delete_volume(vol: libvirt.virStorageVol) -> None:

@@ -20,7 +20,13 @@ setup(
         "zope.interface>=6.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "treq>=23.11", "ruff>=0.6"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "treq>=23.11",
+            "ruff>=0.6",
+            "openapi-spec-validator>=0.7",
+        ],
     },
     entry_points={"console_scripts": ["vorchd-admin = vorchd.cli.admin:main"]},
 )

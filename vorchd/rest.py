@@ -5,22 +5,48 @@ Every answer is HTTP 200 with a JSON body. A call that fails answers its own fai
 value (C{{"vmid": 0}}, C{{"status": 0}}, C{{"vmids": 0}}, C{0}); anything that is not a
 call of the API (unknown path, other method, a missing or non-integer argument) answers
 C{0}. Failures carry the reason in an C{X-Vorchd-Reason} header for people using curl.
+
+Whatever bytes arrive, the answer is one of those: a front door (L{SeedResource}) matches
+the path exactly and parses the query itself before Klein sees the request, so no request
+reaches Klein's own error pages (a non-UTF-8 path there is a 400 and a logged traceback).
+The API's OpenAPI document (L{vorchd.openapi}) is served at C{GET /openapi.json}.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.web.resource import Resource
+from werkzeug.exceptions import BadHost, HTTPException
 
+from vorchd import openapi
 from vorchd.orchestrator import Fleet, Refused
 from vorchd.store import StoreUnavailable
 
 # An integer argument as people write one; longer than this is not a number anyone meant.
 _INTEGER = re.compile(rb"-?[0-9]{1,1000}")
 _ALLOWED_METHODS = (b"GET", b"HEAD")
+# A call that changes state does nothing on HEAD: its answer would never be seen.
+_CHANGING_METHODS = (b"GET",)
+
+# Every path the API answers, matched byte for byte as sent.
+CALLS = frozenset(
+    {
+        b"/vm/create",
+        b"/vm/query",
+        b"/vm/destroy",
+        b"/vm/types",
+        b"/pm/list",
+        b"/pm/listvms",
+        b"/pm/query",
+        b"/image/list",
+        b"/openapi.json",
+    }
+)
 
 
 class Malformed(Exception):
@@ -37,10 +63,75 @@ class BadRequest(Exception):
     """
 
 
+_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
+
+
+def _printable(data: bytes) -> str:
+    """
+    C{data} as printable ASCII, anything else escaped as C{\\xNN}.
+    """
+    return _UNPRINTABLE.sub(lambda m: b"\\x%02x" % m[0][0], data).decode("ascii")
+
+
 def _reason_header(reason: str) -> bytes:
-    # Header values must be one line of latin-1; keep them short and plain ASCII.
-    text = " ".join(reason.split())[:300]
-    return text.encode("ascii", "backslashreplace")
+    # Header values must be one line of latin-1; keep them short, printable, plain ASCII.
+    text = " ".join(reason.split())
+    return _printable(text.encode("ascii", "backslashreplace"))[:300].encode("ascii")
+
+
+def parse_query(uri: bytes) -> dict[bytes, list[bytes]]:
+    """
+    The arguments in C{uri}'s query, parsed as C{application/x-www-form-urlencoded} is in
+    the WHATWG URL standard: C{&} separates arguments (C{;} is an ordinary character, so a
+    name may hold one, unlike Twisted's own C{request.args}), C{+} is a space, C{%XX} any
+    byte, and an argument without C{=} has an empty value. Values stay bytes: each call
+    decides what it accepts.
+    """
+    query = uri.partition(b"?")[2]
+    args: dict[bytes, list[bytes]] = {}
+    for item in query.split(b"&"):
+        if not item:
+            continue
+        key, _, value = item.partition(b"=")
+        key = unquote_to_bytes(key.replace(b"+", b" "))
+        args.setdefault(key, []).append(unquote_to_bytes(value.replace(b"+", b" ")))
+    return args
+
+
+class SeedResource(Resource):
+    """
+    The front door of the seed API: answers 0 itself for a path that is not exactly one of
+    L{CALLS}, or a Host header Klein cannot route (not UTF-8, or not a host name at all:
+    Klein would answer a 400 or 500 page and log a traceback); replaces C{request.args}
+    with L{parse_query}'s, and hands every call to the Klein app.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, klein_resource: Resource):
+        super().__init__()
+        self._klein = klein_resource
+
+    def render(self, request):
+        if request.path not in CALLS:
+            return SeedAPI._answer(request, 0, f"no such call: {_printable(request.path)}")
+        try:
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return SeedAPI._answer(request, 0, "the Host header is not UTF-8")
+        request.args = parse_query(request.uri)
+        try:
+            return self._klein.render(request)
+        except BadHost:
+            # Routing refused the Host (werkzeug wants an IDNA host name: no label over
+            # 63 characters, none empty) before any call ran.
+            return SeedAPI._answer(request, 0, "the Host header is not a host name")
+        except HTTPException as e:
+            return SeedAPI._answer(request, 0, f"not a call: {e.code} {e.name}")
+        except Exception as e:
+            self.log.failure("unexpected error routing {uri}", uri=request.uri)
+            return SeedAPI._answer(request, 0, f"internal error: {e.__class__.__name__}")
 
 
 class SeedAPI:
@@ -54,8 +145,8 @@ class SeedAPI:
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
 
-    def resource(self):
-        return self.app.resource()
+    def resource(self) -> Resource:
+        return SeedResource(self.app.resource())
 
     # -- translation helpers ---------------------------------------------------------------
 
@@ -68,9 +159,9 @@ class SeedAPI:
         return json.dumps(value).encode("ascii")
 
     @staticmethod
-    def _check_method(request) -> None:
-        if request.method not in _ALLOWED_METHODS:
-            raise Malformed(f"method {request.method.decode('ascii', 'replace')} not allowed")
+    def _check_method(request, changes: bool) -> None:
+        if request.method not in (_CHANGING_METHODS if changes else _ALLOWED_METHODS):
+            raise Malformed(f"method {_printable(request.method)} not allowed")
 
     @staticmethod
     def _arg(request, name: str) -> bytes:
@@ -88,12 +179,13 @@ class SeedAPI:
             raise Malformed(f"argument {name} is not an integer")
         return int(raw)
 
-    async def _serve(self, request, failure, work):
+    async def _serve(self, request, failure, work, changes: bool = False):
         """
-        Run C{work()} and answer its value, or C{failure} with the reason.
+        Run C{work()} and answer its value, or C{failure} with the reason. A call that
+        C{changes} state answers 0 to HEAD without doing anything.
         """
         try:
-            self._check_method(request)
+            self._check_method(request, changes)
             return self._answer(request, await work())
         except Malformed as e:
             return self._answer(request, 0, str(e))
@@ -125,7 +217,7 @@ class SeedAPI:
                 raise BadRequest("instance_type and image_id must be positive")
             return {"vmid": await self.fleet.create(name, tid, image_id)}
 
-        return self._serve(request, {"vmid": 0}, work)
+        return self._serve(request, {"vmid": 0}, work, changes=True)
 
     @app.route("/vm/query")
     def vm_query(self, request):
@@ -144,7 +236,7 @@ class SeedAPI:
             await self.fleet.destroy(self._int_arg(request, "vmid"))
             return {"status": 1}
 
-        return self._serve(request, {"status": 0}, work)
+        return self._serve(request, {"status": 0}, work, changes=True)
 
     @app.route("/vm/types")
     def vm_types(self, request):
@@ -190,10 +282,17 @@ class SeedAPI:
 
         return self._serve(request, 0, work)
 
+    @app.route("/openapi.json")
+    def openapi_document(self, request):
+        async def work():
+            return openapi.DOCUMENT
+
+        return self._serve(request, 0, work)
+
     @app.route("/", branch=True)
     def anything_else(self, request):
-        path = request.path.decode("ascii", "replace")
-        return self._answer(request, 0, f"no such call: {path}")
+        # Unreachable through SeedResource; kept for the bare Klein resource.
+        return self._answer(request, 0, f"no such call: {_printable(request.path)}")
 
     @app.handle_errors(Exception)
     def error(self, request, failure):

@@ -1,0 +1,249 @@
+"""
+The seed API's OpenAPI document: valid OpenAPI 3.1, served by the daemon at
+GET /openapi.json, and true to what the daemon answers (every answer of every call, success
+and failure, fits the document's schema for it, and only the right branch of it).
+
+The validation needs openapi-spec-validator (which brings openapi-schema-validator); the
+structural tests run without it.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.clients import InMemoryClient, LoopbackClient
+from tests.harness import FLAVORS, Daemon, shared_redis, tmpdir, unique_prefix, write_fleet
+from vorchd import openapi
+from vorchd.rest import CALLS
+
+try:
+    from openapi_schema_validator import OAS31Validator
+    from openapi_spec_validator import validate as validate_spec
+    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+except ImportError:  # not installed: only the structural tests run
+    OAS31Validator = validate_spec = OpenAPIValidationError = None
+
+DOC = openapi.DOCUMENT
+SCHEMAS = DOC["components"]["schemas"]
+
+# Each call's query parameters and their JSON types, and its own failure value (None: the
+# call cannot fail but by not being a call, or fails with 0).
+PARAMETERS = {
+    "/vm/create": {"name": "string", "instance_type": "integer", "image_id": "integer"},
+    "/vm/query": {"vmid": "integer"},
+    "/vm/destroy": {"vmid": "integer"},
+    "/vm/types": {},
+    "/pm/list": {},
+    "/pm/listvms": {"pmid": "integer"},
+    "/pm/query": {"pmid": "integer"},
+    "/image/list": {},
+    "/openapi.json": {},
+}
+FAILURES = {"/vm/create": {"vmid": 0}, "/vm/destroy": {"status": 0}, "/pm/listvms": {"vmids": 0}}
+
+
+def need_validators():
+    if validate_spec is None:
+        raise SkipTest("openapi-spec-validator is not installed (pip install -e .[test])")
+
+
+def response_schema(path: str) -> dict:
+    return DOC["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+
+def validator(schema: dict):
+    """
+    A JSON Schema validator for C{schema}, its $refs resolved in the document.
+    """
+    return OAS31Validator({**schema, "components": DOC["components"]})
+
+
+def refs(node) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if "$ref" in node else []
+        return found + [r for value in node.values() for r in refs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in refs(value)]
+    return []
+
+
+class DocumentTests(TestCase):
+    """
+    The document itself.
+    """
+
+    def test_valid_openapi(self):
+        """openapi-spec-validator accepts the document as OpenAPI 3.1 and rejects a broken copy."""
+        need_validators()
+        self.assertEqual(DOC["openapi"], "3.1.0")
+        validate_spec(openapi.document())
+        broken = openapi.document()
+        broken["paths"]["/vm/query"]["get"]["parameters"][0]["in"] = "body"
+        with self.assertRaises(OpenAPIValidationError):
+            validate_spec(broken)
+
+    def test_every_call_documented(self):
+        """The document's paths are exactly vorchd's calls: GET, typed required parameters."""
+        self.assertEqual(set(DOC["paths"]), {c.decode() for c in CALLS})
+        self.assertEqual(set(DOC["paths"]), set(PARAMETERS))
+        for path, params in PARAMETERS.items():
+            self.assertEqual(set(DOC["paths"][path]), {"get"}, path)
+            got = {p["name"]: p["schema"]["type"] for p in DOC["paths"][path]["get"]["parameters"]}
+            self.assertEqual(got, params, path)
+            for p in DOC["paths"][path]["get"]["parameters"]:
+                self.assertEqual((p["in"], p["required"]), ("query", True), (path, p))
+
+    def test_always_200_json_with_reason_header(self):
+        """Every operation answers 200 JSON: success, own failure or 0; X-Vorchd-Reason."""
+        for path in DOC["paths"]:
+            responses = DOC["paths"][path]["get"]["responses"]
+            self.assertEqual(set(responses), {"200"}, path)
+            self.assertEqual(set(responses["200"]["content"]), {"application/json"}, path)
+            self.assertIn("X-Vorchd-Reason", responses["200"]["headers"], path)
+            shapes = response_schema(path)["anyOf"]
+            self.assertEqual(shapes[-1], {"$ref": "#/components/schemas/NotACall"}, path)
+            self.assertEqual(len(shapes), 3 if path in FAILURES else 2, path)
+        self.assertEqual(SCHEMAS["NotACall"]["const"], 0)
+
+    def test_failure_values(self):
+        """The failure schemas are exactly {"vmid": 0}, {"status": 0}, {"vmids": 0} and 0."""
+        for path, failure in FAILURES.items():
+            name = response_schema(path)["anyOf"][1]["$ref"].rpartition("/")[2]
+            [(key, value)] = failure.items()
+            self.assertEqual(SCHEMAS[name]["properties"], {key: {"const": value}}, path)
+            self.assertEqual(SCHEMAS[name]["required"], [key], path)
+            self.assertFalse(SCHEMAS[name]["additionalProperties"], path)
+
+    def test_refs_resolve(self):
+        """Every $ref points at a defined schema, and every defined schema is used."""
+        used = {r.rpartition("/")[2] for r in refs(DOC)}
+        for ref in refs(DOC):
+            self.assertTrue(ref.startswith("#/components/schemas/"), ref)
+        self.assertEqual(used, set(SCHEMAS))
+
+    def test_served_bytes(self):
+        """The served bytes are ASCII JSON of the document; document() is an independent copy."""
+        self.assertEqual(json.loads(openapi.document_bytes().decode("ascii")), DOC)
+        copy = openapi.document()
+        copy["paths"].clear()
+        self.assertEqual(set(DOC["paths"]), set(PARAMETERS))
+
+    def test_schemas_reject_wrong_shapes(self):
+        """The response schemas refuse shapes the API must never answer."""
+        need_validators()
+        wrong = {
+            "/vm/create": ["0", {"vmid": -1}, {"vmid": 1, "x": 1}, {"vmid": 1.5}, None],
+            "/vm/query": [{"vmid": 1}, {"vmid": 1, "name": 1, "instance_type": 1, "pmid": 1}],
+            "/vm/destroy": [{"status": 2}, {"status": "1"}, {}],
+            "/pm/listvms": [{"vmids": [0]}, {"vmids": 1}, {"vmids": None}],
+            "/pm/query": [{"pmid": 1}, 1, []],
+            "/pm/list": [{"pmids": [0]}, {"pmids": 0}],
+            "/vm/types": [{"types": [{"tid": 1}]}, {"types": 0}],
+            "/image/list": [{"images": [{"id": 1}]}, {"images": 0}],
+        }
+        for path, values in wrong.items():
+            check = validator(response_schema(path))
+            for value in values:
+                self.assertFalse(check.is_valid(value), (path, value))
+
+
+class ServedDocumentTestsMixin:
+    """
+    The daemon serves the document and answers as it says; subclasses say how the API is
+    reached.
+    """
+
+    client_type: type
+
+    async def setUp(self):
+        self.dir = tmpdir(self)
+        uris = write_fleet(self.dir, [(4, 4096), (2, 2048)])
+        self.daemon = Daemon(self.dir / "daemon", shared_redis().url, unique_prefix(), uris)
+        await self.daemon.start()
+        self.addCleanup(self.daemon.stop)
+        self.client = self.client_type(self.daemon)
+        self.addCleanup(self.client.close)
+
+    async def test_served(self):
+        """GET /openapi.json answers the document, HEAD headers only, anything near it 0."""
+        answer = await self.client.call("/openapi.json")
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(answer.headers.getRawHeaders("content-type"), ["application/json"])
+        self.assertEqual(answer.json, DOC)
+        self.assertIsNone(answer.reason)
+        head = await self.client.call("/openapi.json", "HEAD")
+        self.assertEqual((head.status, head.raw), (200, b""))
+        for path, method in [
+            ("/openapi.json", "POST"),
+            ("/openapi.json", "DELETE"),
+            ("/openapi.json/", "GET"),
+            ("/openapi", "GET"),
+            ("/OPENAPI.JSON", "GET"),
+        ]:
+            answer = await self.client.call(path, method)
+            self.assertEqual((answer.status, answer.json), (200, 0), (path, method))
+            self.assertTrue(answer.reason, (path, method))
+
+    async def test_answers_fit_document(self):
+        """Real successes and failures of each call fit only the matching branch of its schema."""
+        need_validators()
+
+        def q(**args):
+            return "?" + urllib.parse.urlencode(args)
+
+        create = q(name="doc", instance_type=1, image_id=1)
+        answer = await self.client.call("/vm/create" + create)
+        vmid = answer.json["vmid"]
+        seen = [("/vm/create", create, True, answer)]
+        calls = [
+            ("/vm/create", q(name="", instance_type=1, image_id=1), False),
+            ("/vm/create", q(name="x", instance_type=9, image_id=1), False),
+            ("/vm/create", q(name="x", instance_type="one", image_id=1), False),
+            ("/vm/query", q(vmid=vmid), True),
+            ("/vm/query", q(vmid=999999), False),
+            ("/vm/query", q(vmid="x"), False),
+            ("/pm/listvms", q(pmid=1), True),
+            ("/pm/listvms", q(pmid=9), False),
+            ("/pm/listvms", "", False),
+            ("/pm/query", q(pmid=1), True),
+            ("/pm/query", q(pmid=9), False),
+            ("/vm/types", "", True),
+            ("/pm/list", "", True),
+            ("/image/list", "", True),
+            ("/openapi.json", "", True),
+            ("/vm/destroy", q(vmid=vmid), True),
+            ("/vm/destroy", q(vmid=vmid), False),
+            ("/vm/destroy", q(vmid="1.0"), False),
+        ]
+        for path, query, success in calls:
+            seen.append((path, query, success, await self.client.call(path + query)))
+        for path, query, success, answer in seen:
+            where = (path, query, answer)
+            self.assertEqual(answer.status, 200, where)
+            success_schema, *failure_schemas = response_schema(path)["anyOf"]
+            self.assertTrue(validator(response_schema(path)).is_valid(answer.json), where)
+            self.assertEqual(validator(success_schema).is_valid(answer.json), success, where)
+            fails = any(validator(s).is_valid(answer.json) for s in failure_schemas)
+            self.assertEqual(fails, not success, where)
+            self.assertEqual(answer.reason is None, success, where)
+        types = [a.json for p, _, _, a in seen if p == "/vm/types"]
+        self.assertEqual(types, [{"types": FLAVORS}])
+
+
+class InMemoryServedDocumentTests(ServedDocumentTestsMixin, TestCase):
+    """
+    The document through StubTreq over the Klein resource.
+    """
+
+    client_type = InMemoryClient
+
+
+class LoopbackServedDocumentTests(ServedDocumentTestsMixin, TestCase):
+    """
+    The document over a real TCP port on 127.0.0.1.
+    """
+
+    client_type = LoopbackClient

@@ -78,6 +78,10 @@ class Fleet:
         # restarted) can tell a claim whose creator died from one still being made.
         self.daemon_id = secrets.token_hex(6)
         self.last_reconcile: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
+        # vmids this daemon is creating now, and failed creates still to undo (vmid ->
+        # pmid) because Redis did not answer when they failed.
+        self._in_flight: set[int] = set()
+        self._undo: dict[int, int] = {}
         self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
         hypervisors.on_up = self._discovered
 
@@ -238,45 +242,55 @@ class Fleet:
         ranked, refused = candidates(policy, request, hosts, ratios)
         vmid = 0
         attempts = 0
-        for host in ranked:
-            if attempts >= self.max_attempts:
-                break
-            if not vmid:
-                vmid = await self.store.next_vmid()
-            record = {
-                "owner": self.daemon_id,
-                "name": name,
-                "instance_type": flavor.tid,
-                "image_id": image_id,
-                "domain": domain_name(self.fleet_id, vmid),
-                "volume": volume_name(self.fleet_id, vmid),
-            }
-            why = await self.store.claim(vmid, host.pmid, flavor.resources, ratios, record)
-            if why is not None:
-                # Another request took the room since we looked: try the next PM.
-                refused[host.pmid] = why
-                continue
-            attempts += 1
-            try:
-                kind = await self._build(vmid, name, flavor, image_id, host.pmid, source)
-            except HypervisorError as e:
-                refused[host.pmid] = str(e)
-                self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=host.pmid, e=e)
-                await self.store.release(vmid)
-                continue
-            if not await self._commit(vmid, host.pmid):
-                raise Refused("state store unavailable; nothing was created")
-            self.log.info(
-                "vm {vmid} created on PM {pmid} ({kind}), flavor {tid}, image {image_id},"
-                " policy {policy}",
-                vmid=vmid,
-                pmid=host.pmid,
-                kind=kind,
-                tid=flavor.tid,
-                image_id=image_id,
-                policy=policy.name,
-            )
-            return vmid
+        try:
+            for host in ranked:
+                if attempts >= self.max_attempts:
+                    break
+                if not vmid:
+                    vmid = await self.store.next_vmid()
+                    self._in_flight.add(vmid)
+                pmid = host.pmid
+                record = {
+                    "owner": self.daemon_id,
+                    "name": name,
+                    "instance_type": flavor.tid,
+                    "image_id": image_id,
+                    "domain": domain_name(self.fleet_id, vmid),
+                    "volume": volume_name(self.fleet_id, vmid),
+                }
+                try:
+                    why = await self.store.claim(vmid, pmid, flavor.resources, ratios, record)
+                except StoreUnavailable:
+                    # The claim may or may not have been written: undo it when Redis is back.
+                    self._undo_later(vmid, pmid)
+                    raise
+                if why is not None:
+                    # Another request took the room since we looked: try the next PM.
+                    refused[pmid] = why
+                    continue
+                attempts += 1
+                try:
+                    kind = await self._build(vmid, name, flavor, image_id, pmid, source)
+                except HypervisorError as e:
+                    refused[pmid] = str(e)
+                    self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=pmid, e=e)
+                    await self._release(vmid, pmid)
+                    continue
+                if not await self._commit(vmid, pmid):
+                    raise Refused("state store unavailable; nothing was created")
+                self.log.info(
+                    "vm {vmid} created on PM {pmid} ({kind}), flavor {tid}, image {image_id},"
+                    " policy {policy}",
+                    vmid=vmid,
+                    pmid=pmid,
+                    kind=kind,
+                    tid=flavor.tid,
+                    image_id=image_id,
+                    policy=policy.name,
+                )
+                return vmid
+        finally:
+            self._in_flight.discard(vmid)
         reasons = "; ".join(f"PM {p}: {why}" for p, why in sorted(refused.items()))
         self.log.info(
             "vm not created (flavor {tid}): {reasons}", tid=flavor.tid, reasons=reasons or "no PMs"
@@ -321,18 +335,53 @@ class Fleet:
             if await self.store.commit(vmid, pmid):
                 return True
         except StoreUnavailable as e:
+            # The commit may have been written or not: either way the user is told no,
+            # so the VM must go, now on the PM and in Redis once it answers.
             self.log.warn("vm {vmid}: not recorded, undoing: {e}", vmid=vmid, e=e)
-        try:
-            await self.hypervisors.call(
-                pmid,
-                "destroy_vm",
-                domain_name(self.fleet_id, vmid),
-                volume_name(self.fleet_id, vmid),
-            )
-            await self.store.release(vmid)
-        except (HypervisorError, StoreUnavailable) as e:
-            self.log.error("vm {vmid}: undo incomplete: {e}", vmid=vmid, e=e)
+            self._undo_later(vmid, pmid)
+            await self.retry_undos()
+            return False
+        await self._release(vmid, pmid)
         return False
+
+    async def _release(self, vmid: int, pmid: int) -> None:
+        """
+        Give back a claim whose create failed, now or (Redis down) as soon as it answers.
+        """
+        try:
+            await self.store.release(vmid)
+        except StoreUnavailable:
+            self._undo_later(vmid, pmid)
+
+    def _undo_later(self, vmid: int, pmid: int) -> None:
+        self._undo[vmid] = pmid
+
+    async def retry_undos(self) -> list[int]:
+        """
+        Undo the creates whose outcome Redis could not record: remove their domain and
+        disk (if any) from the PM, then their claim and record from Redis. What cannot be
+        done yet stays for the next try.
+
+        @return: the vmids fully undone now.
+        """
+        done = []
+        for vmid, pmid in list(self._undo.items()):
+            try:
+                await self.hypervisors.call(
+                    pmid,
+                    "destroy_vm",
+                    domain_name(self.fleet_id, vmid),
+                    volume_name(self.fleet_id, vmid),
+                )
+                await self.store.release(vmid)
+            except (HypervisorError, StoreUnavailable):
+                continue
+            # Another round (the periodic one, say) may have finished it meanwhile.
+            if self._undo.pop(vmid, None) is None:
+                continue
+            done.append(vmid)
+            self.log.info("vm {vmid}: failed create undone on PM {pmid}", vmid=vmid, pmid=pmid)
+        return done
 
     async def reconcile(self) -> dict[str, list[int]]:
         """
@@ -355,11 +404,11 @@ class Fleet:
             if rec is None or rec.get("state") != "creating":
                 continue
             owner = rec.get("owner", "")
-            if owner == self.daemon_id:
+            if owner == self.daemon_id and vmid in self._in_flight:
                 continue
             if owner not in owners:
                 owners[owner] = bool(owner) and await self.store.alive(owner)
-            if owners[owner]:
+            if owners[owner] and owner != self.daemon_id:
                 continue
             pmid = int(rec["pmid"])
             if not self.hypervisors.is_up(pmid):

@@ -127,11 +127,15 @@ class FleetService(Service):
             self._loops = [
                 task.LoopingCall(self._heartbeat),
                 task.LoopingCall(self._reconcile),
+                task.LoopingCall(self.fleet.retry_undos),
             ]
-            self._loops[0].clock = self._loops[1].clock = self.reactor
+            for loop in self._loops:
+                loop.clock = self.reactor
             # Renew the lease well before it runs out; reconcile at once, then now and then.
             self._loops[0].start(self.settings.lease / 3, now=True)
             self._loops[1].start(self.settings.reconcile_interval, now=True)
+            # Failed creates Redis could not record are undone as soon as it answers.
+            self._loops[2].start(2.0, now=False)
         if not self.loaded.called:
             self.loaded.callback(None)
 

@@ -27,7 +27,7 @@ STOP_SECONDS=20
 PACKAGES=(
     libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
     qemu-system-x86 qemu-utils
-    redis-server redis-tools
+    redis-server redis-tools openssh-client
     python3-venv
     gcc libc6-dev   # libvirt-python is built from source
     curl
@@ -627,8 +627,12 @@ cmd_stop() {
     stop_daemon "$PORT"
 }
 
+# Only the tests need an sshd (they start their own on loopback, to serve remote images).
+TEST_PACKAGES=(openssh-server)
+
 cmd_test() {
     deps
+    apt_install "${TEST_PACKAGES[@]}"
     say "running the test suite: pytest -q $*"
     export VORCHD_REQUIRE_LIBVIRTD=1
     local rc=0

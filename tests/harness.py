@@ -179,6 +179,7 @@ class Daemon:
         image_lines=None,
         libvirt: dict | None = None,
         allocation: dict | None = None,
+        images: dict | None = None,
     ):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +191,7 @@ class Daemon:
         (self.dir / "image_file").write_text("\n".join(image_lines or [str(image)]) + "\n")
         (self.dir / "flavor_file").write_text(json.dumps({"types": flavors}))
         allocation = allocation or {}
+        images = {"cache_dir": self.dir / "image-cache", **(images or {})}
         libvirt_settings = {
             "pool_path": self.dir / "pool",
             "connect_timeout": 5,
@@ -209,6 +211,8 @@ class Daemon:
             "[admin]\nport = 0\npasswd_file = admin.passwd\n"
             "[libvirt]\n"
             + "".join(f"{k} = {v}\n" for k, v in libvirt_settings.items())
+            + "[images]\n"
+            + "".join(f"{k} = {v}\n" for k, v in images.items())
             + "[allocation]\n"
             + "".join(f"{k} = {v}\n" for k, v in allocation.items())
         )

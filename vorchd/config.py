@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import shlex
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -77,6 +78,8 @@ class Settings:
     ratios: Mapping[str, float] = field(factory=lambda: {"cpu": 1.0, "ram": 1.0, "disk": 1.0})
     max_attempts: int = 3
     allocation_options: Mapping[str, str] = field(factory=dict)
+    image_cache_dir: str = "/var/lib/vorchd/images/cache"
+    image_fetch_options: Mapping[str, object] = field(factory=dict)
     lease: float = 30.0
     reconcile_interval: float = 60.0
     admin_port: int | None = None
@@ -88,6 +91,30 @@ def _positive(value: float, what: str) -> float:
     if value <= 0:
         raise ConfigError(f"{what} must be positive, not {value}")
     return value
+
+
+def _image_fetch_options(get, number, base: str) -> dict[str, object]:
+    """
+    The [images] settings for fetching remote image sources over ssh.
+    """
+    policy = get("images", "host_key_policy", "accept-new") or "accept-new"
+    if policy not in ("yes", "accept-new", "no"):
+        raise ConfigError(
+            f"[images] host_key_policy must be yes, accept-new or no, not {policy!r}"
+        )
+
+    def path(key: str) -> str | None:
+        raw = get("images", key, "")
+        return os.path.normpath(os.path.join(base, raw)) if raw else None
+
+    return {
+        "host_key_policy": policy,
+        "known_hosts": path("known_hosts"),
+        "identity": path("identity"),
+        "port": number("images", "ssh_port", None),
+        "timeout": _positive(number("images", "fetch_timeout", 600.0, float), "fetch_timeout"),
+        "ssh_options": shlex.split(get("images", "ssh_options", "") or ""),
+    }
 
 
 def load_settings(
@@ -164,6 +191,10 @@ def load_settings(
             ratios=ratios,
             max_attempts=int(_positive(number("allocation", "max_attempts", 3), "max_attempts")),
             lease=_positive(number("server", "lease", 30.0, float), "lease"),
+            image_cache_dir=os.path.normpath(
+                os.path.join(base, get("images", "cache_dir", "/var/lib/vorchd/images/cache"))
+            ),
+            image_fetch_options=_image_fetch_options(get, number, base),
             reconcile_interval=_positive(
                 number("server", "reconcile_interval", 60.0, float), "reconcile_interval"
             ),

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from vorchd.domain import VMSpec, domain_name, volume_name
 from vorchd.hypervisor.host import HypervisorError, LibvirtHost
 from vorchd.hypervisor.service import Hypervisors
+from vorchd.images import ImageCache, ImageUnavailable
 from vorchd.inventory import InputFileError, parse_image_text
 from vorchd.model import Flavor, ImageEntry, PMEntry, Resources
 from vorchd.placement import candidates, free
@@ -60,6 +61,7 @@ class Fleet:
         max_attempts: int = 3,
         is_local: Callable[[str], bool] = lambda host: False,
         policy_options: Mapping[str, str] | None = None,
+        images: ImageCache | None = None,
     ):
         self.store = store
         self.hypervisors = hypervisors
@@ -69,6 +71,7 @@ class Fleet:
             **{f"{r}_ratio": repr(float(v)) for r, v in ratios.items()},
         }
         self.policy_options = dict(policy_options or {})
+        self.images = images
         self._policy: IAllocationPolicy = policy_named(policy, self.policy_options)
         self.host_settings = host_settings
         self.max_attempts = max_attempts
@@ -235,7 +238,7 @@ class Fleet:
         image = await self.store.image(image_id)
         if image is None:
             raise Refused(f"no image {image_id}")
-        source = self._local_source(image.source)
+        source = await self._local_source(image.source)
         request = Request(flavor, image_id, name)
         policy, ratios = await self.live()
         hosts = await self.store.hosts(self.hypervisors.is_up)
@@ -297,14 +300,23 @@ class Fleet:
         )
         raise Refused(f"no PM could take it: {reasons or 'no PMs'}")
 
-    def _local_source(self, line: str) -> str:
+    async def _local_source(self, line: str) -> str:
+        """
+        A local file with the image of source line C{line}: the file itself, or a copy
+        fetched once over ssh into the image cache.
+        """
         try:
             [entry] = parse_image_text(line)
         except (InputFileError, ValueError) as e:
             raise Refused(f"image source {line!r} unusable: {e}") from None
-        if entry.is_remote and not self.is_local(entry.host):
-            raise Refused(f"image source {line!r} is remote; remote images are not fetched yet")
-        return entry.path
+        if not entry.is_remote or self.is_local(entry.host):
+            return entry.path
+        if self.images is None:
+            raise Refused(f"image source {line!r} is remote and this daemon has no image cache")
+        try:
+            return await self.images.local_path(entry)
+        except ImageUnavailable as e:
+            raise Refused(str(e)) from None
 
     async def _build(self, vmid, name, flavor, image_id, pmid, source) -> str:
         lock = self._base_locks.setdefault((pmid, image_id), defer.DeferredLock())

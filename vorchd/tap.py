@@ -17,6 +17,7 @@ from vorchd import inventory
 from vorchd.admin import AdminService, password_checker
 from vorchd.config import ConfigError, RedisAddress, Settings, load_settings
 from vorchd.hypervisor.service import Hypervisors
+from vorchd.images import ImageCache
 from vorchd.orchestrator import Fleet, HostSettings
 from vorchd.policies import UnknownPolicy, policy_named
 from vorchd.rest import SeedAPI
@@ -202,6 +203,7 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
         settings.max_attempts,
         inventory.this_machine(),
         settings.allocation_options,
+        ImageCache(settings.image_cache_dir, reactor, **settings.image_fetch_options),
     )
     service = FleetService(fleet, settings, pms, images, flavors, reactor)
     service.setName("fleet")

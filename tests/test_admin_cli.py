@@ -351,7 +351,8 @@ class ShellTests(SynchronousTestCase):
         Command names complete, quit and exit included, EOF not.
         """
         shell = self.shell()
-        self.assertEqual(shell.completenames("p"), ["policies", "policy"])
+        self.assertEqual(shell.completenames("p"), ["policies", "policy", "prune"])
+        self.assertEqual(shell.completenames("po"), ["policies", "policy"])
         self.assertEqual(shell.completenames("e"), ["enable", "exit"])
         self.assertEqual(shell.completenames("E"), [])
         self.assertEqual(shell.complete_help("r", "help r", 5, 6), ["ratios", "rediscover"])
@@ -639,3 +640,18 @@ class AdminExecutableTests(TestCase):
         self.assertIn(b"wrong user or password", err)
         self.assertNotIn(b"Traceback", err)
         self.flushLoggedErrors(UnauthorizedLogin)
+
+
+def test_format_pruned():
+    """
+    prune says, PM by PM, which base copies went, that none did, or that the PM was out
+    of reach.
+    """
+    from vorchd.cli.admin import format_pruned
+
+    text = format_pruned({2: None, 1: ["vorchd-ab-image-1-0123.img"], 3: []})
+    assert text.splitlines() == [
+        "PM 1: vorchd-ab-image-1-0123.img",
+        "PM 2: unreachable, nothing pruned",
+        "PM 3: nothing to prune",
+    ]

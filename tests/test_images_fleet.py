@@ -9,8 +9,10 @@ import hashlib
 import os
 import time
 
+from twisted.cred.credentials import UsernamePassword
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
+from twisted.spread import pb
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.clients import LoopbackClient
@@ -186,3 +188,25 @@ class ImagesOnFleetTests(TestCase):
         self.assertEqual(answer.json, {"vmid": 0})
         self.assertIn("no room for disk", answer.reason)
         self.assertEqual(await deferToThread(self.volumes), {})
+
+    async def test_prune_unused_base_copies(self):
+        """
+        The admin's prune deletes a base copy only once no VM's disk is built on it;
+        a later create uploads it again.
+        """
+        first = (await self.create())["vmid"]
+        second = (await self.create())["vmid"]
+        factory = pb.PBClientFactory()
+        reactor.connectTCP("127.0.0.1", self.daemon.admin_port, factory)
+        self.addCleanup(factory.disconnect)
+        admin = await factory.login(
+            UsernamePassword(b"admin", self.daemon.admin_password.encode())
+        )
+        await self.client.call(f"/vm/destroy?vmid={first}")
+        self.assertEqual(await admin.callRemote("prune"), {1: []})
+        await self.client.call(f"/vm/destroy?vmid={second}")
+        [base] = [v for v in await deferToThread(self.volumes) if "-image-" in v]
+        self.assertEqual(await admin.callRemote("prune"), {1: [base]})
+        self.assertEqual(await deferToThread(self.volumes), {})
+        self.assertGreater((await self.create())["vmid"], 0)
+        self.assertIn(base, await deferToThread(self.volumes))

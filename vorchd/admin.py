@@ -168,6 +168,23 @@ class Admin(pb.Avatar):
         self._audit("PM {pmid} {change}", pmid=pmid, change="drained" if drained else "enabled")
         return pmid
 
+    def perspective_prune(self):
+        """
+        Delete the image base copies no VM uses any more on every reachable PM; answer
+        what was deleted where.
+        """
+        return defer.ensureDeferred(self._prune())
+
+    async def _prune(self) -> dict:
+        fleet, out = self.fleet, {}
+        for pmid in await fleet.store.pm_ids():
+            if fleet.hypervisors.is_up(pmid):
+                out[pmid] = await fleet.hypervisors.call(pmid, "prune_bases", fleet.fleet_id)
+            else:
+                out[pmid] = None
+        self._audit("pruned base copies: {out}", out=out)
+        return out
+
     def perspective_rediscover(self, pmid: int | None = None):
         """
         Reconnect to and rediscover PM C{pmid} (or every PM); answer what each reports.

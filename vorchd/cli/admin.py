@@ -9,6 +9,7 @@ vorchd-admin: the administrator's console for a running vorchd's admin port.
     vorchd-admin drain PMID           give a PM no new VMs (its VMs stay)
     vorchd-admin enable PMID          open a drained PM to new VMs again
     vorchd-admin rediscover [PMID]    reconnect to a PM (or all) and show what it reports
+    vorchd-admin prune                delete image base copies no VM uses any more
 
 With no command it opens a C{vorchd> } prompt offering the same commands, with help and
 tab completion. Where to connect and as whom come from the daemon's own ini file and
@@ -366,6 +367,20 @@ def format_rediscovery(found: Mapping[int, Mapping | None]) -> str:
     return "\n".join(lines)
 
 
+def format_pruned(pruned: Mapping[int, list[str] | None]) -> str:
+    """
+    The base copies deleted on each PM, or that it could not be reached.
+    """
+    lines = []
+    for pmid in sorted(pruned):
+        names = pruned[pmid]
+        if names is None:
+            lines.append(f"PM {pmid}: unreachable, nothing pruned")
+        else:
+            lines.append(f"PM {pmid}: " + (", ".join(names) if names else "nothing to prune"))
+    return "\n".join(lines)
+
+
 # --- The commands -----------------------------------------------------------------------
 
 
@@ -411,6 +426,10 @@ class Commands:
     async def rediscover(self, pmid: int | None = None) -> str:
         """Reconnect to PM C{pmid} (or every PM); show what each reports."""
         return format_rediscovery(await self.connection.call("rediscover", pmid))
+
+    async def prune(self) -> str:
+        """Delete unused image base copies on every PM; say what went where."""
+        return format_pruned(await self.connection.call("prune"))
 
     async def completions(self) -> tuple[list[str], list[int]]:
         """
@@ -476,6 +495,7 @@ COMMANDS = {
     "drain": "give PM PMID no new VMs; its VMs stay",
     "enable": "open a drained PM to new VMs again",
     "rediscover": "reconnect to PM PMID (or every PM) and show what it reports",
+    "prune": "delete the image base copies that no VM uses any more, on every PM",
 }
 
 EPILOG = f"""\
@@ -694,6 +714,10 @@ class Shell(cmd.Cmd):
     def do_rediscover(self, line: str) -> None:
         """rediscover [PMID]"""
         self.command("rediscover", line)
+
+    def do_prune(self, line: str) -> None:
+        """prune"""
+        self.command("prune", line)
 
     def do_quit(self, line: str) -> bool:
         """quit: leave the prompt"""

@@ -14,6 +14,7 @@ import pwd
 import re
 import stat
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 import libvirt
@@ -335,6 +336,33 @@ class LibvirtHost:
                 raise
             self._verified[name] = digest
         return vol.path(), fmt
+
+    def prune_bases(self, fleet: str) -> list[str]:
+        """
+        Delete this fleet's base copies that no VM's disk is built on any more.
+
+        @return: the names of the copies deleted.
+        """
+        pool = self.pool()
+        prefix = f"vorchd-{fleet}-image-"
+        try:
+            pool.refresh(0)
+            vols = pool.listAllVolumes(0)
+            in_use = set()
+            for vol in vols:
+                if not vol.name().startswith(prefix):
+                    backing = ET.fromstring(vol.XMLDesc(0)).findtext("backingStore/path")
+                    if backing:
+                        in_use.add(backing)
+            pruned = []
+            for vol in vols:
+                if vol.name().startswith(prefix) and vol.path() not in in_use:
+                    vol.delete(0)
+                    self._verified.pop(vol.name(), None)
+                    pruned.append(vol.name())
+        except libvirt.libvirtError as e:
+            raise self._failed("pruning base copies", e) from None
+        return sorted(pruned)
 
     def _upload(self, vol: libvirt.virStorageVol, source: str, size: int) -> None:
         stream = self.conn.newStream(0)

@@ -16,20 +16,18 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.clients import LoopbackClient
-from tests.harness import Daemon, require_root_libvirtd, shared_redis, tmpdir, unique_prefix
+from tests.harness import (
+    Daemon,
+    require,
+    require_root_libvirtd,
+    shared_redis,
+    tmpdir,
+    unique_prefix,
+)
 from vorchd.bootimage import BOOT_MESSAGE
 
 CONSOLE_DIR = "/var/log/libvirt/qemu"
 BOOT_DEADLINE = 90.0
-
-
-def _libvirt_or_skip() -> None:
-    why = require_root_libvirtd()
-    if why is None:
-        return
-    if os.environ.get("VORCHD_REQUIRE_LIBVIRTD"):
-        raise AssertionError(f"VORCHD_REQUIRE_LIBVIRTD is set but {why}")
-    raise SkipTest(why)
 
 
 def _remove_pool(name: str, path: Path) -> None:
@@ -58,7 +56,7 @@ class EndToEndTests(TestCase):
     timeout = 300
 
     async def setUp(self):
-        _libvirt_or_skip()
+        require(require_root_libvirtd())
         prefix = unique_prefix()
         self.pool_name = f"vorchd-{prefix}"
         # qemu runs as another user: the pool must sit where that user can reach it.

@@ -5,15 +5,14 @@ restarted under a running daemon, which notices, routes around them and takes th
 
 from __future__ import annotations
 
-import os
 import time
 
 from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.clients import LoopbackClient
-from tests.harness import Daemon, shared_redis, tmpdir, unique_prefix
+from tests.harness import Daemon, require, shared_redis, tmpdir, unique_prefix
 from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
 
 # Under each PM's own /var/lib/libvirt, so that the PMs' pools never share a directory.
@@ -29,11 +28,7 @@ class HostFailureTests(TestCase):
     timeout = 240
 
     async def setUp(self):
-        why = libvirtd_fleet_unavailable()
-        if why is not None:
-            if os.environ.get("VORCHD_REQUIRE_LIBVIRTD"):
-                raise AssertionError(f"VORCHD_REQUIRE_LIBVIRTD is set but {why}")
-            raise SkipTest(why)
+        require(libvirtd_fleet_unavailable())
         self.fleet = LibvirtdFleet(2)
         await deferToThread(self.fleet.start)
         self.addCleanup(deferToThread, self.fleet.stop)

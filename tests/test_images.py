@@ -23,7 +23,15 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.clients import InMemoryClient
-from tests.harness import Daemon, free_port, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import (
+    Daemon,
+    free_port,
+    require,
+    shared_redis,
+    tmpdir,
+    unique_prefix,
+    write_fleet,
+)
 from vorchd.bootimage import boot_sector, write_image
 from vorchd.images import ImageCache, ImageUnavailable
 from vorchd.inventory import parse_image_text
@@ -545,11 +553,7 @@ class RemoteImageThroughAPITests(TestCase):
     timeout = 60
 
     async def setUp(self):
-        why = sshd_unavailable()
-        if why is not None:
-            if os.environ.get("VORCHD_REQUIRE_LIBVIRTD"):
-                raise AssertionError(f"VORCHD_REQUIRE_LIBVIRTD is set but {why}")
-            raise SkipTest(why)
+        require(sshd_unavailable())
         self.dir = tmpdir(self)
         self.sshd = LoopbackSSHD(self.dir)
         self.sshd.start()

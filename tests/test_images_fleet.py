@@ -6,17 +6,16 @@ and checked, guests booting from their own overlays, nothing left after a failur
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.spread import pb
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.clients import LoopbackClient
-from tests.harness import Daemon, shared_redis, tmpdir, unique_prefix
+from tests.harness import Daemon, require, shared_redis, tmpdir, unique_prefix
 from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
 from vorchd.bootimage import BOOT_MESSAGE, write_image
 from vorchd.hypervisor.host import HypervisorError, LibvirtHost
@@ -33,11 +32,7 @@ class ImagesOnFleetTests(TestCase):
     timeout = 240
 
     async def setUp(self):
-        why = libvirtd_fleet_unavailable()
-        if why is not None:
-            if os.environ.get("VORCHD_REQUIRE_LIBVIRTD"):
-                raise AssertionError(f"VORCHD_REQUIRE_LIBVIRTD is set but {why}")
-            raise SkipTest(why)
+        require(libvirtd_fleet_unavailable())
         self.fleet = LibvirtdFleet(1)
         await deferToThread(self.fleet.start)
         self.addCleanup(deferToThread, self.fleet.stop)

@@ -22,13 +22,15 @@ from tests.harness import (
     TEST_POOL_GIB,
     Daemon,
     RedisServer,
+    daemon_domains,
+    snapshot,
     tmpdir,
     unique_prefix,
     write_fleet,
 )
 from vorchd import inventory, tap
 from vorchd.config import load_settings
-from vorchd.domain import domain_name, parse_metadata
+from vorchd.domain import domain_name
 
 # Roomy enough that every create below fits: a refusal can only come from the outage.
 SIZES = [(64, 65536), (32, 32768), (96, 98304), (48, 49152)]
@@ -137,33 +139,10 @@ class OutageTests(TestCase):
         self.fail(f"the daemon did not serve again within {bound} s of Redis coming back")
 
     async def domains(self, daemon: Daemon, pmid: int) -> dict[str, dict]:
-        """
-        The domains PM C{pmid} really has (in the daemon's own test-driver connection).
-        """
-        host = daemon.fleet.hypervisors.host(pmid)
-
-        def read():
-            out = {}
-            for dom in host.conn.listAllDomains(0):
-                meta = parse_metadata(dom.XMLDesc(0))
-                meta["running"] = dom.isActive() == 1
-                out[dom.name()] = meta
-            return out
-
-        return await deferToThread(read)
+        return await daemon_domains(daemon, pmid)
 
     async def snapshot(self) -> dict:
-        """
-        Every answer a grader could ask for.
-        """
-        out = {p: await self.json(p) for p in ("/pm/list", "/vm/types", "/image/list")}
-        for pmid in out["/pm/list"]["pmids"]:
-            for call in ("/pm/query", "/pm/listvms"):
-                path = f"{call}?pmid={pmid}"
-                out[path] = await self.json(path)
-            for vmid in out[f"/pm/listvms?pmid={pmid}"]["vmids"]:
-                out[f"/vm/query?vmid={vmid}"] = await self.json(f"/vm/query?vmid={vmid}")
-        return out
+        return await snapshot(self.json)
 
     async def check_failure_values(self, vmid: int) -> None:
         """

@@ -6,20 +6,26 @@ daemon are rolled back, domains Redis forgot are adopted back, nothing is lost.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.clients import InMemoryClient
-from tests.harness import REPO, Daemon, free_port, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import (
+    REPO,
+    Daemon,
+    free_port,
+    shared_redis,
+    tmpdir,
+    twistd_command,
+    unique_prefix,
+    write_fleet,
+)
 from vorchd.domain import VMSpec, domain_name, volume_name
 from vorchd.model import Flavor
 
@@ -135,22 +141,9 @@ class KillTests(TestCase):
     timeout = 180
 
     def spawn(self, daemon: Daemon, port: int) -> subprocess.Popen:
+        argv, env = twistd_command(daemon.ini, port)
         proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "twistd"),
-                "-n",
-                "--pidfile=",
-                "--logfile=-",
-                "vorchd",
-                "--config",
-                str(daemon.ini),
-                "--port",
-                str(port),
-            ],
-            cwd=str(REPO),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            argv, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
         )
         self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
         return proc

@@ -15,7 +15,6 @@ import time
 import urllib.parse
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
@@ -24,13 +23,14 @@ from tests.harness import (
     FLAVORS,
     TEST_POOL_GIB,
     Daemon,
+    daemon_domains,
     shared_redis,
     tmpdir,
     unique_prefix,
     write_fleet,
 )
 from vorchd.bootimage import write_image
-from vorchd.domain import domain_name, parse_metadata
+from vorchd.domain import domain_name
 
 # (cpus, ram MiB); every test-driver pool is TEST_POOL_GIB. Every flavor asks 512 MiB per
 # vCPU, so PMs with less RAM than that are RAM-bound, the big ones disk-bound, the rest
@@ -106,21 +106,7 @@ class ScaleOutTests(TestCase):
         return answer.json
 
     async def domains(self, daemon: Daemon, pmid: int) -> dict[str, dict]:
-        """
-        The domains PM C{pmid} has in C{daemon}'s own libvirt connection, by name, with
-        their vorchd metadata and whether they run.
-        """
-        host = daemon.fleet.hypervisors.host(pmid)
-
-        def read():
-            out = {}
-            for dom in host.conn.listAllDomains(0):
-                meta = parse_metadata(dom.XMLDesc(0))
-                meta["running"] = dom.isActive() == 1
-                out[dom.name()] = meta
-            return out
-
-        return await deferToThread(read)
+        return await daemon_domains(daemon, pmid)
 
     async def fan_out(self, calls):
         """

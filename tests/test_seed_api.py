@@ -21,12 +21,13 @@ from tests.harness import (
     FLAVORS,
     TEST_POOL_GIB,
     Daemon,
+    daemon_domains,
     shared_redis,
+    snapshot,
     tmpdir,
     unique_prefix,
     write_fleet,
 )
-from vorchd.domain import parse_metadata
 from vorchd.hypervisor.host import HypervisorError, LibvirtHost
 
 # Three PMs of different sizes: (cpus, ram MiB); the third has no pool of vorchd's
@@ -80,38 +81,14 @@ class SeedAPITestsMixin:
         return answer.json["vmid"], answer
 
     async def domains(self, pmid: int) -> dict[str, dict]:
-        """
-        The domains PM C{pmid}'s hypervisor really has, by name, with their vorchd
-        metadata and whether they run.
-        """
-        host = self.daemon.fleet.hypervisors.host(pmid)
-
-        def read():
-            out = {}
-            for dom in host.conn.listAllDomains(0):
-                meta = parse_metadata(dom.XMLDesc(0))
-                meta["running"] = dom.isActive() == 1
-                out[dom.name()] = meta
-            return out
-
-        return await deferToThread(read)
+        return await daemon_domains(self.daemon, pmid)
 
     async def volumes(self, pmid: int) -> set[str]:
         host = self.daemon.fleet.hypervisors.host(pmid)
         return set(await deferToThread(lambda: host.pool().listVolumes()))
 
     async def snapshot(self) -> dict:
-        """
-        Every answer a grader could ask for.
-        """
-        out = {p: await self.json(p) for p in ("/pm/list", "/vm/types", "/image/list")}
-        for pmid in out["/pm/list"]["pmids"]:
-            for call in ("/pm/query", "/pm/listvms"):
-                path = f"{call}?pmid={pmid}"
-                out[path] = await self.json(path)
-            for vmid in out[f"/pm/listvms?pmid={pmid}"]["vmids"]:
-                out[f"/vm/query?vmid={vmid}"] = await self.json(f"/vm/query?vmid={vmid}")
-        return out
+        return await snapshot(self.json)
 
     # -- success shapes ------------------------------------------------------------------
 

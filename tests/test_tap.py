@@ -9,10 +9,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
@@ -21,7 +19,16 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 import twisted.plugins
-from tests.harness import REPO, Daemon, free_port, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import (
+    REPO,
+    Daemon,
+    free_port,
+    shared_redis,
+    tmpdir,
+    twistd_command,
+    unique_prefix,
+    write_fleet,
+)
 from vorchd import tap
 
 
@@ -149,22 +156,9 @@ class TwistdProcessTests(TestCase):
         self.uris = write_fleet(self.dir, [(4, 4096), (2, 2048)])
 
     def _spawn(self, daemon: Daemon, port: int) -> subprocess.Popen:
+        argv, env = twistd_command(daemon.ini, port)
         proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "twistd"),
-                "-n",
-                "--pidfile=",
-                "--logfile=-",
-                "vorchd",
-                "--config",
-                str(daemon.ini),
-                "--port",
-                str(port),
-            ],
-            cwd=str(REPO),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            argv, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
         )
 
         def stop():

@@ -28,5 +28,10 @@ setup(
             "openapi-spec-validator>=0.7",
         ],
     },
-    entry_points={"console_scripts": ["vorchd-admin = vorchd.cli.admin:main"]},
+    entry_points={
+        "console_scripts": [
+            "vorchd-admin = vorchd.cli.admin:main",
+            "vorch = vorchd.cli.vorch:main",
+        ]
+    },
 )

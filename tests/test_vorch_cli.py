@@ -1,0 +1,399 @@
+"""
+vorch: its pure parts (formatters, parser, completion, progress) in memory, and the real
+executable run against a real daemon (real Redis, test-driver fleet).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from tests.clients import LoopbackClient
+from tests.harness import Daemon, free_port, shared_redis, tmpdir, unique_prefix, write_fleet
+from vorchd.cli.vorch import (
+    TREE,
+    Progress,
+    bash_completion,
+    build_parser,
+    cell,
+    format_images,
+    format_pms,
+    format_table,
+    format_types,
+    format_vmids,
+    format_vms,
+    main,
+)
+
+EXE = str(Path(sys.executable).parent / "vorch")
+
+SIZES = [(2, 2048), (4, 4096), (8, 8192)]
+
+PM = {
+    "pmid": 1,
+    "capacity": {"cpu": 4, "ram": 4096, "disk": 160},
+    "free": {"cpu": 2.5, "ram": 2048, "disk": 157},
+    "vms": 1,
+}
+
+
+class NotVorchd(Resource):
+    """
+    A web server that answers every GET with a page of HTML.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"<html>hello</html>"
+
+
+class FormatterTests(SynchronousTestCase):
+    """
+    The pure formatters from answers to tables.
+    """
+
+    def test_table_aligns(self):
+        """
+        Columns sit two spaces apart, numbers right-aligned and text left-aligned.
+        """
+        text = format_table(("ID", "NAME"), [(1, "a"), (100, "long name")])
+        self.assertEqual(text, "ID   NAME\n  1  a\n100  long name\n")
+
+    def test_empty_table(self):
+        """
+        A table without rows is its header line.
+        """
+        self.assertEqual(format_table(("VMID",), []), "VMID\n")
+
+    def test_cell(self):
+        """
+        Whole floats lose their point, others keep two places, control characters are
+        escaped so a row stays on one line.
+        """
+        self.assertEqual([cell(2.0), cell(2.5), cell(1 / 3), cell(7)], ["2", "2.5", "0.33", "7"])
+        self.assertEqual(cell("a\nb\tc"), "a\\nb\\tc")
+        self.assertEqual(cell("héllo <&>"), "héllo <&>")
+
+    def test_types(self):
+        """
+        vm/types as TID, CPU, RAM MiB, DISK GiB.
+        """
+        answer = {"types": [{"tid": 1, "cpu": 1, "ram": 512, "disk": 1}]}
+        self.assertEqual(
+            format_types(answer).splitlines(),
+            ["TID  CPU  RAM MiB  DISK GiB", "  1    1      512         1"],
+        )
+
+    def test_images(self):
+        """
+        image/list as ID and NAME.
+        """
+        answer = {"images": [{"id": 1, "name": "cirros"}]}
+        self.assertEqual(format_images(answer), "ID  NAME\n 1  cirros\n")
+
+    def test_pms(self):
+        """
+        pm/query answers as one row each: capacity and free of each resource, then VMs.
+        """
+        lines = format_pms([PM]).splitlines()
+        self.assertEqual(lines[0].split("  ")[0], "PMID")
+        self.assertEqual(lines[1].split(), ["1", "4", "2.5", "4096", "2048", "160", "157", "1"])
+
+    def test_vms(self):
+        """
+        vm/query answers as VMID, NAME, TYPE, PM.
+        """
+        vm = {"vmid": 38201, "name": "web 1", "instance_type": 3, "pmid": 2}
+        self.assertEqual(
+            format_vms([vm]).splitlines(), ["VMID   NAME   TYPE  PM", "38201  web 1     3   2"]
+        )
+
+    def test_vmids(self):
+        """
+        pm/listvms's vmids as one column.
+        """
+        self.assertEqual(format_vmids([3, 12]), "VMID\n   3\n  12\n")
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    The parser, completion and progress indicator, in memory.
+    """
+
+    def test_options_before_or_after_the_command(self):
+        """
+        --json, --url and --timeout are taken before or after the command.
+        """
+        parser = build_parser()
+        before = parser.parse_args(["--json", "--url", "http://h:1", "vm", "show", "3"])
+        after = parser.parse_args(["vm", "show", "3", "--json", "--url", "http://h:1"])
+        for options in (before, after):
+            self.assertEqual((options.json, options.url, options.vmid), (True, "http://h:1", 3))
+            self.assertEqual(options.timeout, 600)
+        plain = parser.parse_args(["types"])
+        self.assertEqual((plain.json, plain.url), (False, None))
+
+    def test_usage_errors(self):
+        """
+        Wrong usage makes main answer 2; --help answers 0.
+        """
+        self.patch(sys, "stderr", io.StringIO())
+        self.patch(sys, "stdout", io.StringIO())
+        for argv in (
+            [],
+            ["vm"],
+            ["vm", "show", "x"],
+            ["vm", "create", "a", "--type", "1"],
+            ["--url", "ftp://x", "types"],
+            ["--timeout", "0", "types"],
+            ["completion", "zsh"],
+        ):
+            self.assertEqual(main(argv), 2, argv)
+        self.assertEqual(main(["--help"]), 0)
+
+    def test_completion_covers_the_tree(self):
+        """
+        The bash script registers _vorch and names every group, command and option.
+        """
+        script = bash_completion()
+        self.assertIn("complete -F _vorch vorch", script)
+        for group, commands in TREE.items():
+            self.assertIn(group, script)
+            for command, options in commands.items():
+                self.assertIn(f'"{group} {command}"', script)
+                for option in options:
+                    self.assertIn(option, script)
+
+    def test_progress_only_on_a_terminal(self):
+        """
+        The spinner writes elapsed seconds to a terminal, and nothing to anything else.
+        """
+
+        class TTY(io.StringIO):
+            def isatty(self):
+                return True
+
+        tty, plain = TTY(), io.StringIO()
+        with Progress("creating", tty, interval=0.01):
+            with Progress("creating", plain, interval=0.01):
+                time.sleep(0.1)
+        self.assertIn("creating 0s", tty.getvalue())
+        self.assertTrue(tty.getvalue().endswith("\r\033[K"))
+        self.assertEqual(plain.getvalue(), "")
+
+
+class VorchExecutableTests(TestCase):
+    """
+    The installed vorch against a real daemon.
+    """
+
+    async def setUp(self):
+        self.dir = tmpdir(self)
+        uris = write_fleet(self.dir, SIZES)
+        self.daemon = Daemon(self.dir / "d", shared_redis().url, unique_prefix(), uris)
+        await self.daemon.start()
+        self.addCleanup(self.daemon.stop)
+        self.rest = LoopbackClient(self.daemon)
+        self.addCleanup(self.rest.close)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "VORCH_URL"}
+        return {**env, **extra}
+
+    async def vorch(self, *args: str, url: str | None = None, env=None) -> tuple[str, str, int]:
+        """
+        Run vorch to its end without blocking the reactor (the daemon is in it).
+        """
+        argv = ["--url", url or self.daemon.url] if env is None else []
+        out, err, code = await getProcessOutputAndValue(
+            EXE, [*argv, *args], env if env is not None else self.env()
+        )
+        return out.decode(), err.decode(), code
+
+    async def ok(self, *args: str, **kw) -> str:
+        out, err, code = await self.vorch(*args, **kw)
+        self.assertEqual((code, err), (0, ""), out)
+        return out
+
+    async def ok_json(self, *args: str):
+        return json.loads(await self.ok(*args, "--json"))
+
+    async def failed(self, *args: str, code: int = 1, **kw) -> str:
+        out, err, status = await self.vorch(*args, **kw)
+        self.assertEqual((status, out), (code, ""), err)
+        self.assertNotIn("Traceback", err)
+        if code == 1:
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertTrue(err.startswith("vorch: "), err)
+        return err
+
+    async def rest_json(self, path: str):
+        return (await self.rest.call(path)).json
+
+    async def test_types_and_images(self):
+        """
+        types and images: tables of the daemon's answers, and --json equal to them.
+        """
+        self.assertEqual(await self.ok_json("types"), await self.rest_json("/vm/types"))
+        self.assertEqual(await self.ok_json("images"), await self.rest_json("/image/list"))
+        types = await self.ok("types")
+        self.assertEqual(
+            types.splitlines()[0].split(), ["TID", "CPU", "RAM", "MiB", "DISK", "GiB"]
+        )
+        self.assertEqual(types.splitlines()[1].split(), ["1", "1", "512", "1"])
+        self.assertEqual((await self.ok("images")).splitlines()[1].split(), ["1", "hello"])
+
+    async def test_pm_commands(self):
+        """
+        pm list, pm show and pm vms, as tables and as the daemon's JSON.
+        """
+        pms = [await self.rest_json(f"/pm/query?pmid={i}") for i in (1, 2, 3)]
+        self.assertEqual(await self.ok_json("pm", "list"), pms)
+        self.assertEqual(await self.ok_json("pm", "show", "2"), pms[1])
+        self.assertEqual(await self.ok_json("pm", "vms", "2"), {"vmids": []})
+        rows = (await self.ok("pm", "list")).splitlines()
+        self.assertEqual(len(rows), 4)
+        self.assertEqual(rows[3].split()[:5], ["3", "8", "8", "8192", "8192"])
+        self.assertEqual(
+            (await self.ok("pm", "show", "1")).splitlines()[1].split()[:3], ["1", "2", "2"]
+        )
+        self.assertEqual(await self.ok("pm", "vms", "1"), "VMID\n")
+
+    async def test_round_trip(self):
+        """
+        vm create -> show -> list -> pm vms -> destroy, each agreeing with the REST API.
+        """
+        created = await self.ok("vm", "create", "web <1> & é", "--type", "1", "--image", "1")
+        header, row = created.splitlines()
+        self.assertEqual(header.split(), ["VMID", "NAME", "TYPE", "PM"])
+        vmid = int(row.split()[0])
+        vm = await self.rest_json(f"/vm/query?vmid={vmid}")
+        self.assertEqual(vm["name"], "web <1> & é")
+        self.assertIn("web <1> & é", row)
+
+        self.assertEqual(await self.ok_json("vm", "show", str(vmid)), vm)
+        self.assertEqual(await self.ok("vm", "show", str(vmid)), created)
+        self.assertEqual(await self.ok_json("vm", "list"), [vm])
+        self.assertEqual(await self.ok("vm", "list"), created)
+        self.assertEqual(await self.ok_json("vm", "list", "--pm", str(vm["pmid"])), [vm])
+        other = 1 if vm["pmid"] != 1 else 2
+        self.assertEqual(await self.ok_json("vm", "list", "--pm", str(other)), [])
+        self.assertEqual(
+            await self.ok_json("pm", "vms", str(vm["pmid"])),
+            await self.rest_json(f"/pm/listvms?pmid={vm['pmid']}"),
+        )
+        self.assertIn(str(vmid), await self.ok("pm", "vms", str(vm["pmid"])))
+        self.assertEqual((await self.ok_json("pm", "show", str(vm["pmid"])))["vms"], 1)
+
+        self.assertEqual(await self.ok("vm", "destroy", str(vmid)), f"destroyed vm {vmid}\n")
+        self.assertEqual(await self.rest_json(f"/vm/query?vmid={vmid}"), 0)
+        self.assertEqual(await self.ok_json("vm", "list"), [])
+
+    async def test_create_json_and_destroy_json(self):
+        """
+        vm create --json prints the daemon's {"vmid": N}; vm destroy --json {"status": 1}.
+        """
+        created = await self.ok_json("vm", "create", "a", "--type", "2", "--image", "1")
+        self.assertEqual(list(created), ["vmid"])
+        self.assertEqual((await self.rest_json(f"/vm/query?vmid={created['vmid']}"))["name"], "a")
+        self.assertEqual(await self.ok_json("vm", "destroy", str(created["vmid"])), {"status": 1})
+
+    async def test_unknown_vmid(self):
+        """
+        show and destroy of an unknown vmid exit 1 with the daemon's reason.
+        """
+        answer = await self.rest.call("/vm/query?vmid=999999")
+        err = await self.failed("vm", "show", "999999")
+        self.assertTrue(answer.reason)
+        self.assertEqual(err, f"vorch: cannot show vm 999999: {answer.reason}\n")
+        answer = await self.rest.call("/vm/destroy?vmid=999999")
+        err = await self.failed("vm", "destroy", "999999", "--json")
+        self.assertTrue(answer.reason)
+        self.assertEqual(err, f"vorch: cannot destroy vm 999999: {answer.reason}\n")
+
+    async def test_unknown_pm(self):
+        """
+        pm show and pm vms of an unknown pmid exit 1 and say so.
+        """
+        self.assertIn("cannot show pm 42", await self.failed("pm", "show", "42"))
+        self.assertIn("pm 42", await self.failed("pm", "vms", "42"))
+
+    async def test_unknown_type(self):
+        """
+        Creating with an unknown type exits 1 with the daemon's reason, leaving no VM.
+        """
+        answer = await self.rest.call("/vm/create?name=x&instance_type=99&image_id=1")
+        self.assertEqual(answer.json, {"vmid": 0})
+        err = await self.failed("vm", "create", "x", "--type", "99", "--image", "1")
+        self.assertIn("cannot create vm 'x'", err)
+        self.assertTrue(answer.reason)
+        self.assertIn(answer.reason, err)
+        self.assertEqual(await self.ok_json("vm", "list"), [])
+
+    async def test_connection_refused(self):
+        """
+        Nobody listening: exit 1 with a one-line message naming the URL.
+        """
+        url = f"http://127.0.0.1:{free_port()}"
+        err = await self.failed("pm", "list", url=url)
+        self.assertIn(f"cannot reach vorchd at {url}: connection refused", err)
+
+    async def test_not_json(self):
+        """
+        A server answering something other than JSON: exit 1, one line.
+        """
+        port = reactor.listenTCP(0, Site(NotVorchd()))
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        err = await self.failed("types", url=url)
+        self.assertIn(f"vorchd at {url} answered /vm/types with something that is not JSON", err)
+
+    async def test_bad_usage(self):
+        """
+        Wrong usage exits 2 with argparse's message.
+        """
+        self.assertIn("not an integer id", await self.failed("vm", "show", "abc", code=2))
+        self.assertIn("--type", await self.failed("vm", "create", "a", "--image", "1", code=2))
+        self.assertIn("required", await self.failed(code=2))
+
+    async def test_vorch_url_environment(self):
+        """
+        VORCH_URL names the server when --url is not given, and --url wins over it.
+        """
+        env = self.env(VORCH_URL=self.daemon.url)
+        out = await self.ok("pm", "list", "--json", env=env)
+        self.assertEqual(len(json.loads(out)), 3)
+        env = self.env(VORCH_URL=f"http://127.0.0.1:{free_port()}")
+        out, err, code = await getProcessOutputAndValue(
+            EXE, ["--url", self.daemon.url, "types"], env
+        )
+        self.assertEqual((code, err), (0, b""))
+
+    async def test_completion_is_valid_bash(self):
+        """
+        vorch completion bash passes bash -n, and completes the command tree.
+        """
+        script = await self.ok("completion", "bash")
+        path = self.dir / "vorch.bash"
+        path.write_text(script)
+        out, err, code = await getProcessOutputAndValue("bash", ["-n", str(path)], self.env())
+        self.assertEqual((code, err), (0, b""))
+        probe = (
+            f"source {path}; COMP_WORDS=(vorch vm c); COMP_CWORD=2; _vorch;"
+            ' echo "${COMPREPLY[@]}";'
+            " COMP_WORDS=(vorch pm ''); COMP_CWORD=2; _vorch; echo \"${COMPREPLY[@]}\""
+        )
+        out, err, code = await getProcessOutputAndValue("bash", ["-c", probe], self.env())
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(out.decode().splitlines(), ["create", "list show vms"])

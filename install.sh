@@ -268,6 +268,7 @@ deps() {
 link_commands() {
     [[ -d /usr/local/bin ]] || return 0
     ln -sf "$VENV/bin/vorchd-admin" /usr/local/bin/vorchd-admin
+    ln -sf "$VENV/bin/vorch" /usr/local/bin/vorch
 }
 
 # ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ setup(
             "treq>=23.11",
             "ruff>=0.6",
             "openapi-spec-validator>=0.7",
+            "prometheus-client>=0.17",
         ],
     },
     entry_points={

@@ -17,6 +17,7 @@ from vorchd.hypervisor.host import HypervisorError, LibvirtHost
 from vorchd.hypervisor.service import Hypervisors
 from vorchd.images import ImageCache, ImageUnavailable
 from vorchd.inventory import InputFileError, parse_image_text
+from vorchd.metrics import Metrics, placement_reason
 from vorchd.model import Flavor, ImageEntry, PMEntry, Resources
 from vorchd.placement import candidates, free
 from vorchd.policies import IAllocationPolicy, Request, UnknownPolicy, policy_named
@@ -28,8 +29,13 @@ VISIBLE = ("active", "missing")
 
 class Refused(Exception):
     """
-    A request vorchd answers with the seed API's failure value; the message says why.
+    A request vorchd answers with the seed API's failure value; the message says why,
+    C{kind} which class of reason it is (a L{vorchd.metrics.PLACEMENT_REASONS} label).
     """
+
+    def __init__(self, message: str, kind: str = "other"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @frozen
@@ -86,6 +92,8 @@ class Fleet:
         self._in_flight: set[int] = set()
         self._undo: dict[int, int] = {}
         self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
+        # This daemon's counters, served at /metrics.
+        self.metrics = Metrics()
         hypervisors.on_up = self._discovered
 
     # -- start-up -------------------------------------------------------------------------
@@ -230,14 +238,27 @@ class Fleet:
         @return: the new vmid.
         @raise Refused: nothing was made (or everything made was removed again).
         """
+        try:
+            return await self._create(name, instance_type, image_id)
+        except Refused as e:
+            self.metrics.placement_failed(e.kind)
+            raise
+        except StoreUnavailable:
+            self.metrics.placement_failed("store_unavailable")
+            raise
+        except Exception:
+            self.metrics.placement_failed("other")
+            raise
+
+    async def _create(self, name: str, instance_type: int, image_id: int) -> int:
         if not name:
-            raise Refused("name is empty")
+            raise Refused("name is empty", "bad_request")
         flavor = await self.store.flavor(instance_type)
         if flavor is None:
-            raise Refused(f"no instance_type {instance_type}")
+            raise Refused(f"no instance_type {instance_type}", "bad_request")
         image = await self.store.image(image_id)
         if image is None:
-            raise Refused(f"no image {image_id}")
+            raise Refused(f"no image {image_id}", "bad_request")
         source = await self._local_source(image.source)
         request = Request(flavor, image_id, name)
         policy, ratios = await self.live()
@@ -245,6 +266,7 @@ class Fleet:
         ranked, refused = candidates(policy, request, hosts, ratios)
         vmid = 0
         attempts = 0
+        hypervisor_failed = False
         try:
             for host in ranked:
                 if attempts >= self.max_attempts:
@@ -276,11 +298,14 @@ class Fleet:
                     kind = await self._build(vmid, name, flavor, image_id, pmid, source)
                 except HypervisorError as e:
                     refused[pmid] = str(e)
+                    hypervisor_failed = True
                     self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=pmid, e=e)
                     await self._release(vmid, pmid)
                     continue
                 if not await self._commit(vmid, pmid):
-                    raise Refused("state store unavailable; nothing was created")
+                    raise Refused(
+                        "state store unavailable; nothing was created", "store_unavailable"
+                    )
                 self.log.info(
                     "vm {vmid} created on PM {pmid} ({kind}), flavor {tid}, image {image_id},"
                     " policy {policy}",
@@ -298,7 +323,10 @@ class Fleet:
         self.log.info(
             "vm not created (flavor {tid}): {reasons}", tid=flavor.tid, reasons=reasons or "no PMs"
         )
-        raise Refused(f"no PM could take it: {reasons or 'no PMs'}")
+        raise Refused(
+            f"no PM could take it: {reasons or 'no PMs'}",
+            placement_reason(refused.values(), hypervisor_failed),
+        )
 
     async def _local_source(self, line: str) -> str:
         """
@@ -308,15 +336,18 @@ class Fleet:
         try:
             [entry] = parse_image_text(line)
         except (InputFileError, ValueError) as e:
-            raise Refused(f"image source {line!r} unusable: {e}") from None
+            raise Refused(f"image source {line!r} unusable: {e}", "image_unavailable") from None
         if not entry.is_remote or self.is_local(entry.host):
             return entry.path
         if self.images is None:
-            raise Refused(f"image source {line!r} is remote and this daemon has no image cache")
+            raise Refused(
+                f"image source {line!r} is remote and this daemon has no image cache",
+                "image_unavailable",
+            )
         try:
             return await self.images.local_path(entry)
         except ImageUnavailable as e:
-            raise Refused(str(e)) from None
+            raise Refused(str(e), "image_unavailable") from None
 
     async def _build(self, vmid, name, flavor, image_id, pmid, source) -> str:
         lock = self._base_locks.setdefault((pmid, image_id), defer.DeferredLock())

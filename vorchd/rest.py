@@ -9,13 +9,16 @@ C{0}. Failures carry the reason in an C{X-Vorchd-Reason} header for people using
 Whatever bytes arrive, the answer is one of those: a front door (L{SeedResource}) matches
 the path exactly and parses the query itself before Klein sees the request, so no request
 reaches Klein's own error pages (a non-UTF-8 path there is a 400 and a logged traceback).
-The API's OpenAPI document (L{vorchd.openapi}) is served at C{GET /openapi.json}.
+The API's OpenAPI document (L{vorchd.openapi}) is served at C{GET /openapi.json}, and
+Prometheus metrics (L{vorchd.metrics}) at C{GET /metrics}: the front door counts and times
+every request it gets, by endpoint and outcome.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
@@ -23,7 +26,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from werkzeug.exceptions import BadHost, HTTPException
 
-from vorchd import openapi
+from vorchd import metrics, openapi
 from vorchd.orchestrator import Fleet, Refused
 from vorchd.store import StoreUnavailable
 
@@ -47,6 +50,12 @@ CALLS = frozenset(
         b"/openapi.json",
     }
 )
+# Served too, but not a call of the API (nor in its OpenAPI document).
+METRICS = b"/metrics"
+SERVED = CALLS | {METRICS}
+
+# The request attribute where the answer's outcome (a metrics.OUTCOMES label) is noted.
+_OUTCOME = "_vorchd_outcome"
 
 
 class Malformed(Exception):
@@ -101,20 +110,35 @@ def parse_query(uri: bytes) -> dict[bytes, list[bytes]]:
 class SeedResource(Resource):
     """
     The front door of the seed API: answers 0 itself for a path that is not exactly one of
-    L{CALLS}, or a Host header Klein cannot route (not UTF-8, or not a host name at all:
+    L{SERVED}, or a Host header Klein cannot route (not UTF-8, or not a host name at all:
     Klein would answer a 400 or 500 page and log a traceback); replaces C{request.args}
     with L{parse_query}'s, and hands every call to the Klein app.
+
+    Every request is counted in C{metrics} by endpoint and outcome, and timed from here
+    to its answer written.
     """
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, klein_resource: Resource):
+    def __init__(self, klein_resource: Resource, counters: metrics.Metrics | None = None):
         super().__init__()
         self._klein = klein_resource
+        self.metrics = counters if counters is not None else metrics.Metrics()
 
     def render(self, request):
-        if request.path not in CALLS:
+        started = time.perf_counter()
+        endpoint = metrics.endpoint_of(request.path)
+        request.notifyFinish().addBoth(self._finished, request, endpoint, started)
+        return self._route(request)
+
+    def _finished(self, _result, request, endpoint: str, started: float) -> None:
+        # A connection lost before the answer counts as failed; the failure is not an error.
+        outcome = getattr(request, _OUTCOME, "failed")
+        self.metrics.request_done(endpoint, outcome, time.perf_counter() - started)
+
+    def _route(self, request):
+        if request.path not in SERVED:
             return SeedAPI._answer(request, 0, f"no such call: {_printable(request.path)}")
         try:
             request.getRequestHostname().decode("utf-8")
@@ -131,7 +155,9 @@ class SeedResource(Resource):
             return SeedAPI._answer(request, 0, f"not a call: {e.code} {e.name}")
         except Exception as e:
             self.log.failure("unexpected error routing {uri}", uri=request.uri)
-            return SeedAPI._answer(request, 0, f"internal error: {e.__class__.__name__}")
+            return SeedAPI._answer(
+                request, 0, f"internal error: {e.__class__.__name__}", outcome="failed"
+            )
 
 
 class SeedAPI:
@@ -146,12 +172,17 @@ class SeedAPI:
         self.fleet = fleet
 
     def resource(self) -> Resource:
-        return SeedResource(self.app.resource())
+        return SeedResource(self.app.resource(), self.fleet.metrics)
 
     # -- translation helpers ---------------------------------------------------------------
 
     @staticmethod
-    def _answer(request, value, reason: str | None = None) -> bytes:
+    def _answer(request, value, reason: str | None = None, outcome: str = "malformed") -> bytes:
+        """
+        Answer C{value} as JSON, with C{reason} in a header; C{outcome} (ok, failed, or
+        malformed: a plain 0 for what is not a call) is what the request counts as.
+        """
+        setattr(request, _OUTCOME, outcome)
         request.setHeader(b"content-type", b"application/json")
         request.setResponseCode(200)
         if reason:
@@ -186,14 +217,16 @@ class SeedAPI:
         """
         try:
             self._check_method(request, changes)
-            return self._answer(request, await work())
+            return self._answer(request, await work(), outcome="ok")
         except Malformed as e:
             return self._answer(request, 0, str(e))
         except (BadRequest, Refused, StoreUnavailable) as e:
-            return self._answer(request, failure, str(e))
+            return self._answer(request, failure, str(e), outcome="failed")
         except Exception as e:
             self.log.failure("unexpected error answering {uri}", uri=request.uri)
-            return self._answer(request, failure, f"internal error: {e.__class__.__name__}")
+            return self._answer(
+                request, failure, f"internal error: {e.__class__.__name__}", outcome="failed"
+            )
 
     # -- the seed API ------------------------------------------------------------------------
 
@@ -210,11 +243,16 @@ class SeedAPI:
             try:
                 name = names[0].decode("utf-8")
             except UnicodeDecodeError:
+                self.fleet.metrics.placement_failed("bad_request")
                 raise BadRequest("name is not valid UTF-8") from None
-            if not name:
-                raise BadRequest("name is empty or missing")
-            if tid <= 0 or image_id <= 0:
-                raise BadRequest("instance_type and image_id must be positive")
+            try:
+                if not name:
+                    raise BadRequest("name is empty or missing")
+                if tid <= 0 or image_id <= 0:
+                    raise BadRequest("instance_type and image_id must be positive")
+            except BadRequest:
+                self.fleet.metrics.placement_failed("bad_request")
+                raise
             return {"vmid": await self.fleet.create(name, tid, image_id)}
 
         return self._serve(request, {"vmid": 0}, work, changes=True)
@@ -289,6 +327,17 @@ class SeedAPI:
 
         return self._serve(request, 0, work)
 
+    @app.route("/metrics")
+    async def metrics_text(self, request):
+        # Not a call of the seed API: other methods answer its plain 0 like unknown paths.
+        if request.method not in _ALLOWED_METHODS:
+            return self._answer(request, 0, f"method {_printable(request.method)} not allowed")
+        body = await metrics.scrape(self.fleet)
+        setattr(request, _OUTCOME, "ok")
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", metrics.CONTENT_TYPE)
+        return body
+
     @app.route("/", branch=True)
     def anything_else(self, request):
         # Unreachable through SeedResource; kept for the bare Klein resource.
@@ -298,4 +347,4 @@ class SeedAPI:
     def error(self, request, failure):
         # Klein's own failures (a routing error, say) never show a traceback either.
         self.log.failure("error answering {uri}", failure, uri=request.uri)
-        return self._answer(request, 0, "internal error")
+        return self._answer(request, 0, "internal error", outcome="failed")

@@ -235,7 +235,11 @@ class Daemon:
     def admin_port(self) -> int:
         return self.service.getServiceNamed("admin").port.getHost().port
 
-    async def start(self) -> Daemon:
+    def launch(self) -> None:
+        """
+        Build the daemon's service tree from its files, as twistd would, and start it
+        without waiting for anything.
+        """
         settings = load_settings(str(self.ini), environ={})
         self.service = tap.build(
             settings,
@@ -245,6 +249,12 @@ class Daemon:
             reactor,
         )
         self.service.startService()
+
+    async def start(self) -> Daemon:
+        """
+        L{launch} it, then wait until the inventory is loaded and both ports listen.
+        """
+        self.launch()
         await self.fleet_service.loaded
         # The listener comes up right after the inventory is loaded.
         admin = self.service.getServiceNamed("admin")

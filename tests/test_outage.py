@@ -28,8 +28,6 @@ from tests.harness import (
     unique_prefix,
     write_fleet,
 )
-from vorchd import inventory, tap
-from vorchd.config import load_settings
 from vorchd.domain import domain_name
 
 # Roomy enough that every create below fits: a refusal can only come from the outage.
@@ -418,15 +416,7 @@ class OutageTests(TestCase):
         inventory once Redis comes up and serves normally.
         """
         daemon = self.make_daemon()
-        settings = load_settings(str(daemon.ini), environ={})
-        daemon.service = tap.build(
-            settings,
-            inventory.parse_pm_file(settings.pm_file),
-            inventory.parse_image_file(settings.image_file),
-            inventory.parse_flavor_file(settings.flavor_file),
-            reactor,
-        )
-        daemon.service.startService()
+        daemon.launch()
         start = time.monotonic()
         while daemon.fleet_service.port is None:
             self.assertLess(time.monotonic() - start, 30, "the REST port never opened")

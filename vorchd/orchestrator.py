@@ -132,15 +132,17 @@ class Fleet:
         except (StoreUnavailable, HypervisorError) as e:
             self.log.warn("PM {pmid}: discovery not recorded: {e}", pmid=pmid, e=e)
 
-    async def check_domains(self, pmid: int) -> list[int]:
+    async def check_domains(self, pmid: int, present: set[str] | None = None) -> list[int]:
         """
         Compare PM C{pmid}'s VMs with the domains it really has: a VM whose domain is
         gone is marked missing (it stays in every answer until destroyed), one whose
         domain is back is active again.
 
+        @param present: the PM's domain names, if the caller has just listed them.
         @return: the vmids now missing on that PM.
         """
-        present = await self.hypervisors.call(pmid, "domain_names")
+        if present is None:
+            present = await self.hypervisors.call(pmid, "domain_names")
         missing = []
         for vmid in await self.store.pm_vmids(pmid):
             rec = await self.store.vm(vmid)
@@ -478,7 +480,8 @@ class Fleet:
                 for meta in found:
                     if await self._adopt(pmid, meta):
                         report["adopted"].append(meta["vmid"])
-                await self.check_domains(pmid)
+                # This fleet's domains are the only ones its VMs can have: no second listing.
+                await self.check_domains(pmid, {meta["domain"] for meta in found})
             except HypervisorError as e:
                 self.log.warn("PM {pmid}: not reconciled yet: {e}", pmid=pmid, e=e)
         self.last_reconcile = report

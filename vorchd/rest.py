@@ -338,11 +338,6 @@ class SeedAPI:
         request.setHeader(b"content-type", metrics.CONTENT_TYPE)
         return body
 
-    @app.route("/", branch=True)
-    def anything_else(self, request):
-        # Unreachable through SeedResource; kept for the bare Klein resource.
-        return self._answer(request, 0, f"no such call: {_printable(request.path)}")
-
     @app.handle_errors(Exception)
     def error(self, request, failure):
         # Klein's own failures (a routing error, say) never show a traceback either.

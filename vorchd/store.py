@@ -545,9 +545,3 @@ class Store:
         Whether daemon C{daemon_id} renewed its lease in time.
         """
         return bool(int(await self._call("exists", self._key("daemon", daemon_id))))
-
-    async def ping(self) -> bool:
-        """
-        Whether Redis answers now.
-        """
-        return (await self._call("ping")) == "PONG"

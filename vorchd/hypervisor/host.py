@@ -541,15 +541,3 @@ class LibvirtHost:
         except libvirt.libvirtError as e:
             raise self._failed("listing domains", e) from None
         return out
-
-    def domain_state(self, domain_name: str) -> int | None:
-        """
-        The libvirt state of C{domain_name} (C{libvirt.VIR_DOMAIN_RUNNING}, ...), or
-        C{None} if the PM has no such domain.
-        """
-        try:
-            return self.conn.lookupByName(domain_name).state()[0]
-        except libvirt.libvirtError as e:
-            if _is_not_found(e):
-                return None
-            raise self._failed(f"looking up {domain_name}", e) from None

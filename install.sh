@@ -628,8 +628,9 @@ cmd_stop() {
     stop_daemon "$PORT"
 }
 
-# Only the tests need an sshd (they start their own on loopback, to serve remote images).
-TEST_PACKAGES=(openssh-server)
+# Only the tests need an sshd (they start their own on loopback, to serve remote images),
+# and a browser with its driver (the dashboard is tested in headless Chromium).
+TEST_PACKAGES=(openssh-server chromium chromium-driver)
 
 cmd_test() {
     deps

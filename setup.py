@@ -10,7 +10,10 @@ setup(
     description="Virtualization orchestration daemon: the seed REST API over libvirt and Redis",
     python_requires=">=3.11",
     packages=find_packages(include=["vorchd", "vorchd.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/vorchd_plugin.py"]},
+    package_data={
+        "twisted": ["plugins/vorchd_plugin.py"],
+        "vorchd.ui": ["*.html", "*.js", "*.css"],
+    },
     install_requires=[
         "Twisted>=23.10",
         "klein>=23.5",
@@ -27,6 +30,7 @@ setup(
             "ruff>=0.6",
             "openapi-spec-validator>=0.7",
             "prometheus-client>=0.17",
+            "selenium>=4.11",
         ],
     },
     entry_points={

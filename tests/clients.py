@@ -17,14 +17,16 @@ from vorchd.rest import SeedAPI
 
 class Answer:
     """
-    One HTTP answer: status, the X-Vorchd-Reason header, and the JSON body.
+    One HTTP answer: status, the X-Vorchd-Reason header, and the body, parsed when its
+    content type says it is JSON (C{json} is None otherwise).
     """
 
     def __init__(self, status: int, headers, body: bytes):
         self.status = status
         self.headers = headers
         self.raw = body
-        self.json = json.loads(body) if body else None
+        json_type = headers.getRawHeaders("content-type") == ["application/json"]
+        self.json = json.loads(body) if body and json_type else None
 
     @property
     def reason(self) -> str | None:
@@ -56,7 +58,9 @@ class InMemoryClient:
         return await d
 
     async def call(self, path: str, method: str = "GET") -> Answer:
-        response = await self._pump(self.stub.request(method, "http://vorchd" + path))
+        response = await self._pump(
+            self.stub.request(method, "http://vorchd" + path, allow_redirects=False)
+        )
         body = await self._pump(self.stub.content(response))
         return Answer(response.code, response.headers, body)
 
@@ -74,7 +78,9 @@ class LoopbackClient:
         self.pool = HTTPConnectionPool(reactor, persistent=False)
 
     async def call(self, path: str, method: str = "GET") -> Answer:
-        response = await treq.request(method, self.base + path, pool=self.pool)
+        response = await treq.request(
+            method, self.base + path, pool=self.pool, allow_redirects=False
+        )
         body = await treq.content(response)
         return Answer(response.code, response.headers, body)
 

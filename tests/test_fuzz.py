@@ -23,6 +23,7 @@ import random
 import re
 import socket
 import urllib.parse
+from pathlib import Path
 
 import txredisapi
 from hypothesis import HealthCheck, given, settings
@@ -74,6 +75,16 @@ CALLS = {
     b"/openapi.json",
 }
 CHANGES = {b"/vm/create", b"/vm/destroy"}
+# The dashboard's files, served as they are on disk, and its redirect.
+UI = Path(__file__).resolve().parent.parent / "vorchd" / "ui"
+PAGES = {
+    b"/ui/": UI / "index.html",
+    b"/ui/app.js": UI / "app.js",
+    b"/ui/style.css": UI / "style.css",
+}
+UI_REDIRECT = b"/ui"
+# What the model expects of a page: not JSON, but the file.
+PAGE = object()
 INTEGER = re.compile(rb"-?[0-9]{1,1000}")
 
 HOST = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -249,6 +260,8 @@ class Model:
         value C{None} for a successful create, whose vmid cannot be known before.
         """
         path = target.partition(b"?")[0]
+        if path in PAGES or path == UI_REDIRECT:
+            return (PAGE, True) if method in (b"GET", b"HEAD") else (0, False)
         if path not in CALLS:
             return 0, False
         if method not in (b"GET", b"HEAD") or (method == b"HEAD" and path in CHANGES):
@@ -435,7 +448,7 @@ def paths(draw) -> bytes:
     """
     One of the API's paths, or one a little or very wrong.
     """
-    call = draw(st.sampled_from(sorted(CALLS)))
+    call = draw(st.sampled_from(sorted(CALLS | set(PAGES) | {UI_REDIRECT})))
     kind = draw(st.sampled_from(["call", "suffix", "prefix", "escape", "upper", "junk"]))
     if kind == "call":
         return call
@@ -611,9 +624,12 @@ class InMemoryFuzzTests(DaemonMixin, TestCase):
         where = f"{data[:400]!r}: {reply!r}"
         assert reply is not None, f"no answer to {data[:400]!r}"
         assert self.errors.events[seen:] == [], f"{where} logged {self.errors.events[seen:]}"
+        assert b"Traceback" not in reply.raw and b'File "' not in reply.raw, where
+        if expected is PAGE:
+            self.check_page(target.partition(b"?")[0], reply, head, where)
+            return
         assert reply.status == 200, where
         assert reply.header("content-type") == "application/json", where
-        assert b"Traceback" not in reply.raw and b'File "' not in reply.raw, where
         reason = reply.header("x-vorchd-reason")
         assert (reason is None) == success, where
         if reason is not None:
@@ -633,6 +649,17 @@ class InMemoryFuzzTests(DaemonMixin, TestCase):
             assert answer == expected, f"{where} expected {expected!r}"
             if target.startswith(b"/vm/destroy?") and success:
                 model.destroyed(target)
+
+    def check_page(self, path: bytes, reply, head: bool, where: str) -> None:
+        """
+        The dashboard's C{path}: its file as it is on disk, or the redirect to C{/ui/}.
+        """
+        if path == UI_REDIRECT:
+            assert reply.status == 301 and reply.header("location") == "/ui/", where
+            return
+        assert reply.status == 200, where
+        assert reply.header("content-type").startswith("text/"), where
+        assert reply.body == (b"" if head else PAGES[path].read_bytes()), where
 
     async def test_generated_requests(self):
         """Generated requests all answer 200 with the model's JSON, log no error, leave nothing."""

@@ -6,15 +6,13 @@ Redis and libvirt test-driver PMs, in memory and over a real port.
 
 from __future__ import annotations
 
-import json
 import math
 import urllib.parse
 
-import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
-from tests.clients import Answer, InMemoryClient, LoopbackClient
+from tests.clients import InMemoryClient, LoopbackClient
 from tests.harness import FLAVORS, Daemon, shared_redis, tmpdir, unique_prefix, write_fleet
 from vorchd import metrics
 from vorchd.model import Host, Resources
@@ -24,41 +22,6 @@ from vorchd.store import StoreUnavailable
 SIZES = [(2, 2048), (3, 3072)]
 FLAVOR = {f["tid"]: f for f in FLAVORS}
 RESOURCE = {"cpu": "cpu", "ram_mib": "ram", "disk_gib": "disk"}
-
-
-class TextAnswer(Answer):
-    """
-    An answer whose body is JSON only when its content type says so.
-    """
-
-    def __init__(self, status: int, headers, body: bytes):
-        self.status = status
-        self.headers = headers
-        self.raw = body
-        json_type = headers.getRawHeaders("content-type") == ["application/json"]
-        self.json = json.loads(body) if body and json_type else None
-
-
-class InMemoryTextClient(InMemoryClient):
-    """
-    L{InMemoryClient} that also reads text answers.
-    """
-
-    async def call(self, path: str, method: str = "GET") -> Answer:
-        response = await self._pump(self.stub.request(method, "http://vorchd" + path))
-        body = await self._pump(self.stub.content(response))
-        return TextAnswer(response.code, response.headers, body)
-
-
-class LoopbackTextClient(LoopbackClient):
-    """
-    L{LoopbackClient} that also reads text answers.
-    """
-
-    async def call(self, path: str, method: str = "GET") -> Answer:
-        response = await treq.request(method, self.base + path, pool=self.pool)
-        body = await treq.content(response)
-        return TextAnswer(response.code, response.headers, body)
 
 
 def q(**args) -> str:
@@ -330,7 +293,7 @@ class InMemoryMetricsTests(MetricsTestsMixin, TestCase):
     /metrics through StubTreq over the daemon's resource.
     """
 
-    client_type = InMemoryTextClient
+    client_type = InMemoryClient
 
 
 class LoopbackMetricsTests(MetricsTestsMixin, TestCase):
@@ -338,4 +301,4 @@ class LoopbackMetricsTests(MetricsTestsMixin, TestCase):
     /metrics over the daemon's real port.
     """
 
-    client_type = LoopbackTextClient
+    client_type = LoopbackClient

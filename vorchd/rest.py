@@ -10,8 +10,9 @@ Whatever bytes arrive, the answer is one of those: a front door (L{SeedResource}
 the path exactly and parses the query itself before Klein sees the request, so no request
 reaches Klein's own error pages (a non-UTF-8 path there is a 400 and a logged traceback).
 The API's OpenAPI document (L{vorchd.openapi}) is served at C{GET /openapi.json}, and
-Prometheus metrics (L{vorchd.metrics}) at C{GET /metrics}: the front door counts and times
-every request it gets, by endpoint and outcome.
+Prometheus metrics (L{vorchd.metrics}) at C{GET /metrics}, and the web dashboard
+(L{vorchd.ui}) at C{GET /ui/}: the front door counts and times every request it gets, by
+endpoint and outcome.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from werkzeug.exceptions import BadHost, HTTPException
 
-from vorchd import metrics, openapi
+from vorchd import metrics, openapi, ui
 from vorchd.orchestrator import Fleet, Refused
 from vorchd.store import StoreUnavailable
 
@@ -138,6 +139,8 @@ class SeedResource(Resource):
         self.metrics.request_done(endpoint, outcome, time.perf_counter() - started)
 
     def _route(self, request):
+        if request.path in ui.FILES or request.path == ui.ROOT:
+            return self._dashboard(request)
         if request.path not in SERVED:
             return SeedAPI._answer(request, 0, f"no such call: {_printable(request.path)}")
         try:
@@ -158,6 +161,26 @@ class SeedResource(Resource):
             return SeedAPI._answer(
                 request, 0, f"internal error: {e.__class__.__name__}", outcome="failed"
             )
+
+    @staticmethod
+    def _dashboard(request):
+        """
+        A file of the dashboard (L{vorchd.ui}), or the redirect from C{/ui} to C{/ui/}.
+        """
+        if request.method not in _ALLOWED_METHODS:
+            return SeedAPI._answer(request, 0, f"method {_printable(request.method)} not allowed")
+        setattr(request, _OUTCOME, "ok")
+        if request.path == ui.ROOT:
+            request.setResponseCode(301)
+            request.setHeader(b"location", b"/ui/")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"The dashboard is at /ui/\n"
+        content_type, body = ui.FILES[request.path]
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", content_type)
+        for name, value in ui.HEADERS.items():
+            request.setHeader(name, value)
+        return body
 
 
 class SeedAPI:

@@ -1,0 +1,47 @@
+"""
+The web dashboard at C{/ui/}: a page, one script and one style sheet, served as they are
+(no build step). The page reads and acts through the seed API like any other client.
+
+Only these exact paths are served (C{/ui} redirects to C{/ui/}); anything else under
+C{/ui/} is an unknown path and answers the seed API's C{0}.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+ROOT = b"/ui"
+
+_CONTENT_TYPES = {
+    "html": b"text/html; charset=utf-8",
+    "js": b"text/javascript; charset=utf-8",
+    "css": b"text/css; charset=utf-8",
+}
+
+# Sent with every file: the page runs only its own script and style, fetches only from the
+# daemon, and may not be framed by another site.
+HEADERS = {
+    b"content-security-policy": (
+        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+        b" img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+    b"cache-control": b"no-cache",
+}
+
+
+def _load() -> dict[bytes, tuple[bytes, bytes]]:
+    here = files(__name__)
+    served = {}
+    for path, name in (
+        (b"/ui/", "index.html"),
+        (b"/ui/app.js", "app.js"),
+        (b"/ui/style.css", "style.css"),
+    ):
+        served[path] = (_CONTENT_TYPES[name.rpartition(".")[2]], here.joinpath(name).read_bytes())
+    return served
+
+
+# path -> (content type, body)
+FILES = _load()

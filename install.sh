@@ -537,7 +537,8 @@ start_daemon() {
         if [[ $body == '{"pmids"'* ]]; then
             pid=$(daemon_pid "$pidfile" || true)
             say "vorchd is up (pid ${pid:-?}) and answering: $url/pm/list -> $body"
-            say "REST API: $url/"
+            say "REST API: $url/   dashboard: $url/ui/   metrics: $url/metrics"
+            say "log: $logfile   pid file: $pidfile"
             say "try:  curl '$url/vm/types'"
             say "      curl '$url/image/list'"
             say "      curl '$url/vm/create?name=test&instance_type=1&image_id=1'"

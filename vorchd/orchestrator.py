@@ -6,6 +6,7 @@ hypervisor, records, and undoes its claim when the act fails.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from attrs import frozen
@@ -237,22 +238,52 @@ class Fleet:
         """
         Place, claim, build and start a VM; answer only once its domain runs.
 
+        Each create logs one event, C{vm_create}: its outcome (C{created} or C{refused}),
+        vmid, PM, domain type, flavor, image, policy, the reason of a refusal, and its
+        C{duration} in seconds.
+
         @return: the new vmid.
         @raise Refused: nothing was made (or everything made was removed again).
         """
+        started = time.monotonic()
+        facts = {"vmid": 0, "pmid": 0, "kind": None, "policy": None}
         try:
-            return await self._create(name, instance_type, image_id)
-        except Refused as e:
-            self.metrics.placement_failed(e.kind)
+            vmid = await self._create(name, instance_type, image_id, facts)
+        except Exception as e:
+            kind = e.kind if isinstance(e, Refused) else "other"
+            if isinstance(e, StoreUnavailable):
+                kind = "store_unavailable"
+            self.metrics.placement_failed(kind)
+            self.log.info(
+                "vm not created (flavor {tid}, image {image_id}, policy {policy})"
+                " in {duration:.3f} s: {reason}",
+                event="vm_create",
+                outcome="refused",
+                tid=instance_type,
+                image_id=image_id,
+                reason=str(e) or e.__class__.__name__,
+                reason_class=kind,
+                duration=time.monotonic() - started,
+                **{**facts, "vmid": 0},
+            )
             raise
-        except StoreUnavailable:
-            self.metrics.placement_failed("store_unavailable")
-            raise
-        except Exception:
-            self.metrics.placement_failed("other")
-            raise
+        self.log.info(
+            "vm {vmid} created on PM {pmid} ({kind}), flavor {tid}, image {image_id},"
+            " policy {policy}, in {duration:.3f} s",
+            event="vm_create",
+            outcome="created",
+            tid=instance_type,
+            image_id=image_id,
+            duration=time.monotonic() - started,
+            **facts,
+        )
+        return vmid
 
-    async def _create(self, name: str, instance_type: int, image_id: int) -> int:
+    async def _create(self, name: str, instance_type: int, image_id: int, facts: dict) -> int:
+        """
+        L{create}'s work; what it learns for the log (policy, vmid, PM, domain type) goes
+        into C{facts}.
+        """
         if not name:
             raise Refused("name is empty", "bad_request")
         flavor = await self.store.flavor(instance_type)
@@ -264,6 +295,7 @@ class Fleet:
         source = await self._local_source(image.source)
         request = Request(flavor, image_id, name)
         policy, ratios = await self.live()
+        facts["policy"] = policy.name
         hosts = await self.store.hosts(self.hypervisors.is_up)
         ranked, refused = candidates(policy, request, hosts, ratios)
         vmid = 0
@@ -308,23 +340,11 @@ class Fleet:
                     raise Refused(
                         "state store unavailable; nothing was created", "store_unavailable"
                     )
-                self.log.info(
-                    "vm {vmid} created on PM {pmid} ({kind}), flavor {tid}, image {image_id},"
-                    " policy {policy}",
-                    vmid=vmid,
-                    pmid=pmid,
-                    kind=kind,
-                    tid=flavor.tid,
-                    image_id=image_id,
-                    policy=policy.name,
-                )
+                facts.update(vmid=vmid, pmid=pmid, kind=kind)
                 return vmid
         finally:
             self._in_flight.discard(vmid)
         reasons = "; ".join(f"PM {p}: {why}" for p, why in sorted(refused.items()))
-        self.log.info(
-            "vm not created (flavor {tid}): {reasons}", tid=flavor.tid, reasons=reasons or "no PMs"
-        )
         raise Refused(
             f"no PM could take it: {reasons or 'no PMs'}",
             placement_reason(refused.values(), hypervisor_failed),
@@ -517,16 +537,43 @@ class Fleet:
 
         A VM whose domain has vanished from its PM is destroyed all the same.
 
+        Each destroy logs one event, C{vm_destroy}: its outcome (C{destroyed} or
+        C{refused}), vmid, PM, the reason of a refusal, and its C{duration} in seconds.
+
         @raise Refused: no such VM, or its PM cannot be reached (nothing changed).
         """
+        started = time.monotonic()
+        where = {"pmid": 0}
+        try:
+            await self._destroy(vmid, where)
+        except Exception as e:
+            self.log.info(
+                "vm {vmid} not destroyed in {duration:.3f} s: {reason}",
+                event="vm_destroy",
+                outcome="refused",
+                vmid=vmid,
+                reason=str(e) or e.__class__.__name__,
+                duration=time.monotonic() - started,
+                **where,
+            )
+            raise
+        self.log.info(
+            "vm {vmid} destroyed on PM {pmid} in {duration:.3f} s",
+            event="vm_destroy",
+            outcome="destroyed",
+            vmid=vmid,
+            duration=time.monotonic() - started,
+            **where,
+        )
+
+    async def _destroy(self, vmid: int, where: dict) -> None:
         rec = await self.store.vm(vmid)
         if rec is None or rec.get("state") not in VISIBLE:
             raise Refused(f"no VM {vmid}")
-        pmid = int(rec["pmid"])
+        pmid = where["pmid"] = int(rec["pmid"])
         try:
             await self.hypervisors.call(pmid, "destroy_vm", rec["domain"], rec["volume"])
         except HypervisorError as e:
             raise Refused(f"PM {pmid}: {e}") from None
         if not await self.store.release(vmid):
             raise Refused(f"VM {vmid} was destroyed by another request")
-        self.log.info("vm {vmid} destroyed on PM {pmid}", vmid=vmid, pmid=pmid)

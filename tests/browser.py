@@ -76,8 +76,8 @@ class Browser:
     def wait(self, condition, what: str, timeout: float = 20.0):
         """
         Poll C{condition()} until it gives something true, and give that; fail saying
-        C{what} was awaited after C{timeout} seconds. Elements replaced while polled
-        (the page re-renders) count as not yet.
+        C{what} was awaited after C{timeout} seconds. Elements missing, or replaced
+        while polled (the page re-renders), count as not yet.
         """
         from selenium.common.exceptions import (
             NoSuchElementException,
@@ -88,7 +88,12 @@ class Browser:
         while True:
             try:
                 value = condition()
-            except (StaleElementReferenceException, NoSuchElementException):
+            except (
+                StaleElementReferenceException,
+                NoSuchElementException,
+                IndexError,  # an element looked for in a list is not there yet
+                ValueError,  # nor one unpacked from one
+            ):
                 value = None
             if value:
                 return value

@@ -131,7 +131,13 @@ class SeedResource(Resource):
         started = time.perf_counter()
         endpoint = metrics.endpoint_of(request.path)
         request.notifyFinish().addBoth(self._finished, request, endpoint, started)
-        return self._route(request)
+        body = self._route(request)
+        if request.method == b"HEAD" and isinstance(body, bytes):
+            # The headers of the answer, with its length, and no body (which Twisted would
+            # drop, logging that it did).
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        return body
 
     def _finished(self, _result, request, endpoint: str, started: float) -> None:
         # A connection lost before the answer counts as failed; the failure is not an error.
@@ -139,7 +145,7 @@ class SeedResource(Resource):
         self.metrics.request_done(endpoint, outcome, time.perf_counter() - started)
 
     def _route(self, request):
-        if request.path in ui.FILES or request.path == ui.ROOT:
+        if request.path in ui.FILES:
             return self._dashboard(request)
         if request.path not in SERVED:
             return SeedAPI._answer(request, 0, f"no such call: {_printable(request.path)}")
@@ -165,16 +171,11 @@ class SeedResource(Resource):
     @staticmethod
     def _dashboard(request):
         """
-        A file of the dashboard (L{vorchd.ui}), or the redirect from C{/ui} to C{/ui/}.
+        A file of the dashboard (L{vorchd.ui}).
         """
         if request.method not in _ALLOWED_METHODS:
             return SeedAPI._answer(request, 0, f"method {_printable(request.method)} not allowed")
         setattr(request, _OUTCOME, "ok")
-        if request.path == ui.ROOT:
-            request.setResponseCode(301)
-            request.setHeader(b"location", b"/ui/")
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"The dashboard is at /ui/\n"
         content_type, body = ui.FILES[request.path]
         request.setResponseCode(200)
         request.setHeader(b"content-type", content_type)

@@ -2,15 +2,13 @@
 The web dashboard at C{/ui/}: a page, one script and one style sheet, served as they are
 (no build step). The page reads and acts through the seed API like any other client.
 
-Only these exact paths are served (C{/ui} redirects to C{/ui/}); anything else under
-C{/ui/} is an unknown path and answers the seed API's C{0}.
+Only these exact paths are served; anything else (C{/ui} too) is an unknown path and
+answers the seed API's C{0}: every answer outside these files stays the seed API's.
 """
 
 from __future__ import annotations
 
 from importlib.resources import files
-
-ROOT = b"/ui"
 
 _CONTENT_TYPES = {
     "html": b"text/html; charset=utf-8",

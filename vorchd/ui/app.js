@@ -6,17 +6,21 @@
 // Query parameters: ?refresh=N refreshes every N seconds (5 by default).
 
 const ROOT = new URL("..", document.location.href);
-const INTERVAL = Math.max(1, Number(new URLSearchParams(location.search).get("refresh")) || 5);
+const INTERVAL = Math.min(
+  3600,
+  Math.max(1, Number(new URLSearchParams(location.search).get("refresh")) || 5),
+);
 const PARALLEL = 8; // requests in flight at once while loading
 const ARMED_FOR = 5000; // ms a destroy button waits for its confirming click
+const SETTLE = 400; // ms before it takes one (the second click of a double-click is not)
 
 const state = {
   types: [], // [{tid, cpu, ram, disk}]
   images: [], // [{id, name}]
-  pms: [], // [{pmid, info (pm/query's answer or null), vmids}]
+  pms: [], // [{pmid, info (pm/query's answer or null), vmids (null if not listed)}]
   vms: new Map(), // vmid -> vm/query's answer; a VM's record never changes
   health: new Map(), // pmid -> "up" | "down" | "drained"
-  armed: new Map(), // vmid -> timer of a destroy button waiting to be confirmed
+  armed: new Map(), // vmid -> {timer, at} of a destroy button waiting to be confirmed
   busy: new Set(), // vmids being destroyed
   rendered: "",
 };
@@ -119,11 +123,14 @@ async function load() {
       call("pm/query", { pmid }),
       call("pm/listvms", { pmid }),
     ]);
-    const vmids = Array.isArray(listed.value && listed.value.vmids) ? listed.value.vmids : [];
+    const vmids = Array.isArray(listed.value && listed.value.vmids) ? listed.value.vmids : null;
     return { pmid, info: query.value || null, vmids };
   });
-  const listed = new Set(pms.flatMap((pm) => pm.vmids));
-  for (const vmid of state.vms.keys()) if (!listed.has(vmid)) state.vms.delete(vmid);
+  const listed = new Set(pms.flatMap((pm) => pm.vmids || []));
+  // Forget the VMs gone from the listings (all of them answered: else keep what we know).
+  if (pms.every((pm) => pm.vmids)) {
+    for (const vmid of state.vms.keys()) if (!listed.has(vmid)) state.vms.delete(vmid);
+  }
   const unknown = [...listed].filter((vmid) => !state.vms.has(vmid));
   await inParallel(unknown, async (vmid) => {
     const { value } = await call("vm/query", { vmid });
@@ -144,18 +151,42 @@ const RESOURCES = [
 ];
 
 function number(n) {
-  return Number.isInteger(n) ? String(n) : n.toFixed(1);
+  return String(Number(n.toFixed(2)));
 }
 
 function plural(n, noun) {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
-function bar(resource, label, unit, info) {
+// What the VMs on a PM take, by resource, from their flavors; null while a VM or its
+// flavor is not known (then capacity - free stands in, true without overcommit).
+function usage(pm) {
+  if (!pm.vmids) return null;
+  const used = { cpu: 0, ram: 0, disk: 0 };
+  for (const vmid of pm.vmids) {
+    const vm = state.vms.get(vmid);
+    const type = vm && state.types.find((t) => t.tid === vm.instance_type);
+    if (!type) return null;
+    for (const r of Object.keys(used)) used[r] += type[r];
+  }
+  return used;
+}
+
+function used(pm, resource) {
+  const known = usage(pm);
+  if (known) return known[resource];
+  return Math.max(pm.info.capacity[resource] - pm.info.free[resource], 0);
+}
+
+// One resource of a PM: a bar of what is taken out of what may be taken (capacity times
+// the overcommit ratio: used + free), and the free and capacity figures.
+function bar(resource, label, unit, pm) {
+  const info = pm.info;
   const capacity = info.capacity[resource];
   const free = info.free[resource];
-  const used = Math.min(Math.max(capacity - free, 0), capacity);
-  const percent = capacity > 0 ? (100 * used) / capacity : 0;
+  const taken = used(pm, resource);
+  const allowed = taken + Math.max(free, 0);
+  const percent = allowed > 0 ? Math.min((100 * taken) / allowed, 100) : 0;
   const level = percent >= 90 ? "full" : percent >= 70 ? "high" : "";
   const fill = el("div", { class: `fill ${level}` });
   fill.style.width = `${percent.toFixed(1)}%`;
@@ -170,8 +201,8 @@ function bar(resource, label, unit, info) {
         role: "meter",
         "aria-label": `${label} used`,
         "aria-valuemin": "0",
-        "aria-valuemax": String(capacity),
-        "aria-valuenow": String(used),
+        "aria-valuemax": String(allowed),
+        "aria-valuenow": String(taken),
       },
       fill,
     ),
@@ -182,6 +213,9 @@ function bar(resource, label, unit, info) {
       ` free of `,
       el("span", { class: "capacity" }, number(capacity)),
       unit,
+      allowed > capacity && capacity > 0
+        ? el("span", { class: "over", title: "overcommit ratio" }, ` ×${number(allowed / capacity)}`)
+        : null,
     ),
   );
 }
@@ -209,6 +243,7 @@ function destroyButton(vmid) {
 }
 
 function vmTable(pm) {
+  if (!pm.vmids) return el("p", { class: "empty" }, "pm/listvms does not answer for this PM");
   if (pm.vmids.length === 0) return el("p", { class: "empty" }, "No VMs");
   const rows = pm.vmids.map((vmid) => {
     const vm = state.vms.get(vmid);
@@ -236,10 +271,10 @@ function pmCard(pm) {
     {},
     `PM ${pm.pmid}`,
     status ? el("span", { class: `badge ${status}` }, status) : null,
-    el("span", { class: "vmcount" }, plural(pm.vmids.length, "VM")),
+    el("span", { class: "vmcount" }, pm.vmids ? plural(pm.vmids.length, "VM") : ""),
   );
   const body = pm.info
-    ? el("div", { class: "resources" }, ...RESOURCES.map(([r, l, u]) => bar(r, l, u, pm.info)))
+    ? el("div", { class: "resources" }, ...RESOURCES.map(([r, l, u]) => bar(r, l, u, pm)))
     : el("p", { class: "empty" }, "pm/query does not answer for this PM");
   return el("article", { class: "pm", "data-pmid": pm.pmid }, title, body, vmTable(pm));
 }
@@ -249,10 +284,10 @@ function totals() {
   let ram = [0, 0];
   for (const pm of state.pms) {
     if (!pm.info) continue;
-    cpu = [cpu[0] + pm.info.capacity.cpu - pm.info.free.cpu, cpu[1] + pm.info.capacity.cpu];
-    ram = [ram[0] + pm.info.capacity.ram - pm.info.free.ram, ram[1] + pm.info.capacity.ram];
+    cpu = [cpu[0] + used(pm, "cpu"), cpu[1] + pm.info.capacity.cpu];
+    ram = [ram[0] + used(pm, "ram"), ram[1] + pm.info.capacity.ram];
   }
-  const vms = state.pms.reduce((n, pm) => n + pm.vmids.length, 0);
+  const vms = state.pms.reduce((n, pm) => n + (pm.vmids ? pm.vmids.length : 0), 0);
   return `${plural(state.pms.length, "PM")} · ${plural(vms, "VM")} · ${number(cpu[0])}/${number(cpu[1])} CPUs · ${number(ram[0])}/${number(ram[1])} MiB allocated`;
 }
 
@@ -331,7 +366,7 @@ function refresh() {
       $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
       document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
     } catch (e) {
-      banner(`Cannot load the fleet: ${e.message}. Retrying…`);
+      banner(`Cannot load the fleet: ${e.message}.${$("auto").checked ? " Retrying…" : ""}`);
     } finally {
       loading = null;
       if ($("auto").checked) timer = setTimeout(refresh, INTERVAL * 1000);
@@ -390,17 +425,17 @@ async function create(event) {
 
 async function destroyClicked(vmid) {
   if (state.busy.has(vmid)) return;
-  if (!state.armed.has(vmid)) {
-    state.armed.set(
-      vmid,
-      setTimeout(() => {
-        state.armed.delete(vmid);
-        render();
-      }, ARMED_FOR),
-    );
+  const armed = state.armed.get(vmid);
+  if (!armed) {
+    const timer = setTimeout(() => {
+      state.armed.delete(vmid);
+      render();
+    }, ARMED_FOR);
+    state.armed.set(vmid, { timer, at: Date.now() });
     return render();
   }
-  clearTimeout(state.armed.get(vmid));
+  if (Date.now() - armed.at < SETTLE) return; // a double-click is one click
+  clearTimeout(armed.timer);
   state.armed.delete(vmid);
   state.busy.add(vmid);
   render();
@@ -412,6 +447,7 @@ async function destroyClicked(vmid) {
     status(`VM ${vmid} not destroyed: ${e.message}.`, "error");
   } finally {
     state.busy.delete(vmid);
+    render();
   }
   await refresh();
 }

@@ -545,6 +545,66 @@ class ImageCacheSettingsTests(SynchronousTestCase):
         self.assertLessEqual(len(os.path.basename(long).encode()), 255)
 
 
+class SweepTests(SynchronousTestCase):
+    """
+    Partial files that fetches cut short by a crash left in the cache are removed, and
+    nothing else.
+    """
+
+    def setUp(self):
+        self.dir = tmpdir(self)
+        self.cache = ImageCache(self.dir / "cache", timeout=600)
+
+    def _file(self, name: str, age: float) -> Path:
+        path = self.dir / "cache" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * 10)
+        then = time.time() - age
+        os.utime(path, (then, then))
+        return path
+
+    def test_sweep(self):
+        """
+        A partial file untouched for longer than a fetch may run goes; a recent one (a
+        fetch under way, maybe another daemon's) and complete images stay.
+        """
+        stale = self._file(".partial-0123456789abcdef-abc", age=3600)
+        fresh = self._file(".partial-0123456789abcdef-def", age=30)
+        image = self._file("0123456789abcdef-disk.img", age=86400)
+        self.assertEqual(self.cache.sweep(), [str(stale)])
+        self.assertFalse(stale.exists())
+        self.assertTrue(fresh.exists() and image.exists())
+
+    def test_no_cache_yet(self):
+        """
+        A cache directory not made yet has nothing to sweep.
+        """
+        self.assertEqual(self.cache.sweep(), [])
+
+
+class SweepAtStartTests(TestCase):
+    """
+    The daemon sweeps its image cache as it starts.
+    """
+
+    async def test_swept_at_start(self):
+        """
+        A partial file an earlier daemon's crash left is gone once the daemon is up.
+        """
+        d = tmpdir(self)
+        daemon = Daemon(
+            d / "daemon", shared_redis().url, unique_prefix(), write_fleet(d, [(2, 2048)])
+        )
+        cache = d / "daemon" / "image-cache"
+        cache.mkdir()
+        stale = cache / ".partial-0123456789abcdef-x"
+        stale.write_bytes(b"cut short")
+        os.utime(stale, (time.time() - 86400,) * 2)
+        await daemon.start()
+        self.addCleanup(daemon.stop)
+        self.assertFalse(stale.exists())
+
+
 class RemoteImageThroughAPITests(TestCase):
     """
     A daemon whose image_file names an image on another host, fetched over a real sshd.

@@ -21,6 +21,7 @@ import os
 import shlex
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 
 from twisted.internet import defer, error, protocol, threads
@@ -175,6 +176,33 @@ class ImageCache:
             os.unlink(self.cached_path(entry))
         except FileNotFoundError:
             pass
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """
+        Remove what fetches cut short by a crash left behind: partial files nobody has
+        written to for longer than a fetch may run (so never one a live fetch, of this
+        daemon or another sharing the cache, is still writing). Blocking: run it in a
+        thread.
+
+        @return: the paths removed.
+        """
+        now = time.time() if now is None else now
+        removed = []
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return removed
+        for name in names:
+            if not name.startswith(".partial-"):
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                if now - os.lstat(path).st_mtime > self._timeout + 60:
+                    os.unlink(path)
+                    removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed
 
     def _landed(self, result: str | Failure, line: str) -> None:
         for waiter in self._waiting.pop(line):

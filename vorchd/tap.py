@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer, endpoints, task
+from twisted.internet import defer, endpoints, task, threads
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -98,6 +98,8 @@ class FleetService(Service):
         self._started = defer.ensureDeferred(self._start())
 
     async def _start(self) -> None:
+        if self.fleet.images is not None:
+            await self._sweep_image_cache(self.fleet.images)
         await self._load()
         site = Site(SeedAPI(self.fleet).resource())
         site.noisy = False
@@ -111,6 +113,17 @@ class FleetService(Service):
             self.reactor.stop()
             return
         self.log.info("vorchd serving the seed API on port {port}", port=self.port.getHost().port)
+
+    async def _sweep_image_cache(self, images) -> None:
+        try:
+            removed = await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), images.sweep
+            )
+        except OSError as e:
+            self.log.warn("image cache {dir} not swept: {e}", dir=images.directory, e=e)
+            return
+        for path in removed:
+            self.log.info("removed {path}, left by a fetch cut short", path=path)
 
     async def _load(self) -> None:
         try:

@@ -133,6 +133,46 @@ def _get(url: str):
         return json.loads(r.read())
 
 
+class RetiredPMTests(TestCase):
+    """
+    A PM whose line leaves the pm_file while it still has VMs.
+    """
+
+    async def test_retired_pm_still_destroys(self):
+        """
+        After a restart without its line, the PM takes no new VMs and is out of pm/list,
+        but its VM still answers and can be destroyed, freeing it.
+        """
+        d = tmpdir(self)
+        redis, prefix = shared_redis(), unique_prefix()
+        uris = write_fleet(d, [(1, 4096), (4, 4096)])
+        first = Daemon(d / "daemon", redis.url, prefix, uris)
+        await first.start()
+        client = InMemoryClient(first)
+        # Flavor 2 (2 CPUs) fits on PM 2 only.
+        vmid = (await client.call("/vm/create?name=kept&instance_type=2&image_id=1")).json["vmid"]
+        self.assertGreater(vmid, 0)
+        self.assertEqual((await client.call(f"/vm/query?vmid={vmid}")).json["pmid"], 2)
+        await first.stop()
+
+        second = Daemon(d / "daemon", redis.url, prefix, uris[:1])
+        await second.start()
+        self.addCleanup(second.stop)
+        client = InMemoryClient(second)
+        self.assertEqual((await client.call("/pm/list")).json, {"pmids": [1]})
+        self.assertEqual(
+            (await client.call(f"/vm/query?vmid={vmid}")).json,
+            {"vmid": vmid, "name": "kept", "instance_type": 2, "pmid": 2},
+        )
+        refused = await client.call("/vm/create?name=no&instance_type=2&image_id=1")
+        self.assertEqual(refused.json, {"vmid": 0})
+        self.assertIn("PM 1: no room", refused.reason)
+        self.assertNotIn("PM 2", refused.reason)
+        self.assertEqual((await client.call(f"/vm/destroy?vmid={vmid}")).json, {"status": 1})
+        self.assertEqual((await client.call(f"/vm/query?vmid={vmid}")).json, 0)
+        self.assertEqual((await client.call("/pm/listvms?pmid=2")).json, {"vmids": []})
+
+
 class KillTests(TestCase):
     """
     The real twistd process killed with SIGKILL in the middle of a burst of creates.

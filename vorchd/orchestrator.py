@@ -88,6 +88,8 @@ class Fleet:
         # restarted) can tell a claim whose creator died from one still being made.
         self.daemon_id = secrets.token_hex(6)
         self.last_reconcile: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
+        # PMs out of the pm_file that still have VMs: (pmid, uri); see load().
+        self.retired: list[tuple[int, str]] = []
         # vmids this daemon is creating now, and failed creates still to undo (vmid ->
         # pmid) because Redis did not answer when they failed.
         self._in_flight: set[int] = set()
@@ -106,23 +108,34 @@ class Fleet:
         Make the parsed input files the fleet's inventory (ids kept by line), then connect
         to and discover every PM at once. A PM that cannot be reached now is retried in
         the background and does not hold up the rest.
+
+        A PM whose line left the pm_file while it still has VMs is I{retired}: it takes no
+        new VMs and is out of C{pm/list}, but stays connected, so that its VMs can still
+        be destroyed and reconciled, until the daemon next starts without VMs there.
         """
         self.fleet_id = await self.store.fleet_id()
         await self.store.adopt_settings(self.ini_settings)
         pmids = await self.store.register_pms((e.line, e.uri) for e in pms)
         await self.store.register_images((e.line, e.name) for e in images)
         await self.store.set_flavors(flavors)
+        self.retired = await self.store.retired_pms(pmids)
+        hosts = [*zip(pmids, (e.uri for e in pms), strict=True), *self.retired]
+        for pmid, uri in self.retired:
+            self.log.warn(
+                "PM {pmid} ({uri}) is no longer in the pm_file but still has VMs: kept"
+                " connected so that they can be destroyed; it takes no new VMs",
+                pmid=pmid,
+                uri=uri,
+            )
         s = self.host_settings
-        for pmid, entry in zip(pmids, pms, strict=True):
+        for pmid, uri in hosts:
             if self.hypervisors.host(pmid) is None:
                 self.hypervisors.add(
                     pmid,
-                    LibvirtHost(
-                        entry.uri, s.pool_name, s.pool_path, s.domain_type, s.console_log_dir
-                    ),
+                    LibvirtHost(uri, s.pool_name, s.pool_path, s.domain_type, s.console_log_dir),
                 )
         await defer.DeferredList(
-            [defer.ensureDeferred(self.hypervisors.connect(p)) for p in pmids],
+            [defer.ensureDeferred(self.hypervisors.connect(p)) for p, _ in hosts],
             consumeErrors=True,
         )
 
@@ -492,7 +505,8 @@ class Fleet:
                     pmid=pmid,
                     owner=owner or "(unknown)",
                 )
-        for pmid in await self.store.pm_ids():
+        retired = [pmid for pmid, _ in self.retired]
+        for pmid in [*await self.store.pm_ids(), *retired]:
             if not self.hypervisors.is_up(pmid):
                 continue
             try:

@@ -341,6 +341,21 @@ class Store:
         """
         return [int(i) for i in await self._call("lrange", self._key("pm", "active"), 0, -1)]
 
+    async def retired_pms(self, current: Iterable[int]) -> list[tuple[int, str]]:
+        """
+        The PMs no longer among C{current} (their line left the pm_file, or changed) that
+        still have VMs: C{(pmid, uri)} pairs, by id.
+        """
+        known = {int(i) for i in await self._call("hvals", self._key("pm", "index"))}
+        out = []
+        for pmid in sorted(known - set(current)):
+            if not await self._call("scard", self._key("pm", pmid, "vms")):
+                continue
+            rec = await self.pm_record(pmid)
+            if rec and rec.get("extra"):
+                out.append((pmid, rec["extra"]))
+        return out
+
     async def pm_record(self, pmid: int) -> dict[str, str] | None:
         """
         Everything stored for PM C{pmid}, or C{None} if the fleet never had it.

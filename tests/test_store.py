@@ -4,10 +4,10 @@ The Redis store against a real redis-server: stable ids, atomic claims, exact re
 
 from __future__ import annotations
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from tests.harness import free_port, shared_redis, unique_prefix
+from tests.harness import RedisServer, free_port, shared_redis, unique_prefix
 from vorchd.config import RedisAddress
 from vorchd.model import Flavor, Resources
 from vorchd.store import Store, StoreUnavailable
@@ -128,6 +128,46 @@ class UnavailableTests(TestCase):
         self.addCleanup(store.disconnect)
         with self.assertRaises(StoreUnavailable):
             await store.pm_ids()
+
+
+class OutageTests(TestCase):
+    """
+    While Redis is down, one call at a time asks it; the others fail at once.
+    """
+
+    async def test_down_fails_fast_then_recovers(self):
+        """
+        Once a call went unanswered, a second call waits for Redis while a third, made
+        meanwhile, fails at once (no timeout runs: the store's clock is not moved); when
+        Redis is back, the waiting call is answered and every call works again.
+        """
+        server = RedisServer().start()
+        self.addCleanup(server.stop)
+        clock = task.Clock()
+        store = Store.connect(
+            RedisAddress("127.0.0.1", server.port, 0), unique_prefix(), timeout=5, reactor=clock
+        )
+        self.addCleanup(store.disconnect)
+        self.assertEqual(await store.pm_ids(), [])
+        self.assertIsNone(store.down)
+
+        server.stop()
+        first = defer.ensureDeferred(store.pm_ids())
+        await task.deferLater(reactor, 0.2, lambda: None)
+        clock.advance(5)
+        with self.assertRaises(StoreUnavailable):
+            await first
+        self.assertIsNotNone(store.down)
+
+        probe = defer.ensureDeferred(store.pm_ids())
+        self.assertNoResult(probe)
+        meanwhile = defer.ensureDeferred(store.pm_ids())
+        self.failureResultOf(meanwhile, StoreUnavailable)
+
+        server.start()
+        self.assertEqual(await probe, [])
+        self.assertIsNone(store.down)
+        self.assertEqual(await store.pm_ids(), [])
 
 
 class HostsTests(TestCase):

@@ -189,6 +189,10 @@ class Store:
 
     Every method returns a Deferred and fails with L{StoreUnavailable} when Redis does
     not answer within C{timeout} seconds, so no caller hangs on an outage.
+
+    Once a call has gone unanswered, Redis counts as down: one call at a time goes on
+    asking it (and waits up to the timeout), and every other call fails at once rather
+    than waiting too, until a call is answered again.
     """
 
     def __init__(self, redis, prefix: str = "vorchd", timeout: float = 5.0, reactor=None):
@@ -198,11 +202,24 @@ class Store:
         self._prefix = prefix
         self._timeout = timeout
         self._reactor = reactor
+        # Why Redis counts as down (None while it answers), and whether a call is asking it.
+        self._down: str | None = None
+        self._probing = False
+
+    @property
+    def down(self) -> str | None:
+        """
+        Why Redis counts as down now, or None while it answers.
+        """
+        return self._down
 
     @classmethod
-    def connect(cls, address: RedisAddress, prefix: str = "vorchd", timeout: float = 5.0):
+    def connect(
+        cls, address: RedisAddress, prefix: str = "vorchd", timeout: float = 5.0, reactor=None
+    ):
         """
-        A store on a lazy, self-reconnecting connection pool to C{address}.
+        A store on a lazy, self-reconnecting connection pool to C{address}; its timeouts
+        run on C{reactor} (the global one by default).
         """
         pool = txredisapi.lazyConnectionPool(
             host=address.host,
@@ -215,7 +232,7 @@ class Store:
             replyTimeout=timeout,
             convertNumbers=False,
         )
-        return cls(pool, prefix, timeout)
+        return cls(pool, prefix, timeout, reactor)
 
     def disconnect(self) -> defer.Deferred:
         return self._redis.disconnect()
@@ -224,6 +241,24 @@ class Store:
         return ":".join([self._prefix, *map(str, parts)])
 
     async def _call(self, method: str, *args):
+        if self._down is not None:
+            if self._probing:
+                raise StoreUnavailable(f"{self._down} (still down)")
+            self._probing = probe = True
+        else:
+            probe = False
+        try:
+            result = await self._ask(method, *args)
+        except StoreUnavailable as e:
+            self._down = str(e)
+            raise
+        finally:
+            if probe:
+                self._probing = False
+        self._down = None
+        return result
+
+    async def _ask(self, method: str, *args):
         d = defer.maybeDeferred(getattr(self._redis, method), *args)
         d.addTimeout(self._timeout, self._reactor)
         try:

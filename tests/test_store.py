@@ -194,3 +194,23 @@ class HostsTests(TestCase):
         self.assertEqual(hosts[1].used, SMALL)
         self.assertEqual(hosts[1].vms, 1)
         self.assertEqual(hosts, [await store.host(p, p != ids[2]) for p in ids])
+
+    async def test_drained_and_undiscovered(self):
+        """
+        hosts() tells a drained PM, and gives a PM never discovered no capacity, the same
+        as host() one by one.
+        """
+        store = Store.connect(RedisAddress("127.0.0.1", shared_redis().port, 0), unique_prefix())
+        self.addCleanup(store.disconnect)
+        drained, fresh = await store.register_pms([("d", "u"), ("f", "u")])
+        await store.set_capacity(drained, Resources(2, 2048, 20))
+        await store.set_drained(drained, True)
+        hosts = await store.hosts(lambda pmid: True)
+        self.assertEqual(
+            [(h.drained, h.capacity) for h in hosts],
+            [
+                (True, Resources(2, 2048, 20)),
+                (False, Resources(0, 0, 0)),
+            ],
+        )
+        self.assertEqual(hosts, [await store.host(p) for p in (drained, fresh)])

@@ -114,11 +114,20 @@ return 1
 
 # Every current PM's record and VM count in one round trip, in file order.
 # KEYS: the active list. ARGV: prefix.
+_HOST_FIELDS = ("cap_cpu", "cap_ram", "cap_disk", "used_cpu", "used_ram", "used_disk", "drained")
+# Every current PM as one line of text (fewer replies to parse than whole hashes): its
+# id, the fields of _HOST_FIELDS (empty if unset) and its number of VMs, space-separated.
+# KEYS: the active list. ARGV: the key prefix, then _HOST_FIELDS.
 _HOSTS = """
+local fields = {unpack(ARGV, 2)}
 local out = {}
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local key = ARGV[1] .. ':pm:' .. id
-  table.insert(out, {id, redis.call('HGETALL', key), redis.call('SCARD', key .. ':vms')})
+  local values = redis.call('HMGET', key, unpack(fields))
+  local parts = {id}
+  for i = 1, #fields do parts[#parts + 1] = values[i] or '' end
+  parts[#parts + 1] = redis.call('SCARD', key .. ':vms')
+  table.insert(out, table.concat(parts, ' '))
 end
 return out
 """
@@ -421,10 +430,11 @@ class Store:
         Every current PM as placement sees it, in file order, read in one round trip;
         C{is_up(pmid)} says whether this daemon reaches it now.
         """
-        rows = await self._eval(_HOSTS, [self._key("pm", "active")], [self._prefix])
+        rows = await self._eval(_HOSTS, [self._key("pm", "active")], [self._prefix, *_HOST_FIELDS])
         out = []
-        for pmid, flat, vms in rows:
-            rec = dict(zip(flat[::2], flat[1::2], strict=True))
+        for row in rows:
+            pmid, *values, vms = row.split(" ")
+            rec = dict(zip(_HOST_FIELDS, values, strict=True))
             out.append(_host(int(pmid), rec, int(vms), is_up(int(pmid))))
         return out
 

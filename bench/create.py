@@ -2,7 +2,9 @@
 Create and destroy throughput through the REST API, against a real redis-server and a
 fleet of libvirt test-driver PMs, sequentially and with many requests in flight.
 
-    python bench/create.py [--pms 20] [--vms 400] [--concurrency 50]
+    python bench/create.py [--pms 20] [--vms 400] [--concurrency 50] [--images 1]
+
+With --images N the image_file lists N images and the VMs are made from the last.
 
 Prints figures and ratios; it asserts nothing (these machines are shared and noisy).
 """
@@ -24,6 +26,7 @@ from twisted.internet import defer, task  # noqa: E402
 
 from tests.clients import LoopbackClient  # noqa: E402
 from tests.harness import Daemon, RedisServer, unique_prefix, write_fleet  # noqa: E402
+from vorchd.bootimage import write_image  # noqa: E402
 
 
 async def timed(client, path):
@@ -62,10 +65,20 @@ async def main(reactor, args):
     redis = RedisServer(directory=str(workdir / "redis")).start()
     try:
         uris = write_fleet(workdir, [(64, 262144)] * args.pms)
-        daemon = await Daemon(workdir / "d", redis.url, unique_prefix(), uris).start()
+        (workdir / "images").mkdir()
+        images = [workdir / "images" / f"img{i}.img" for i in range(1, args.images + 1)]
+        for path in images:
+            write_image(path)
+        daemon = Daemon(
+            workdir / "d", redis.url, unique_prefix(), uris, image_lines=[str(p) for p in images]
+        )
+        await daemon.start()
         client = LoopbackClient(daemon)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        creates = [f"/vm/create?name=b{i}&instance_type=1&image_id=1" for i in range(args.vms)]
+        image = args.images
+        creates = [
+            f"/vm/create?name=b{i}&instance_type=1&image_id={image}" for i in range(args.vms)
+        ]
         seq_n = max(1, args.vms // 10)
         t, lat, ans = await run(client, creates[:seq_n], 1)
         seq = report("create, 1 in flight", t, lat)
@@ -98,5 +111,6 @@ if __name__ == "__main__":
     parser.add_argument("--pms", type=int, default=20)
     parser.add_argument("--vms", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--images", type=int, default=1)
     options = parser.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))

@@ -53,6 +53,21 @@ class StoreTests(TestCase):
         self.assertEqual(await self.store.flavors(), [Flavor(5, 1, 512, 1)])
         self.assertIsNone(await self.store.flavor(2))
 
+    async def test_lookups_current_only(self):
+        """
+        flavor() and image() find a current one by id, and nothing for an id that left
+        the file or never was; images() keeps the file's order.
+        """
+        await self.store.set_flavors([Flavor(3, 1, 512, 1), Flavor(7, 2, 1024, 2)])
+        self.assertEqual(await self.store.flavor(7), Flavor(7, 2, 1024, 2))
+        self.assertIsNone(await self.store.flavor(4))
+        ids = await self.store.register_images([("/i/a.img", "a"), ("/i/b.img", "b")])
+        await self.store.register_images([("/i/b.img", "b"), ("/i/c.img", "c")])
+        self.assertEqual([i.name for i in await self.store.images()], ["b", "c"])
+        self.assertIsNone(await self.store.image(ids[0]))
+        self.assertEqual((await self.store.image(ids[1])).name, "b")
+        self.assertIsNone(await self.store.image(99))
+
     async def test_vmids_increase(self):
         """
         vmids only ever go up.

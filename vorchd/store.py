@@ -114,6 +114,19 @@ return 1
 
 # Every current PM's record and VM count in one round trip, in file order.
 # KEYS: the active list. ARGV: prefix.
+# The current items of a kind (flavors, images) with their hashes, in one round trip:
+# {id, {field, value, ...}} each, in order; with ARGV[2], only that id if it is current.
+# KEYS: the kind's active list. ARGV: the kind's key prefix [, one id].
+_ACTIVE = """
+local out = {}
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if ARGV[2] == nil or id == ARGV[2] then
+    table.insert(out, {id, redis.call('HGETALL', ARGV[1] .. ':' .. id)})
+  end
+end
+return out
+"""
+
 _HOST_FIELDS = ("cap_cpu", "cap_ram", "cap_disk", "used_cpu", "used_ram", "used_disk", "drained")
 # Every current PM as one line of text (fewer replies to parse than whole hashes): its
 # id, the fields of _HOST_FIELDS (empty if unset) and its number of VMs, space-separated.
@@ -344,40 +357,48 @@ class Store:
             [f.tid for f in flavors],
         )
 
+    async def _active(self, kind: str, only: int | None = None) -> list[tuple[int, dict]]:
+        """
+        The current items of C{kind} (C{flavor}, C{image}) and their records, in file
+        order; with C{only}, just that one if it is current.
+        """
+        args = [self._key(kind)] + ([] if only is None else [only])
+        rows = await self._eval(_ACTIVE, [self._key(kind, "active")], args)
+        return [(int(i), dict(zip(flat[::2], flat[1::2], strict=True))) for i, flat in rows]
+
+    @staticmethod
+    def _flavors(rows) -> list[Flavor]:
+        return [
+            Flavor(tid, _int(f["cpu"]), _int(f["ram"]), _int(f["disk"])) for tid, f in rows if f
+        ]
+
     async def flavors(self) -> list[Flavor]:
         """
         The current instance types, in file order.
         """
-        tids = await self._call("lrange", self._key("flavor", "active"), 0, -1)
-        out = []
-        for tid in tids:
-            f = await self._call("hgetall", self._key("flavor", tid))
-            if f:
-                out.append(Flavor(int(tid), _int(f["cpu"]), _int(f["ram"]), _int(f["disk"])))
-        return out
+        return self._flavors(await self._active("flavor"))
 
     async def flavor(self, tid: int) -> Flavor | None:
         """
         The current instance type C{tid}, or C{None}.
         """
-        return next((f for f in await self.flavors() if f.tid == tid), None)
+        return next(iter(self._flavors(await self._active("flavor", tid))), None)
 
     async def images(self) -> list[Image]:
         """
         The current images, in file order.
         """
-        ids = await self._call("lrange", self._key("image", "active"), 0, -1)
-        out = []
-        for i in ids:
-            rec = await self._call("hgetall", self._key("image", i))
-            out.append(Image(int(i), rec.get("extra", ""), rec.get("line", "")))
-        return out
+        return [
+            Image(i, rec.get("extra", ""), rec.get("line", ""))
+            for i, rec in await self._active("image")
+        ]
 
     async def image(self, image_id: int) -> Image | None:
         """
         The current image C{image_id}, or C{None}.
         """
-        return next((i for i in await self.images() if i.id == image_id), None)
+        rows = await self._active("image", image_id)
+        return next((Image(i, r.get("extra", ""), r.get("line", "")) for i, r in rows), None)
 
     async def pm_ids(self) -> list[int]:
         """

@@ -602,6 +602,7 @@ class SweepAtStartTests(TestCase):
         os.utime(stale, (time.time() - 86400,) * 2)
         await daemon.start()
         self.addCleanup(daemon.stop)
+        await daemon.fleet_service.swept
         self.assertFalse(stale.exists())
 
 

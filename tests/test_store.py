@@ -4,6 +4,7 @@ The Redis store against a real redis-server: stable ids, atomic claims, exact re
 
 from __future__ import annotations
 
+import txredisapi
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
@@ -183,6 +184,87 @@ class OutageTests(TestCase):
         self.assertEqual(await probe, [])
         self.assertIsNone(store.down)
         self.assertEqual(await store.pm_ids(), [])
+
+    async def test_patient_calls_wait(self):
+        """
+        While Redis counts as down, a call that records work already done (a commit)
+        waits for Redis instead of failing at once, and lands once Redis is back.
+        """
+        server = RedisServer().start()
+        self.addCleanup(server.stop)
+        clock = task.Clock()
+        store = Store.connect(
+            RedisAddress("127.0.0.1", server.port, 0), unique_prefix(), timeout=5, reactor=clock
+        )
+        self.addCleanup(store.disconnect)
+        [pmid] = await store.register_pms([("pm", "test:///x")])
+        await store.set_capacity(pmid, Resources(4, 4096, 100))
+        vmid = await store.next_vmid()
+        self.assertIsNone(await store.claim(vmid, pmid, SMALL, ONE, {"name": "x"}))
+
+        server.stop()
+        first = defer.ensureDeferred(store.pm_ids())
+        await task.deferLater(reactor, 0.2, lambda: None)
+        clock.advance(5)
+        with self.assertRaises(StoreUnavailable):
+            await first
+        probe = defer.ensureDeferred(store.pm_ids())
+        commit = defer.ensureDeferred(store.commit(vmid, pmid))
+        self.failureResultOf(defer.ensureDeferred(store.vm(vmid)), StoreUnavailable)
+        self.assertNoResult(commit)
+
+        server.start()
+        self.assertTrue(await commit)
+        await probe
+        self.assertEqual((await store.vm(vmid))["state"], "active")
+
+    async def test_cancelled_call_is_not_an_outage(self):
+        """
+        A caller giving up on a call (an HTTP client gone, say) does not make Redis
+        count as down.
+        """
+        store = Store.connect(RedisAddress("127.0.0.1", shared_redis().port, 0), unique_prefix())
+        self.addCleanup(store.disconnect)
+        call = defer.ensureDeferred(store.pm_ids())
+        call.cancel()
+        self.failureResultOf(call, StoreUnavailable)
+        self.assertIsNone(store.down)
+        self.assertEqual(await store.pm_ids(), [])
+
+
+class NotReadyRedis:
+    """
+    A Redis client whose server answers every command with C{error} (as a Redis still
+    loading its AOF does): for the store's reading of errors, which a real server cannot
+    be made to show on demand.
+    """
+
+    def __init__(self, error: str):
+        self.error = error
+
+    def lrange(self, *args):
+        return defer.fail(txredisapi.ResponseError(self.error))
+
+
+class ErrorTests(TestCase):
+    """
+    What the store makes of Redis' error replies.
+    """
+
+    async def test_not_ready_is_unavailable(self):
+        """
+        LOADING and BUSY mean Redis cannot answer yet: StoreUnavailable, like an outage.
+        """
+        for error in ("LOADING Redis is loading the dataset in memory", "BUSY Redis is busy"):
+            with self.assertRaises(StoreUnavailable, msg=error):
+                await Store(NotReadyRedis(error), "p").pm_ids()
+
+    async def test_other_errors_are_bugs(self):
+        """
+        Any other error reply is not an outage: it is raised as it is, to be seen.
+        """
+        with self.assertRaises(txredisapi.ResponseError):
+            await Store(NotReadyRedis("ERR wrong number of arguments"), "p").pm_ids()
 
 
 class HostsTests(TestCase):

@@ -43,6 +43,13 @@ class StoreUnavailable(Exception):
     """
 
 
+class _Cancelled(StoreUnavailable):
+    """
+    The caller gave up waiting for Redis: whether the call took effect is unknown, as
+    for any other L{StoreUnavailable}, but Redis may well be fine.
+    """
+
+
 # Register lines under stable ids: a known line keeps its id, a new one gets the next.
 # KEYS: index hash, counter, active list. ARGV: prefix, kind, then line/extra pairs.
 _REGISTER = """
@@ -213,8 +220,12 @@ class Store:
     not answer within C{timeout} seconds, so no caller hangs on an outage.
 
     Once a call has gone unanswered, Redis counts as down: one call at a time goes on
-    asking it (and waits up to the timeout), and every other call fails at once rather
-    than waiting too, until a call is answered again.
+    asking it (and waits up to the timeout), and every other call that would start new
+    work fails at once rather than waiting too, until a call is answered again. Calls
+    that finish or record work already done on a hypervisor (commit, release, adopt,
+    capacity, VM state) and lease renewals always wait their full timeout instead: the
+    work they record is not thrown away on a stall. A caller giving up (cancelling) says
+    nothing of Redis.
     """
 
     def __init__(self, redis, prefix: str = "vorchd", timeout: float = 5.0, reactor=None):
@@ -262,15 +273,20 @@ class Store:
     def _key(self, *parts: object) -> str:
         return ":".join([self._prefix, *map(str, parts)])
 
-    async def _call(self, method: str, *args):
-        if self._down is not None:
+    async def _call(self, method: str, *args, patient: bool = False):
+        """
+        Call C{method} of the Redis client; a C{patient} call waits its full timeout
+        even while Redis counts as down.
+        """
+        probe = False
+        if self._down is not None and not patient:
             if self._probing:
                 raise StoreUnavailable(f"{self._down} (still down)")
             self._probing = probe = True
-        else:
-            probe = False
         try:
             result = await self._ask(method, *args)
+        except _Cancelled:
+            raise
         except StoreUnavailable as e:
             self._down = str(e)
             raise
@@ -285,18 +301,26 @@ class Store:
         d.addTimeout(self._timeout, self._reactor)
         try:
             return await d
+        except defer.CancelledError:
+            # The caller gave up (addTimeout's own cancellation is a TimeoutError).
+            raise _Cancelled("redis: the call was cancelled") from None
+        except txredisapi.ResponseError as e:
+            # Redis replaying its AOF after a restart, or stuck in a long script: not
+            # an answer yet.
+            if str(e).startswith(("LOADING", "BUSY", "MASTERDOWN")):
+                raise StoreUnavailable(f"redis: {e}") from None
+            raise
         except (
             TwistedTimeoutError,
             defer.TimeoutError,
-            defer.CancelledError,
             txredisapi.ConnectionError,
             txredisapi.TimeoutError,
             ConnectionError,
         ) as e:
             raise StoreUnavailable(f"redis: {e.__class__.__name__}: {e}") from None
 
-    async def _eval(self, script: str, keys: list[str], args: list[object]):
-        return await self._call("eval", script, keys, [str(a) for a in args])
+    async def _eval(self, script: str, keys: list[str], args: list[object], patient: bool = False):
+        return await self._call("eval", script, keys, [str(a) for a in args], patient=patient)
 
     # -- the fleet's identity and the id counter -------------------------------------
 
@@ -433,7 +457,10 @@ class Store:
         Record what discovery read of PM C{pmid}.
         """
         await self._call(
-            "hmset", self._key("pm", pmid), {f"cap_{r}": getattr(capacity, r) for r in RESOURCES}
+            "hmset",
+            self._key("pm", pmid),
+            {f"cap_{r}": getattr(capacity, r) for r in RESOURCES},
+            patient=True,
         )
 
     async def host(self, pmid: int, up: bool = True) -> Host | None:
@@ -541,7 +568,7 @@ class Store:
         Mark a claimed VM as created; C{False} if its claim is gone.
         """
         done = await self._eval(
-            _COMMIT, [self._key("vm", vmid), self._key("pm", pmid, "vms")], [vmid]
+            _COMMIT, [self._key("vm", vmid), self._key("pm", pmid, "vms")], [vmid], patient=True
         )
         return bool(int(done))
 
@@ -552,7 +579,7 @@ class Store:
         @return: C{True} for exactly one of any number of concurrent callers.
         """
         done = await self._eval(
-            _RELEASE, [self._key("vm", vmid), self._key("vms")], [self._prefix, vmid]
+            _RELEASE, [self._key("vm", vmid), self._key("vms")], [self._prefix, vmid], patient=True
         )
         return bool(int(done))
 
@@ -572,6 +599,7 @@ class Store:
             " ARGV[1]) end return 1",
             [self._key("vm", vmid)],
             [state],
+            patient=True,
         )
 
     async def all_vmids(self) -> list[int]:
@@ -610,6 +638,7 @@ class Store:
                 self._key("vmid"),
             ],
             [vmid, flavor.cpu, flavor.ram, flavor.disk] + fields,
+            patient=True,
         )
         return bool(int(done))
 
@@ -619,7 +648,9 @@ class Store:
         """
         Say that daemon C{daemon_id} is alive for the next C{ttl} seconds.
         """
-        await self._call("set", self._key("daemon", daemon_id), "1", None, int(ttl * 1000))
+        await self._call(
+            "set", self._key("daemon", daemon_id), "1", None, int(ttl * 1000), patient=True
+        )
 
     async def alive(self, daemon_id: str) -> bool:
         """

@@ -89,6 +89,8 @@ class FleetService(Service):
         self.reactor = reactor
         self.port = None
         self.loaded = defer.Deferred()
+        # Fires once the image cache has been swept of what crashed fetches left.
+        self.swept = defer.succeed(None)
         self._stopping = False
         self._retry = None
         self._loops = None
@@ -99,7 +101,8 @@ class FleetService(Service):
 
     async def _start(self) -> None:
         if self.fleet.images is not None:
-            await self._sweep_image_cache(self.fleet.images)
+            # Alongside the load: a cache on a hung mount must not keep the API down.
+            self.swept = defer.ensureDeferred(self._sweep_image_cache(self.fleet.images))
         await self._load()
         site = Site(SeedAPI(self.fleet).resource())
         site.noisy = False
@@ -141,7 +144,7 @@ class FleetService(Service):
             self._loops = [
                 task.LoopingCall(self._heartbeat),
                 task.LoopingCall(self._reconcile),
-                task.LoopingCall(self.fleet.retry_undos),
+                task.LoopingCall(self._retry_undos),
             ]
             for loop in self._loops:
                 loop.clock = self.reactor
@@ -153,11 +156,16 @@ class FleetService(Service):
         if not self.loaded.called:
             self.loaded.callback(None)
 
+    # The loops' work: an error is logged and the loop goes on (a LoopingCall whose call
+    # fails stops for good).
+
     async def _heartbeat(self) -> None:
         try:
             await self.fleet.store.heartbeat(self.fleet.daemon_id, self.settings.lease)
         except StoreUnavailable as e:
             self.log.warn("lease not renewed: {e}", e=e)
+        except Exception:
+            self.log.failure("lease not renewed")
 
     async def _reconcile(self) -> None:
         try:
@@ -165,8 +173,17 @@ class FleetService(Service):
         except StoreUnavailable as e:
             self.log.warn("reconciliation postponed: {e}", e=e)
             return
+        except Exception:
+            self.log.failure("reconciliation failed; next round in a while")
+            return
         if any(report.values()):
             self.log.info("reconciled: {report}", report=report)
+
+    async def _retry_undos(self) -> None:
+        try:
+            await self.fleet.retry_undos()
+        except Exception:
+            self.log.failure("undoing failed creates failed; next round in a while")
 
     async def _stop(self) -> None:
         self._stopping = True

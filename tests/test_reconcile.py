@@ -26,6 +26,7 @@ from tests.harness import (
     unique_prefix,
     write_fleet,
 )
+from vorchd.admin import Admin
 from vorchd.domain import VMSpec, domain_name, volume_name
 from vorchd.model import Flavor
 
@@ -168,6 +169,12 @@ class RetiredPMTests(TestCase):
         self.assertEqual(refused.json, {"vmid": 0})
         self.assertIn("PM 1: no room", refused.reason)
         self.assertNotIn("PM 2", refused.reason)
+        # The admin sees it, retired, with its VM.
+        status = await Admin(second.fleet, "test")._status()
+        self.assertEqual(
+            [(pm["pmid"], pm["state"], pm["vms"]) for pm in status["pms"]],
+            [(1, "up", 0), (2, "retired", 1)],
+        )
         self.assertEqual((await client.call(f"/vm/destroy?vmid={vmid}")).json, {"status": 1})
         self.assertEqual((await client.call(f"/vm/query?vmid={vmid}")).json, 0)
         self.assertEqual((await client.call("/pm/listvms?pmid=2")).json, {"vmids": []})

@@ -66,8 +66,8 @@ class Admin(pb.Avatar):
 
     def perspective_status(self):
         """
-        Every PM (capacity, free, VMs, missing VMs, up / down / drained) and the policy
-        and ratios in force.
+        Every PM (capacity, free, VMs, missing VMs, up / down / drained, or retired: out
+        of the pm_file but still holding VMs) and the policy and ratios in force.
         """
         return defer.ensureDeferred(self._status())
 
@@ -75,7 +75,14 @@ class Admin(pb.Avatar):
         fleet = self.fleet
         policy, ratios = await fleet.live()
         pms = []
-        for host in await fleet.store.hosts(fleet.hypervisors.is_up):
+        hosts = await fleet.store.hosts(fleet.hypervisors.is_up)
+        retired = set()
+        for pmid, _ in fleet.retired:
+            host = await fleet.store.host(pmid, fleet.hypervisors.is_up(pmid))
+            if host is not None:
+                hosts.append(host)
+                retired.add(pmid)
+        for host in hosts:
             rec = await fleet.store.pm_record(host.pmid) or {}
             missing = []
             for vmid in await fleet.store.pm_vmids(host.pmid):
@@ -86,7 +93,11 @@ class Admin(pb.Avatar):
                 {
                     "pmid": host.pmid,
                     "uri": rec.get("extra", ""),
-                    "state": "drained" if host.drained else ("up" if host.up else "down"),
+                    "state": "retired"
+                    if host.pmid in retired
+                    else "drained"
+                    if host.drained
+                    else ("up" if host.up else "down"),
                     "up": host.up,
                     "drained": host.drained,
                     "capacity": host.capacity.as_dict(),
@@ -192,7 +203,7 @@ class Admin(pb.Avatar):
         return defer.ensureDeferred(self._rediscover(pmid))
 
     async def _rediscover(self, pmid) -> dict:
-        pmids = await self.fleet.store.pm_ids()
+        pmids = await self.fleet.store.pm_ids() + [p for p, _ in self.fleet.retired]
         if pmid is not None:
             if pmid not in pmids:
                 raise AdminError(f"no PM {pmid!r}")

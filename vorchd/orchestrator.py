@@ -120,6 +120,7 @@ class Fleet:
         await self.store.set_flavors(flavors)
         self.retired = await self.store.retired_pms(pmids)
         hosts = [*zip(pmids, (e.uri for e in pms), strict=True), *self.retired]
+        current = {e.uri: pmid for pmid, e in zip(pmids, pms, strict=True)}
         for pmid, uri in self.retired:
             self.log.warn(
                 "PM {pmid} ({uri}) is no longer in the pm_file but still has VMs: kept"
@@ -127,6 +128,15 @@ class Fleet:
                 pmid=pmid,
                 uri=uri,
             )
+            if uri in current:
+                self.log.warn(
+                    "PM {pmid} and PM {now} are the same hypervisor ({uri}), its line having"
+                    " changed: PM {now} does not count PM {pmid}'s VMs, so destroy or"
+                    " drain them before filling it",
+                    pmid=pmid,
+                    now=current[uri],
+                    uri=uri,
+                )
         s = self.host_settings
         for pmid, uri in hosts:
             if self.hypervisors.host(pmid) is None:

@@ -151,36 +151,48 @@ class OutageTests(TestCase):
     While Redis is down, one call at a time asks it; the others fail at once.
     """
 
+    async def setUp(self):
+        # A Redis of the test's own, to stop and start; the store's timeouts run on a
+        # clock the test moves, so that no test waits on one.
+        self.server = RedisServer().start()
+        self.addCleanup(self.server.stop)
+        self.clock = task.Clock()
+        self.store = Store.connect(
+            RedisAddress("127.0.0.1", self.server.port, 0),
+            unique_prefix(),
+            timeout=5,
+            reactor=self.clock,
+        )
+        self.addCleanup(self.store.disconnect)
+
+    async def redis_down(self) -> None:
+        """
+        Stop Redis and let a call go unanswered: Redis counts as down.
+        """
+        self.server.stop()
+        first = defer.ensureDeferred(self.store.pm_ids())
+        await task.deferLater(reactor, 0.2, lambda: None)
+        self.clock.advance(5)
+        with self.assertRaises(StoreUnavailable):
+            await first
+        self.assertIsNotNone(self.store.down)
+
     async def test_down_fails_fast_then_recovers(self):
         """
         Once a call went unanswered, a second call waits for Redis while a third, made
         meanwhile, fails at once (no timeout runs: the store's clock is not moved); when
         Redis is back, the waiting call is answered and every call works again.
         """
-        server = RedisServer().start()
-        self.addCleanup(server.stop)
-        clock = task.Clock()
-        store = Store.connect(
-            RedisAddress("127.0.0.1", server.port, 0), unique_prefix(), timeout=5, reactor=clock
-        )
-        self.addCleanup(store.disconnect)
+        store = self.store
         self.assertEqual(await store.pm_ids(), [])
         self.assertIsNone(store.down)
-
-        server.stop()
-        first = defer.ensureDeferred(store.pm_ids())
-        await task.deferLater(reactor, 0.2, lambda: None)
-        clock.advance(5)
-        with self.assertRaises(StoreUnavailable):
-            await first
-        self.assertIsNotNone(store.down)
-
+        await self.redis_down()
         probe = defer.ensureDeferred(store.pm_ids())
         self.assertNoResult(probe)
         meanwhile = defer.ensureDeferred(store.pm_ids())
         self.failureResultOf(meanwhile, StoreUnavailable)
 
-        server.start()
+        self.server.start()
         self.assertEqual(await probe, [])
         self.assertIsNone(store.down)
         self.assertEqual(await store.pm_ids(), [])
@@ -190,30 +202,18 @@ class OutageTests(TestCase):
         While Redis counts as down, a call that records work already done (a commit)
         waits for Redis instead of failing at once, and lands once Redis is back.
         """
-        server = RedisServer().start()
-        self.addCleanup(server.stop)
-        clock = task.Clock()
-        store = Store.connect(
-            RedisAddress("127.0.0.1", server.port, 0), unique_prefix(), timeout=5, reactor=clock
-        )
-        self.addCleanup(store.disconnect)
+        store = self.store
         [pmid] = await store.register_pms([("pm", "test:///x")])
         await store.set_capacity(pmid, Resources(4, 4096, 100))
         vmid = await store.next_vmid()
         self.assertIsNone(await store.claim(vmid, pmid, SMALL, ONE, {"name": "x"}))
-
-        server.stop()
-        first = defer.ensureDeferred(store.pm_ids())
-        await task.deferLater(reactor, 0.2, lambda: None)
-        clock.advance(5)
-        with self.assertRaises(StoreUnavailable):
-            await first
+        await self.redis_down()
         probe = defer.ensureDeferred(store.pm_ids())
         commit = defer.ensureDeferred(store.commit(vmid, pmid))
         self.failureResultOf(defer.ensureDeferred(store.vm(vmid)), StoreUnavailable)
         self.assertNoResult(commit)
 
-        server.start()
+        self.server.start()
         self.assertTrue(await commit)
         await probe
         self.assertEqual((await store.vm(vmid))["state"], "active")
@@ -223,8 +223,7 @@ class OutageTests(TestCase):
         A caller giving up on a call (an HTTP client gone, say) does not make Redis
         count as down.
         """
-        store = Store.connect(RedisAddress("127.0.0.1", shared_redis().port, 0), unique_prefix())
-        self.addCleanup(store.disconnect)
+        store = self.store
         call = defer.ensureDeferred(store.pm_ids())
         call.cancel()
         self.failureResultOf(call, StoreUnavailable)

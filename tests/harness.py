@@ -267,6 +267,25 @@ class Daemon:
             await defer.maybeDeferred(self.service.stopService)
 
 
+async def start_daemon(testcase, sizes, **options) -> Daemon:
+    """
+    A daemon in this process over test-driver PMs of C{sizes} (as L{write_fleet}), in a
+    fresh directory, on the shared Redis under a key prefix of its own: started, and
+    stopped when C{testcase} ends. C{options} go to L{Daemon}.
+    """
+    directory = tmpdir(testcase)
+    daemon = Daemon(
+        directory / "daemon",
+        shared_redis().url,
+        unique_prefix(),
+        write_fleet(directory, sizes),
+        **options,
+    )
+    await daemon.start()
+    testcase.addCleanup(daemon.stop)
+    return daemon
+
+
 def unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 

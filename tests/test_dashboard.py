@@ -21,15 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from tests import browser
 from tests.clients import InMemoryClient, LoopbackClient
-from tests.harness import (
-    FLAVORS,
-    Daemon,
-    require,
-    shared_redis,
-    tmpdir,
-    unique_prefix,
-    write_fleet,
-)
+from tests.harness import FLAVORS, require, start_daemon
 
 # Two PMs; flavor 3 (4 CPUs) fits on neither.
 SIZES = [(2, 4096), (3, 4096)]
@@ -66,12 +58,7 @@ class DashboardHTTPTestsMixin:
     client_type: type
 
     async def setUp(self):
-        self.dir = tmpdir(self)
-        self.daemon = Daemon(
-            self.dir / "daemon", shared_redis().url, unique_prefix(), write_fleet(self.dir, SIZES)
-        )
-        await self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        self.daemon = await start_daemon(self, SIZES)
         self.client = self.client_type(self.daemon)
         self.addCleanup(self.client.close)
 
@@ -221,16 +208,7 @@ class BrowserTests(TestCase):
 
     async def setUp(self):
         require(browser.missing())
-        self.dir = tmpdir(self)
-        self.daemon = Daemon(
-            self.dir / "daemon",
-            shared_redis().url,
-            unique_prefix(),
-            write_fleet(self.dir, BROWSER_SIZES),
-            allocation={"cpu_ratio": CPU_RATIO},
-        )
-        await self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        self.daemon = await start_daemon(self, BROWSER_SIZES, allocation={"cpu_ratio": CPU_RATIO})
 
     async def test_dashboard(self):
         """

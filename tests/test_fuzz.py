@@ -38,15 +38,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
-from tests.harness import (
-    FLAVORS,
-    TEST_POOL_GIB,
-    Daemon,
-    shared_redis,
-    tmpdir,
-    unique_prefix,
-    write_fleet,
-)
+from tests.harness import FLAVORS, TEST_POOL_GIB, start_daemon
 from vorchd import openapi
 from vorchd.rest import SeedAPI, SeedResource
 
@@ -529,13 +521,7 @@ requests = calls() | anything()
 
 class DaemonMixin:
     async def setUp(self):
-        self.dir = tmpdir(self)
-        self.redis = shared_redis()
-        self.daemon = Daemon(
-            self.dir / "daemon", self.redis.url, unique_prefix(), write_fleet(self.dir, SIZES)
-        )
-        await self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        self.daemon = await start_daemon(self, SIZES)
         self.errors = ErrorLog()
         globalLogPublisher.addObserver(self.errors)
         self.addCleanup(globalLogPublisher.removeObserver, self.errors)

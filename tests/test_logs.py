@@ -25,6 +25,7 @@ from tests.harness import (
     Daemon,
     free_port,
     shared_redis,
+    start_daemon,
     tmpdir,
     twistd_command,
     unique_prefix,
@@ -45,12 +46,7 @@ class EventTests(TestCase):
     """
 
     async def setUp(self):
-        self.dir = tmpdir(self)
-        self.daemon = Daemon(
-            self.dir / "daemon", shared_redis().url, unique_prefix(), write_fleet(self.dir, SIZES)
-        )
-        await self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        self.daemon = await start_daemon(self, SIZES)
         self.client = InMemoryClient(self.daemon)
         self.events: list[dict] = []
         globalLogPublisher.addObserver(self.events.append)

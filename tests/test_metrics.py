@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
 from tests.clients import InMemoryClient, LoopbackClient
-from tests.harness import FLAVORS, Daemon, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import FLAVORS, start_daemon
 from vorchd import metrics
 from vorchd.model import Host, Resources
 from vorchd.store import StoreUnavailable
@@ -132,13 +132,7 @@ class MetricsTestsMixin:
     client_type: type
 
     async def setUp(self):
-        self.dir = tmpdir(self)
-        self.redis = shared_redis()
-        self.daemon = Daemon(
-            self.dir / "daemon", self.redis.url, unique_prefix(), write_fleet(self.dir, SIZES)
-        )
-        await self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        self.daemon = await start_daemon(self, SIZES)
         self.client = self.client_type(self.daemon)
         self.addCleanup(self.client.close)
 

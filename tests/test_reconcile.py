@@ -21,6 +21,7 @@ from tests.harness import (
     Daemon,
     free_port,
     shared_redis,
+    start_daemon,
     tmpdir,
     twistd_command,
     unique_prefix,
@@ -41,12 +42,7 @@ class ReconcileTests(TestCase):
     """
 
     async def setUp(self):
-        self.dir = tmpdir(self)
-        self.daemon = Daemon(
-            self.dir, shared_redis().url, unique_prefix(), write_fleet(self.dir, SIZES)
-        )
-        await self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        self.daemon = await start_daemon(self, SIZES)
         self.fleet = self.daemon.fleet
         self.client = InMemoryClient(self.daemon)
 

@@ -222,6 +222,18 @@ setup_kvm() {
     fi
 }
 
+# retry TIMES DELAY CMD...: run CMD until it succeeds, at most TIMES times, DELAY seconds
+# apart; fails if it never does.
+retry() {
+    local times=$1 delay=$2 i
+    shift 2
+    for ((i = 0; i < times; i++)); do
+        "$@" && return 0
+        sleep "$delay"
+    done
+    return 1
+}
+
 start_libvirtd() {
     if libvirt_up; then
         say "libvirtd is running (qemu:///system answers)"
@@ -244,14 +256,10 @@ start_libvirtd() {
             libvirtd -d || die "libvirtd -d failed"
         fi
     fi
-    local i
-    for ((i = 0; i < 60; i++)); do
-        libvirt_up && {
-            say "libvirtd is up"
-            return 0
-        }
-        sleep 0.5
-    done
+    if retry 60 0.5 libvirt_up; then
+        say "libvirtd is up"
+        return 0
+    fi
     virsh -c qemu:///system version >&2 || true
     die "libvirtd does not answer on qemu:///system"
 }
@@ -378,14 +386,10 @@ ensure_redis() {
         --appendonly yes --appendfsync everysec)
     [[ -n ${REDIS_PASSWORD:-} ]] && args+=(--requirepass "$REDIS_PASSWORD")
     redis-server "${args[@]}" </dev/null || die "redis-server failed to start (see $log)"
-    local i
-    for ((i = 0; i < 40; i++)); do
-        redis_ping && {
-            say "Redis is up on 127.0.0.1:$REDIS_PORT"
-            return 0
-        }
-        sleep 0.25
-    done
+    if retry 40 0.25 redis_ping; then
+        say "Redis is up on 127.0.0.1:$REDIS_PORT"
+        return 0
+    fi
     tail -n 20 "$log" >&2 2>/dev/null || true
     die "redis-server on port $REDIS_PORT does not answer PING (log: $log)"
 }

@@ -17,7 +17,8 @@ const SETTLE = 400; // ms before it takes one (the second click of a double-clic
 const state = {
   types: [], // [{tid, cpu, ram, disk}]
   images: [], // [{id, name}]
-  pms: [], // [{pmid, info (pm/query's answer or null), vmids (null if not listed)}]
+  // [{pmid, info (pm/query's answer or null), vmids (null if not listed), used}]
+  pms: [],
   vms: new Map(), // vmid -> vm/query's answer; a VM's record never changes
   health: new Map(), // pmid -> "up" | "down" | "drained"
   armed: new Map(), // vmid -> {timer, at} of a destroy button waiting to be confirmed
@@ -138,6 +139,7 @@ async function load() {
   });
   state.types = types.types;
   state.images = images.images;
+  for (const pm of pms) pm.used = pm.info ? used(pm) : null;
   state.pms = pms;
   state.health = pmHealth;
 }
@@ -158,24 +160,23 @@ function plural(n, noun) {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
-// What the VMs on a PM take, by resource, from their flavors; null while a VM or its
-// flavor is not known (then capacity - free stands in, true without overcommit).
-function usage(pm) {
-  if (!pm.vmids) return null;
-  const used = { cpu: 0, ram: 0, disk: 0 };
+// What the VMs on a PM (with its pm/query answer) take, by resource, from their
+// flavors; while a VM or its flavor is not known, capacity - free stands in (true
+// without overcommit). Worked out once a load, as pm.used.
+function used(pm) {
+  const fallback = {};
+  for (const r of ["cpu", "ram", "disk"]) {
+    fallback[r] = Math.max(pm.info.capacity[r] - pm.info.free[r], 0);
+  }
+  if (!pm.vmids) return fallback;
+  const sum = { cpu: 0, ram: 0, disk: 0 };
   for (const vmid of pm.vmids) {
     const vm = state.vms.get(vmid);
     const type = vm && state.types.find((t) => t.tid === vm.instance_type);
-    if (!type) return null;
-    for (const r of Object.keys(used)) used[r] += type[r];
+    if (!type) return fallback;
+    for (const r of Object.keys(sum)) sum[r] += type[r];
   }
-  return used;
-}
-
-function used(pm, resource) {
-  const known = usage(pm);
-  if (known) return known[resource];
-  return Math.max(pm.info.capacity[resource] - pm.info.free[resource], 0);
+  return sum;
 }
 
 // One resource of a PM: a bar of what is taken out of what may be taken (capacity times
@@ -184,7 +185,7 @@ function bar(resource, label, unit, pm) {
   const info = pm.info;
   const capacity = info.capacity[resource];
   const free = info.free[resource];
-  const taken = used(pm, resource);
+  const taken = pm.used[resource];
   const allowed = taken + Math.max(free, 0);
   const percent = allowed > 0 ? Math.min((100 * taken) / allowed, 100) : 0;
   const level = percent >= 90 ? "full" : percent >= 70 ? "high" : "";
@@ -284,8 +285,8 @@ function totals() {
   let ram = [0, 0];
   for (const pm of state.pms) {
     if (!pm.info) continue;
-    cpu = [cpu[0] + used(pm, "cpu"), cpu[1] + pm.info.capacity.cpu];
-    ram = [ram[0] + used(pm, "ram"), ram[1] + pm.info.capacity.ram];
+    cpu = [cpu[0] + pm.used.cpu, cpu[1] + pm.info.capacity.cpu];
+    ram = [ram[0] + pm.used.ram, ram[1] + pm.info.capacity.ram];
   }
   const vms = state.pms.reduce((n, pm) => n + (pm.vmids ? pm.vmids.length : 0), 0);
   return `${plural(state.pms.length, "PM")} · ${plural(vms, "VM")} · ${number(cpu[0])}/${number(cpu[1])} CPUs · ${number(ram[0])}/${number(ram[1])} MiB allocated`;

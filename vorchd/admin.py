@@ -203,7 +203,7 @@ class Admin(pb.Avatar):
         return defer.ensureDeferred(self._rediscover(pmid))
 
     async def _rediscover(self, pmid) -> dict:
-        pmids = await self.fleet.store.pm_ids() + [p for p, _ in self.fleet.retired]
+        pmids = await self.fleet.connected_pmids()
         if pmid is not None:
             if pmid not in pmids:
                 raise AdminError(f"no PM {pmid!r}")

@@ -119,8 +119,9 @@ class Fleet:
         await self.store.register_images((e.line, e.name) for e in images)
         await self.store.set_flavors(flavors)
         self.retired = await self.store.retired_pms(pmids)
-        hosts = [*zip(pmids, (e.uri for e in pms), strict=True), *self.retired]
-        current = {e.uri: pmid for pmid, e in zip(pmids, pms, strict=True)}
+        in_file = list(zip(pmids, (e.uri for e in pms), strict=True))
+        current = {uri: pmid for pmid, uri in in_file}
+        hosts = [*in_file, *self.retired]
         for pmid, uri in self.retired:
             self.log.warn(
                 "PM {pmid} ({uri}) is no longer in the pm_file but still has VMs: kept"
@@ -217,6 +218,12 @@ class Fleet:
         return self._policy, ratios
 
     # -- reading ----------------------------------------------------------------------------
+
+    async def connected_pmids(self) -> list[int]:
+        """
+        Every PM this daemon keeps connected: the pm_file's, in its order, then the retired.
+        """
+        return [*await self.store.pm_ids(), *(pmid for pmid, _ in self.retired)]
 
     async def vm(self, vmid: int) -> dict[str, object] | None:
         """
@@ -515,8 +522,7 @@ class Fleet:
                     pmid=pmid,
                     owner=owner or "(unknown)",
                 )
-        retired = [pmid for pmid, _ in self.retired]
-        for pmid in [*await self.store.pm_ids(), *retired]:
+        for pmid in await self.connected_pmids():
             if not self.hypervisors.is_up(pmid):
                 continue
             try:

@@ -74,6 +74,14 @@ class PolicyBehaviourTests(TestCase):
         """
         self.assertEqual(await self.placements("round-robin"), [1, 2, 3, 1, 2, 3])
 
+    async def test_round_robin_by_dotted_path_keeps_its_place(self):
+        """
+        A stateful policy named by a dotted path is loaded once, not again for every
+        request: round-robin chosen as vorchd.policies.builtin:RoundRobin still cycles.
+        """
+        placements = await self.placements("vorchd.policies.builtin:RoundRobin")
+        self.assertEqual(placements, [1, 2, 3, 1, 2, 3])
+
     async def test_first_fit(self):
         """
         first-fit uses the first PM in the pm_file with room.

@@ -80,6 +80,9 @@ class Fleet:
         self.policy_options = dict(policy_options or {})
         self.images = images
         self._policy: IAllocationPolicy = policy_named(policy, self.policy_options)
+        # The name the policy was last asked for by (a dotted path, say, is not the
+        # policy's own name): it is loaded again only when that changes.
+        self._policy_asked = policy
         self.host_settings = host_settings
         self.max_attempts = max_attempts
         self.is_local = is_local
@@ -197,7 +200,8 @@ class Fleet:
         """
         stored = await self.store.settings()
         name = stored.get("policy") or self.ini_settings["policy"]
-        if name != self._policy.name:
+        if name != self._policy_asked:
+            self._policy_asked = name
             try:
                 self._policy = policy_named(name, self.policy_options)
             except (UnknownPolicy, ValueError) as e:

@@ -96,7 +96,7 @@ class Fleet:
         # vmids this daemon is creating now, and failed creates still to undo (vmid ->
         # pmid) because Redis did not answer when they failed.
         self._in_flight: set[int] = set()
-        self._undo: dict[int, int] = {}
+        self._undoing: dict[int, int] = {}
         self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
         # This daemon's counters, served at /metrics.
         self.metrics = Metrics()
@@ -438,7 +438,7 @@ class Fleet:
             # so the VM must go, now on the PM and in Redis once it answers.
             self.log.warn("vm {vmid}: not recorded, undoing: {e}", vmid=vmid, e=e)
             self._undo_later(vmid, pmid)
-            await self.retry_undos()
+            await self._undo(vmid, pmid)
             return False
         await self._release(vmid, pmid)
         return False
@@ -453,7 +453,7 @@ class Fleet:
             self._undo_later(vmid, pmid)
 
     def _undo_later(self, vmid: int, pmid: int) -> None:
-        self._undo[vmid] = pmid
+        self._undoing[vmid] = pmid
 
     async def retry_undos(self) -> list[int]:
         """
@@ -463,24 +463,27 @@ class Fleet:
 
         @return: the vmids fully undone now.
         """
-        done = []
-        for vmid, pmid in list(self._undo.items()):
-            try:
-                await self.hypervisors.call(
-                    pmid,
-                    "destroy_vm",
-                    domain_name(self.fleet_id, vmid),
-                    volume_name(self.fleet_id, vmid),
-                )
-                await self.store.release(vmid)
-            except (HypervisorError, StoreUnavailable):
-                continue
-            # Another round (the periodic one, say) may have finished it meanwhile.
-            if self._undo.pop(vmid, None) is None:
-                continue
-            done.append(vmid)
-            self.log.info("vm {vmid}: failed create undone on PM {pmid}", vmid=vmid, pmid=pmid)
-        return done
+        return [vmid for vmid, pmid in list(self._undoing.items()) if await self._undo(vmid, pmid)]
+
+    async def _undo(self, vmid: int, pmid: int) -> bool:
+        """
+        One step of L{retry_undos}, for VM C{vmid} on PM C{pmid}: whether it is now undone.
+        """
+        try:
+            await self.hypervisors.call(
+                pmid,
+                "destroy_vm",
+                domain_name(self.fleet_id, vmid),
+                volume_name(self.fleet_id, vmid),
+            )
+            await self.store.release(vmid)
+        except (HypervisorError, StoreUnavailable):
+            return False
+        # Another round (the periodic one, say) may have finished it meanwhile.
+        if self._undoing.pop(vmid, None) is None:
+            return False
+        self.log.info("vm {vmid}: failed create undone on PM {pmid}", vmid=vmid, pmid=pmid)
+        return True
 
     async def reconcile(self) -> dict[str, list[int]]:
         """

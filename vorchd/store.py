@@ -119,8 +119,6 @@ return 1
 """
 
 
-# Every current PM's record and VM count in one round trip, in file order.
-# KEYS: the active list. ARGV: prefix.
 # The current items of a kind (flavors, images) with their hashes, in one round trip:
 # {id, {field, value, ...}} each, in order; with ARGV[2], only that id if it is current.
 # KEYS: the kind's active list. ARGV: the kind's key prefix [, one id].
@@ -203,6 +201,20 @@ def _host(pmid: int, rec: Mapping[str, str], vms: int, up: bool) -> Host:
         up=up,
         drained=rec.get("drained") == "1",
     )
+
+
+def _pairs(mapping: Mapping[str, object]) -> list[object]:
+    """
+    C{mapping} as Redis takes a hash: field, value, field, value, ...
+    """
+    return [x for item in mapping.items() for x in item]
+
+
+def _mapping(flat: list) -> dict:
+    """
+    A hash as Redis gives it (field, value, ...) as a dict.
+    """
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -388,7 +400,7 @@ class Store:
         """
         args = [self._key(kind)] + ([] if only is None else [only])
         rows = await self._eval(_ACTIVE, [self._key(kind, "active")], args)
-        return [(int(i), dict(zip(flat[::2], flat[1::2], strict=True))) for i, flat in rows]
+        return [(int(i), _mapping(flat)) for i, flat in rows]
 
     @staticmethod
     def _flavors(rows) -> list[Flavor]:
@@ -499,13 +511,10 @@ class Store:
         Start-up: take each ini value that changed since the ini was last read, keep
         what an admin set otherwise, and return the live settings.
         """
-        args: list[object] = []
-        for k, v in ini.items():
-            args += [k, v]
         flat = await self._eval(
-            _ADOPT, [self._key("settings"), self._key("settings", "ini")], args
+            _ADOPT, [self._key("settings"), self._key("settings", "ini")], _pairs(ini)
         )
-        return dict(zip(flat[::2], flat[1::2], strict=True))
+        return _mapping(flat)
 
     async def settings(self) -> dict[str, str]:
         """
@@ -549,17 +558,14 @@ class Store:
 
         @return: C{None} when claimed, else why not (no room, drained, ...).
         """
-        fields: list[object] = []
         full = {**record, "vmid": vmid, "pmid": pmid, "state": "creating"}
         full.update(wanted.as_dict())
-        for k, v in full.items():
-            fields += [k, v]
         answer = await self._eval(
             _CLAIM,
             [self._key("pm", pmid), self._key("vm", vmid), self._key("vms")],
             [vmid, wanted.cpu, wanted.ram, wanted.disk]
             + [repr(float(ratios[r])) for r in RESOURCES]
-            + fields,
+            + _pairs(full),
         )
         return None if answer == "ok" else answer
 
@@ -617,7 +623,6 @@ class Store:
 
         @return: whether it was adopted.
         """
-        fields: list[object] = []
         full = {
             **record,
             "vmid": vmid,
@@ -626,8 +631,6 @@ class Store:
             "instance_type": flavor.tid,
             **flavor.resources.as_dict(),
         }
-        for k, v in full.items():
-            fields += [k, v]
         done = await self._eval(
             _ADOPT_VM,
             [
@@ -637,7 +640,7 @@ class Store:
                 self._key("vms"),
                 self._key("vmid"),
             ],
-            [vmid, flavor.cpu, flavor.ram, flavor.disk] + fields,
+            [vmid, flavor.cpu, flavor.ram, flavor.disk] + _pairs(full),
             patient=True,
         )
         return bool(int(done))

@@ -55,18 +55,32 @@ class VMSpec:
         return volume_name(self.fleet, self.vmid)
 
 
+def fleet_prefix(fleet: str) -> str:
+    """
+    How the name of every domain and volume of fleet C{fleet} begins.
+    """
+    return f"vorchd-{fleet}-"
+
+
+def base_volume_prefix(fleet: str) -> str:
+    """
+    How the name of every base copy of fleet C{fleet} begins.
+    """
+    return f"{fleet_prefix(fleet)}image-"
+
+
 def domain_name(fleet: str, vmid: int) -> str:
     """
     The libvirt name of a VM's domain: unique in the fleet, safe everywhere.
     """
-    return f"vorchd-{fleet}-{vmid}"
+    return f"{fleet_prefix(fleet)}{vmid}"
 
 
 def volume_name(fleet: str, vmid: int) -> str:
     """
     The name of a VM's own disk volume in the PM's pool.
     """
-    return f"vorchd-{fleet}-{vmid}.qcow2"
+    return f"{fleet_prefix(fleet)}{vmid}.qcow2"
 
 
 def base_volume_name(fleet: str, image_id: int, digest: str) -> str:
@@ -74,7 +88,7 @@ def base_volume_name(fleet: str, image_id: int, digest: str) -> str:
     The name of an image's base copy in a PM's pool, shared by all VMs of that image;
     it carries the image's checksum, so a changed image file gets a copy of its own.
     """
-    return f"vorchd-{fleet}-image-{image_id}-{digest[:12]}.img"
+    return f"{base_volume_prefix(fleet)}{image_id}-{digest[:12]}.img"
 
 
 def image_format(header: bytes) -> str:

@@ -344,7 +344,7 @@ class LibvirtHost:
         @return: the names of the copies deleted.
         """
         pool = self.pool()
-        prefix = f"vorchd-{fleet}-image-"
+        prefix = domain.base_volume_prefix(fleet)
         try:
             pool.refresh(0)
             vols = pool.listAllVolumes(0)
@@ -533,7 +533,7 @@ class LibvirtHost:
         out = []
         try:
             for dom in self.conn.listAllDomains(0):
-                if not dom.name().startswith(f"vorchd-{fleet}-"):
+                if not dom.name().startswith(domain.fleet_prefix(fleet)):
                     continue
                 meta = domain.parse_metadata(dom.XMLDesc(0))
                 if meta.get("fleet") == fleet:

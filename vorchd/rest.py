@@ -175,13 +175,8 @@ class SeedResource(Resource):
         """
         if request.method not in _ALLOWED_METHODS:
             return SeedAPI._answer(request, 0, f"method {_printable(request.method)} not allowed")
-        setattr(request, _OUTCOME, "ok")
         content_type, body = ui.FILES[request.path]
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", content_type)
-        for name, value in ui.HEADERS.items():
-            request.setHeader(name, value)
-        return body
+        return SeedAPI._document(request, content_type, body, ui.HEADERS)
 
 
 class SeedAPI:
@@ -212,6 +207,19 @@ class SeedAPI:
         if reason:
             request.setHeader(b"x-vorchd-reason", _reason_header(reason))
         return json.dumps(value).encode("ascii")
+
+    @staticmethod
+    def _document(request, content_type: bytes, body: bytes, headers=None) -> bytes:
+        """
+        Answer C{body}, a document other than a call's JSON (a file of the dashboard,
+        the metrics), as C{content_type} with C{headers}; the request counts as ok.
+        """
+        setattr(request, _OUTCOME, "ok")
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", content_type)
+        for name, value in (headers or {}).items():
+            request.setHeader(name, value)
+        return body
 
     @staticmethod
     def _check_method(request, changes: bool) -> None:
@@ -356,11 +364,7 @@ class SeedAPI:
         # Not a call of the seed API: other methods answer its plain 0 like unknown paths.
         if request.method not in _ALLOWED_METHODS:
             return self._answer(request, 0, f"method {_printable(request.method)} not allowed")
-        body = await metrics.scrape(self.fleet)
-        setattr(request, _OUTCOME, "ok")
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", metrics.CONTENT_TYPE)
-        return body
+        return self._document(request, metrics.CONTENT_TYPE, await metrics.scrape(self.fleet))
 
     @app.handle_errors(Exception)
     def error(self, request, failure):

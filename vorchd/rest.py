@@ -273,11 +273,10 @@ class SeedAPI:
             if len(names) > 1:
                 raise Malformed(f"argument name given {len(names)} times")
             try:
-                name = names[0].decode("utf-8")
-            except UnicodeDecodeError:
-                self.fleet.metrics.placement_failed("bad_request")
-                raise BadRequest("name is not valid UTF-8") from None
-            try:
+                try:
+                    name = names[0].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise BadRequest("name is not valid UTF-8") from None
                 if not name:
                     raise BadRequest("name is empty or missing")
                 if tid <= 0 or image_id <= 0:

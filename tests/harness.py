@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -327,16 +328,20 @@ def require(why: str | None) -> None:
     raise SkipTest(why)
 
 
-def twistd_command(ini: Path, port: int) -> tuple[list[str], dict[str, str]]:
+FOREGROUND = ("-n", "--pidfile=", "--logfile=-")
+
+
+def twistd_command(
+    ini: Path, port: int, twistd_options=FOREGROUND
+) -> tuple[list[str], dict[str, str]]:
     """
-    The argv and environment that run C{twistd -n vorchd} in the foreground, logging to
-    stdout, with the settings in C{ini} and the REST port C{port}.
+    The argv and environment that run C{twistd vorchd} with the settings in C{ini} and
+    the REST port C{port}; with C{twistd_options} (by default in the foreground,
+    logging to stdout).
     """
     argv = [
         str(Path(sys.executable).parent / "twistd"),
-        "-n",
-        "--pidfile=",
-        "--logfile=-",
+        *twistd_options,
         "vorchd",
         "--config",
         str(ini),
@@ -344,6 +349,33 @@ def twistd_command(ini: Path, port: int) -> tuple[list[str], dict[str, str]]:
         str(port),
     ]
     return argv, {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def get_json(url: str):
+    """
+    GET C{url} and its JSON answer (blocking: for a daemon in another process, or from
+    a thread).
+    """
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def wait_answering(url: str, proc: subprocess.Popen | None = None, deadline: float = 60):
+    """
+    Wait (blocking) until the daemon at C{url} answers C{/pm/list}; fail if it does not
+    within C{deadline} seconds, or if its process C{proc} exits first.
+    """
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            raise AssertionError(f"the daemon exited {proc.returncode}: {output}")
+        try:
+            get_json(url + "/pm/list")
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"the daemon at {url} never answered")
 
 
 async def daemon_domains(daemon: Daemon, pmid: int) -> dict[str, dict]:

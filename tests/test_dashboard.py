@@ -9,7 +9,6 @@ create failed, and puts VM names on the page as text. Screenshots go to test-art
 from __future__ import annotations
 
 import http.client
-import json
 import re
 import time
 import urllib.parse
@@ -21,7 +20,7 @@ from twisted.trial.unittest import TestCase
 
 from tests import browser
 from tests.clients import InMemoryClient, LoopbackClient
-from tests.harness import FLAVORS, require, start_daemon
+from tests.harness import FLAVORS, get_json, require, start_daemon
 
 # Two PMs; flavor 3 (4 CPUs) fits on neither.
 SIZES = [(2, 4096), (3, 4096)]
@@ -176,9 +175,7 @@ class API:
         self.base = base
 
     def __call__(self, path: str, **args):
-        url = f"{self.base}/{path}?{urllib.parse.urlencode(args)}"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return json.loads(response.read())
+        return get_json(f"{self.base}/{path}?{urllib.parse.urlencode(args)}")
 
 
 def numbers(card) -> dict[str, tuple[float, float]]:

@@ -8,12 +8,10 @@ Against real Redis and libvirt test-driver PMs.
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 from twisted.logger import eventsFromJSONLogFile, formatEvent, globalLogPublisher
@@ -24,11 +22,13 @@ from tests.harness import (
     REPO,
     Daemon,
     free_port,
+    get_json,
     shared_redis,
     start_daemon,
     tmpdir,
     twistd_command,
     unique_prefix,
+    wait_answering,
     write_fleet,
 )
 
@@ -122,23 +122,6 @@ class EventTests(TestCase):
             self.assertRegex(formatEvent(event), r" in \d+\.\d{3} s")
 
 
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def _wait_answering(url: str, deadline: float = 60) -> None:
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            _get(url + "/pm/list")
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.1)
-
-
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -161,9 +144,9 @@ class TwistdLogTests(TestCase):
         )
 
     def create_and_destroy(self, url: str) -> int:
-        vmid = _get(f"{url}/vm/create?name=logged&instance_type=1&image_id=1")["vmid"]
+        vmid = get_json(f"{url}/vm/create?name=logged&instance_type=1&image_id=1")["vmid"]
         self.assertGreater(vmid, 0)
-        self.assertEqual(_get(f"{url}/vm/destroy?vmid={vmid}"), {"status": 1})
+        self.assertEqual(get_json(f"{url}/vm/destroy?vmid={vmid}"), {"status": 1})
         return vmid
 
     def test_daemon_logfile_pidfile(self):
@@ -174,15 +157,16 @@ class TwistdLogTests(TestCase):
         """
         port = free_port()
         pidfile, logfile = self.dir / "vorchd.pid", self.dir / "vorchd.log"
-        argv, env = twistd_command(self.daemon.ini, port)
-        argv = [argv[0], f"--pidfile={pidfile}", f"--logfile={logfile}", *argv[4:]]
+        argv, env = twistd_command(
+            self.daemon.ini, port, (f"--pidfile={pidfile}", f"--logfile={logfile}")
+        )
         # The parent returns once the daemon has started (or failed to).
         done = subprocess.run(argv, cwd=str(REPO), env=env, capture_output=True, timeout=60)
         self.assertEqual(done.returncode, 0, done.stderr.decode() + done.stdout.decode())
         pid = int(pidfile.read_text())
         self.addCleanup(lambda: _gone(pid) or os.kill(pid, signal.SIGKILL))
         url = f"http://127.0.0.1:{port}"
-        _wait_answering(url)
+        wait_answering(url)
         vmid = self.create_and_destroy(url)
         log = logfile.read_text()
         self.assertRegex(log, rf"vm {vmid} created on PM 1 \(\w+\), .* in \d+\.\d{{3}} s")
@@ -203,13 +187,14 @@ class TwistdLogTests(TestCase):
         """
         port = free_port()
         out = self.dir / "vorchd.json"
-        argv, env = twistd_command(self.daemon.ini, port)
-        argv = [argv[0], "-n", "--pidfile=", "--logger=vorchd.logs.json_lines", *argv[4:]]
+        argv, env = twistd_command(
+            self.daemon.ini, port, ("-n", "--pidfile=", "--logger=vorchd.logs.json_lines")
+        )
         env = {**env, "VORCHD_LOG_JSON": str(out)}
         proc = subprocess.Popen(argv, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL)
         self.addCleanup(lambda: proc.poll() is not None or (proc.kill(), proc.wait()))
         url = f"http://127.0.0.1:{port}"
-        _wait_answering(url)
+        wait_answering(url, proc)
         vmid = self.create_and_destroy(url)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

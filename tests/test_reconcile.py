@@ -5,11 +5,9 @@ daemon are rolled back, domains Redis forgot are adopted back, nothing is lost.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
-import urllib.request
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
@@ -20,11 +18,13 @@ from tests.harness import (
     REPO,
     Daemon,
     free_port,
+    get_json,
     shared_redis,
     start_daemon,
     tmpdir,
     twistd_command,
     unique_prefix,
+    wait_answering,
     write_fleet,
 )
 from vorchd.admin import Admin
@@ -125,11 +125,6 @@ class ReconcileTests(TestCase):
         self.assertEqual((await self.fleet.reconcile())["adopted"], [])
 
 
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
 class RetiredPMTests(TestCase):
     """
     A PM whose line leaves the pm_file while it still has VMs.
@@ -192,14 +187,7 @@ class KillTests(TestCase):
         return proc
 
     async def wait_serving(self, port: int) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                await deferToThread(_get, f"http://127.0.0.1:{port}/pm/list")
-                return
-            except OSError:
-                await task.deferLater(reactor, 0.1, lambda: None)
-        self.fail("daemon never answered")
+        await deferToThread(wait_answering, f"http://127.0.0.1:{port}")
 
     async def test_kill_mid_burst(self):
         """
@@ -228,13 +216,13 @@ class KillTests(TestCase):
 
         def create(i):
             try:
-                vmid = _get(f"{base}/vm/create?name=k{i}&instance_type=1&image_id=1")["vmid"]
+                vmid = get_json(f"{base}/vm/create?name=k{i}&instance_type=1&image_id=1")["vmid"]
             except OSError:
                 return
             if vmid:
                 acked[vmid] = None
                 try:
-                    acked[vmid] = _get(f"{base}/vm/query?vmid={vmid}")
+                    acked[vmid] = get_json(f"{base}/vm/query?vmid={vmid}")
                 except OSError:
                     pass  # acknowledged all the same: it must still be there afterwards
 
@@ -267,12 +255,12 @@ class KillTests(TestCase):
             await task.deferLater(reactor, 0.5, lambda: None)
         self.assertNotIn("creating", states)
         for vmid, vm in acked.items():
-            now = await deferToThread(_get, f"{base}/vm/query?vmid={vmid}")
+            now = await deferToThread(get_json, f"{base}/vm/query?vmid={vmid}")
             self.assertEqual(now["vmid"], vmid)
             if vm is not None:
                 self.assertEqual(now, vm)
         for pmid in (1, 2):
-            pm = await deferToThread(_get, f"{base}/pm/query?pmid={pmid}")
-            listed = (await deferToThread(_get, f"{base}/pm/listvms?pmid={pmid}"))["vmids"]
+            pm = await deferToThread(get_json, f"{base}/pm/query?pmid={pmid}")
+            listed = (await deferToThread(get_json, f"{base}/pm/listvms?pmid={pmid}"))["vmids"]
             self.assertEqual(pm["vms"], len(listed))
             self.assertEqual(pm["free"]["cpu"], pm["capacity"]["cpu"] - len(listed))

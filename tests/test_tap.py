@@ -5,12 +5,9 @@ real C{twistd vorchd} process as an operator runs it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import time
-import urllib.request
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
@@ -23,10 +20,12 @@ from tests.harness import (
     REPO,
     Daemon,
     free_port,
+    get_json,
     shared_redis,
     tmpdir,
     twistd_command,
     unique_prefix,
+    wait_answering,
     write_fleet,
 )
 from vorchd import tap
@@ -137,11 +136,6 @@ class OptionsTests(TestCase):
         self.assertIn("first-fit", str(e))
 
 
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
 class TwistdProcessTests(TestCase):
     """
     C{twistd -n vorchd} as a real process, the way install.sh runs it.
@@ -174,18 +168,6 @@ class TwistdProcessTests(TestCase):
         self.addCleanup(stop)
         return proc
 
-    def _wait_serving(self, proc, port: int) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.fail(f"twistd exited {proc.returncode}: {proc.stdout.read().decode()}")
-            try:
-                _get(f"http://127.0.0.1:{port}/pm/list")
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.fail("twistd never answered")
-
     def test_two_daemons_one_fleet(self):
         """
         Two daemons on two ports sharing one Redis serve one fleet: a VM created
@@ -195,15 +177,15 @@ class TwistdProcessTests(TestCase):
         ports = [free_port(), free_port()]
         procs = [self._spawn(daemon, p) for p in ports]
         for proc, port in zip(procs, ports, strict=True):
-            self._wait_serving(proc, port)
+            wait_answering(f"http://127.0.0.1:{port}", proc)
         a, b = (f"http://127.0.0.1:{p}" for p in ports)
-        vmid = _get(f"{a}/vm/create?name=shared&instance_type=1&image_id=1")["vmid"]
+        vmid = get_json(f"{a}/vm/create?name=shared&instance_type=1&image_id=1")["vmid"]
         self.assertGreater(vmid, 0)
         self.assertEqual(
-            _get(f"{b}/vm/query?vmid={vmid}"),
+            get_json(f"{b}/vm/query?vmid={vmid}"),
             {"vmid": vmid, "name": "shared", "instance_type": 1, "pmid": 1},
         )
-        self.assertEqual(_get(f"{b}/pm/query?pmid=1"), _get(f"{a}/pm/query?pmid=1"))
+        self.assertEqual(get_json(f"{b}/pm/query?pmid=1"), get_json(f"{a}/pm/query?pmid=1"))
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
             # twistd stops the reactor, then exits by the signal that stopped it.

@@ -15,7 +15,7 @@ import urllib.parse
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.clients import InMemoryClient, LoopbackClient
-from tests.harness import FLAVORS, Daemon, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import FLAVORS, start_daemon
 from vorchd import openapi
 from vorchd.rest import CALLS
 
@@ -159,11 +159,7 @@ class ServedDocumentTestsMixin:
     client_type: type
 
     async def setUp(self):
-        self.dir = tmpdir(self)
-        uris = write_fleet(self.dir, [(4, 4096), (2, 2048)])
-        self.daemon = Daemon(self.dir / "daemon", shared_redis().url, unique_prefix(), uris)
-        await self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        self.daemon = await start_daemon(self, [(4, 4096), (2, 2048)])
         self.client = self.client_type(self.daemon)
         self.addCleanup(self.client.close)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from tests.clients import InMemoryClient
-from tests.harness import Daemon, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import start_daemon, tmpdir
 
 # Three equal PMs with room for four 1-vCPU VMs each.
 SIZES = [(4, 8192)] * 3
@@ -36,16 +36,7 @@ class PolicyBehaviourTests(TestCase):
     """
 
     async def placements(self, policy: str, n: int = 6, **allocation) -> list[int]:
-        directory = tmpdir(self)
-        daemon = Daemon(
-            directory,
-            shared_redis().url,
-            unique_prefix(),
-            write_fleet(directory, SIZES),
-            allocation={"policy": policy, **allocation},
-        )
-        await daemon.start()
-        self.addCleanup(daemon.stop)
+        daemon = await start_daemon(self, SIZES, allocation={"policy": policy, **allocation})
         client = InMemoryClient(daemon)
         pmids = []
         for i in range(n):

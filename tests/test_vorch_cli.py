@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.clients import LoopbackClient
-from tests.harness import Daemon, free_port, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import free_port, start_daemon, tmpdir
 from vorchd.cli.vorch import (
     TREE,
     Progress,
@@ -200,10 +200,7 @@ class VorchExecutableTests(TestCase):
 
     async def setUp(self):
         self.dir = tmpdir(self)
-        uris = write_fleet(self.dir, SIZES)
-        self.daemon = Daemon(self.dir / "d", shared_redis().url, unique_prefix(), uris)
-        await self.daemon.start()
-        self.addCleanup(self.daemon.stop)
+        self.daemon = await start_daemon(self, SIZES)
         self.rest = LoopbackClient(self.daemon)
         self.addCleanup(self.rest.close)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import require
 from vorchd.bootimage import (
     BOOT_MESSAGE,
     LOAD_ADDRESS,
@@ -229,7 +230,7 @@ def test_image_boots_under_qemu(tmp_path: Path) -> None:
     """QEMU (TCG, no /dev/kvm needed) boots the image and BOOT_MESSAGE reaches COM1."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
+        require("qemu-system-x86_64 is not installed")
     image = tmp_path / "disk.img"
     serial = tmp_path / "serial.log"
     write_image(image)

@@ -6,12 +6,12 @@ and which leave nothing behind when stopped.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.harness import require
 from tests.libvirtd_fleet import LibvirtdFleet, _alive, _pids_mounting, libvirtd_fleet_unavailable
 from vorchd.bootimage import write_image
 
@@ -19,12 +19,7 @@ GUEST = "fleet-guest"
 
 
 def _fleet_or_skip() -> None:
-    why = libvirtd_fleet_unavailable()
-    if why is None:
-        return
-    if os.environ.get("VORCHD_REQUIRE_LIBVIRTD"):
-        pytest.fail(f"VORCHD_REQUIRE_LIBVIRTD is set but {why}")
-    pytest.skip(why)
+    require(libvirtd_fleet_unavailable())
 
 
 def _libvirt():

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import urllib.parse
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.clients import InMemoryClient, LoopbackClient
-from tests.harness import FLAVORS, start_daemon
+from tests.harness import FLAVORS, require, start_daemon
 from vorchd import openapi
 from vorchd.rest import CALLS
 
@@ -47,7 +47,7 @@ FAILURES = {"/vm/create": {"vmid": 0}, "/vm/destroy": {"status": 0}, "/pm/listvm
 
 def need_validators():
     if validate_spec is None:
-        raise SkipTest("openapi-spec-validator is not installed (pip install -e .[test])")
+        require("openapi-spec-validator is not installed (pip install -e .[test])")
 
 
 def response_schema(path: str) -> dict:

@@ -283,29 +283,24 @@ link_commands() {
 # settings
 
 # Reads the settings the daemon itself will use (vorchd.config.load_settings: ini, then
-# VORCHD_PORT and VORCHD_REDIS). Sets PORT, INTERFACE, REDIS_HOST, REDIS_PORT, REDIS_URL
-# and REDIS_PASSWORD.
+# VORCHD_PORT and VORCHD_REDIS). Sets PORT, INTERFACE, REDIS_HOST, REDIS_PORT and
+# REDIS_PASSWORD.
 PY_SETTINGS='
-import os, sys
+import sys
 from vorchd.config import ConfigError, load_settings
 try:
     s = load_settings(sys.argv[1])
 except ConfigError as e:
     sys.exit(str(e))
 r = s.redis
-url = os.environ.get("VORCHD_REDIS")
-if not url:
-    host = "[%s]" % r.host if ":" in r.host else r.host
-    auth = ":%s@" % r.password if r.password else ""
-    url = "redis://%s%s:%d/%d" % (auth, host, r.port, r.db)
-print(s.port, s.interface or "-", r.host, r.port, url, r.password or "-")
+print(s.port, s.interface or "-", r.host, r.port, r.password or "-")
 '
 read_settings() {
     local out rc=0
     out=$(cd "$REPO" && "$VENV/bin/python" -c "$PY_SETTINGS" "$CONFIG" 2>&1) || rc=$?
     [[ $rc -eq 0 ]] || die "${out:-cannot read the settings from $CONFIG}"
     local iface pw
-    read -r PORT iface REDIS_HOST REDIS_PORT REDIS_URL pw <<<"$out"
+    read -r PORT iface REDIS_HOST REDIS_PORT pw <<<"$out"
     INTERFACE=${iface#-}
     REDIS_PASSWORD=${pw#-}
     [[ $PORT =~ ^[0-9]+$ ]] || die "cannot read the settings: $out"
@@ -373,7 +368,7 @@ ensure_redis() {
     fi
     case $REDIS_HOST in
     127.0.0.1 | localhost | ::1) ;;
-    *) die "Redis at $REDIS_HOST:$REDIS_PORT ($REDIS_URL) does not answer PING" ;;
+    *) die "Redis at $REDIS_HOST:$REDIS_PORT does not answer PING" ;;
     esac
     local dir=$STATE_DIR/redis-$REDIS_PORT
     local pidfile=$RUN_DIR/vorchd-redis-$REDIS_PORT.pid
@@ -411,7 +406,7 @@ daemon_pid() {
 }
 
 stop_daemon() {
-    local port=$1 pidfile pid i
+    local port=$1 pidfile pid
     pidfile=$(pidfile_for "$port")
     if ! pid=$(daemon_pid "$pidfile"); then
         if [[ -f $pidfile ]]; then
@@ -424,21 +419,17 @@ stop_daemon() {
     fi
     say "stopping vorchd on port $port (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_SECONDS * 4; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.25
-    done
-    if kill -0 "$pid" 2>/dev/null; then
+    if ! retry $((STOP_SECONDS * 4)) 0.25 pid_gone "$pid"; then
         warn "vorchd (pid $pid) still running after ${STOP_SECONDS}s: killing it"
         kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 20; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.25
-        done
+        retry 20 0.25 pid_gone "$pid" || true
     fi
     rm -f "$pidfile"
     say "vorchd on port $port stopped"
 }
+
+# No process $1 any more.
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
 
 # Someone accepts connections on the port.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -484,9 +475,10 @@ api_host() {
     esac
 }
 
-# The twistd plugin's arguments for the three input files.
+# The twistd plugin's arguments for the three input files. The daemon reads Redis' address
+# from the same ini and VORCHD_REDIS (in its environment) as read_settings did.
 set_daemon_args() {
-    DAEMON_ARGS=(vorchd --config "$CONFIG" --port "$PORT" --redis "$REDIS_URL"
+    DAEMON_ARGS=(vorchd --config "$CONFIG" --port "$PORT"
         --pm-file "$1" --image-file "$2" --flavor-file "$3")
 }
 

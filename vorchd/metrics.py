@@ -20,21 +20,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 
+from vorchd import openapi
 from vorchd.model import Host
 from vorchd.store import StoreUnavailable
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
-# The seed API's calls, by path; every other request counts as "other".
+# The seed API's calls (its OpenAPI document's paths but the document's own), by path,
+# labelled after it (/vm/create: vm_create); every other request counts as "other".
 ENDPOINTS = {
-    b"/vm/create": "vm_create",
-    b"/vm/query": "vm_query",
-    b"/vm/destroy": "vm_destroy",
-    b"/vm/types": "vm_types",
-    b"/pm/list": "pm_list",
-    b"/pm/listvms": "pm_listvms",
-    b"/pm/query": "pm_query",
-    b"/image/list": "image_list",
+    path.encode("ascii"): path[1:].replace("/", "_")
+    for path in openapi.PATHS
+    if path != "/openapi.json"
 }
 OTHER = "other"
 ENDPOINT_NAMES = (*ENDPOINTS.values(), OTHER)

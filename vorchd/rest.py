@@ -37,20 +37,8 @@ _ALLOWED_METHODS = (b"GET", b"HEAD")
 # A call that changes state does nothing on HEAD: its answer would never be seen.
 _CHANGING_METHODS = (b"GET",)
 
-# Every path the API answers, matched byte for byte as sent.
-CALLS = frozenset(
-    {
-        b"/vm/create",
-        b"/vm/query",
-        b"/vm/destroy",
-        b"/vm/types",
-        b"/pm/list",
-        b"/pm/listvms",
-        b"/pm/query",
-        b"/image/list",
-        b"/openapi.json",
-    }
-)
+# Every path the API answers, matched byte for byte as sent: its OpenAPI document's.
+CALLS = frozenset(path.encode("ascii") for path in openapi.PATHS)
 # Served too, but not a call of the API (nor in its OpenAPI document).
 METRICS = b"/metrics"
 SERVED = CALLS | {METRICS}

@@ -161,18 +161,18 @@ def this_machine() -> Callable[[str], bool]:
 
 def _default_is_local() -> Callable[[str], bool]:
     """
-    The default C{is_local}: membership in L{local_names}, looked up on first use only, so a
-    pm_file of full URIs never waits on DNS.
+    The default C{is_local}: L{this_machine}, made on first use only (a loopback address
+    needs no names), so a pm_file of full URIs never waits on DNS.
     """
-    names: frozenset[str] | None = None
+    known: Callable[[str], bool] | None = None
 
     def is_local(host: str) -> bool:
-        nonlocal names
+        nonlocal known
         if _is_loopback(host):
             return True
-        if names is None:
-            names = local_names()
-        return host.lower() in names or _canonical_ip(host) in names
+        if known is None:
+            known = this_machine()
+        return known(host)
 
     return is_local
 

@@ -138,6 +138,16 @@ def _is_not_found(e: libvirt.libvirtError) -> bool:
     )
 
 
+def _abort(stream: libvirt.virStream) -> None:
+    """
+    Give up a stream whose transfer failed (an abort that fails too changes nothing).
+    """
+    try:
+        stream.abort()
+    except libvirt.libvirtError:
+        pass
+
+
 class LibvirtHost:
     """
     A PM reached at C{uri}, its VM disks kept in the directory pool C{pool_name}.
@@ -382,10 +392,7 @@ class LibvirtHost:
                         )
             stream.finish()
         except (libvirt.libvirtError, OSError) as e:
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass
+            _abort(stream)
             if isinstance(e, OSError):
                 raise HypervisorError(f"image {source}: {e.strerror}") from None
             raise self._failed(f"uploading {source}", e) from None
@@ -408,10 +415,7 @@ class LibvirtHost:
                 got += len(data)
             stream.finish()
         except libvirt.libvirtError:
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass
+            _abort(stream)
             return None
         return digest.hexdigest() if got == size else None
 
@@ -527,8 +531,8 @@ class LibvirtHost:
 
     def fleet_domains(self, fleet: str) -> list[dict]:
         """
-        The vorchd metadata of every domain of fleet C{fleet} on this PM, with whether
-        it runs (C{running}) and its libvirt name (C{domain}).
+        The vorchd metadata of every domain of fleet C{fleet} on this PM, with its
+        libvirt name (C{domain}).
         """
         out = []
         try:
@@ -537,7 +541,7 @@ class LibvirtHost:
                     continue
                 meta = domain.parse_metadata(dom.XMLDesc(0))
                 if meta.get("fleet") == fleet:
-                    out.append({**meta, "domain": dom.name(), "running": dom.isActive() == 1})
+                    out.append({**meta, "domain": dom.name()})
         except libvirt.libvirtError as e:
             raise self._failed("listing domains", e) from None
         return out

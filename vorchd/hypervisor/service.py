@@ -169,7 +169,7 @@ class Hypervisors(Service):
                 finished=lambda: self._connecting.discard(pmid),
             )
             capacity = await self.call(pmid, "discover")
-        except (HypervisorError, defer.TimeoutError) as e:
+        except HypervisorError as e:
             self._mark_down(pmid, str(e))
             return None
         self._up[pmid] = True

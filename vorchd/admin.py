@@ -19,10 +19,10 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer
 
+from vorchd.model import RESOURCES
 from vorchd.orchestrator import Fleet
 from vorchd.placement import free
 from vorchd.policies import UnknownPolicy, available_policies, policy_named
-from vorchd.store import RESOURCES
 
 
 class AdminError(pb.Error):

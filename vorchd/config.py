@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
+from vorchd.model import RESOURCES
+
 DEFAULT_CONFIG = "etc/vorchd.ini"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_SSH_TEMPLATE = "qemu+ssh://{userat}{host}/system"
@@ -162,7 +164,7 @@ def load_settings(
     try:
         ratios = {
             r: _positive(number("allocation", f"{r}_ratio", 1.0, float), f"{r}_ratio")
-            for r in ("cpu", "ram", "disk")
+            for r in RESOURCES
         }
         values: dict[str, object] = dict(
             port=number("server", "port", 80),

@@ -7,7 +7,7 @@ domain XML) work on, and what the shells (libvirt, Redis, HTTP) translate to and
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import fields, frozen
 
 
 @frozen
@@ -37,6 +37,10 @@ class Resources:
         The seed API's shape: C{{"cpu": ..., "ram": ..., "disk": ...}}.
         """
         return {"cpu": self.cpu, "ram": self.ram, "disk": self.disk}
+
+
+RESOURCES: tuple[str, ...] = tuple(f.name for f in fields(Resources))
+"""The resources vorchd accounts, as they are spelt everywhere (settings, Redis, JSON)."""
 
 
 @frozen

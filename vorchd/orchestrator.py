@@ -19,10 +19,10 @@ from vorchd.hypervisor.service import Hypervisors
 from vorchd.images import ImageCache, ImageUnavailable
 from vorchd.inventory import InputFileError, parse_image_text
 from vorchd.metrics import Metrics, placement_reason
-from vorchd.model import Flavor, ImageEntry, PMEntry, Resources
+from vorchd.model import RESOURCES, Flavor, ImageEntry, PMEntry, Resources
 from vorchd.placement import candidates, free
 from vorchd.policies import IAllocationPolicy, Request, UnknownPolicy, policy_named
-from vorchd.store import RESOURCES, Store, StoreUnavailable
+from vorchd.store import Store, StoreUnavailable
 
 # Only these states are VMs a user sees; "creating" is a claim whose create has not answered.
 VISIBLE = ("active", "missing")

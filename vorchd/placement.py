@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 
 from attrs import evolve
 
-from vorchd.model import Host, Resources
+from vorchd.model import RESOURCES, Host, Resources
 from vorchd.policies import IAllocationPolicy, Request
-from vorchd.store import RESOURCES, limit
+from vorchd.store import limit
 
 
 def effective_capacity(host: Host, ratios: Mapping[str, float]) -> Resources:

@@ -31,9 +31,7 @@ from twisted.internet import defer
 from twisted.internet.error import TimeoutError as TwistedTimeoutError
 
 from vorchd.config import RedisAddress
-from vorchd.model import Flavor, Host, Image, Resources
-
-RESOURCES = ("cpu", "ram", "disk")
+from vorchd.model import RESOURCES, Flavor, Host, Image, Resources
 
 
 class StoreUnavailable(Exception):

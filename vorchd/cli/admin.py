@@ -40,9 +40,9 @@ from twisted.spread import pb
 
 import vorchd
 from vorchd.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from vorchd.model import RESOURCES
 
 PROG = "vorchd-admin"
-RESOURCES = ("cpu", "ram", "disk")
 PASSWORD_ENV = "VORCHD_ADMIN_PASSWORD"
 CONNECT_TIMEOUT = 10
 

@@ -29,14 +29,10 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 
-from attrs import fields
 from zope.interface import implementer
 
-from vorchd.model import Host, Resources
+from vorchd.model import RESOURCES, Host, Resources
 from vorchd.policies import IAllocationPolicy, Request
-
-RESOURCES: tuple[str, ...] = tuple(f.name for f in fields(Resources))
-"""The resources a policy can weigh, as they are spelt in C{weights}."""
 
 WEIGHTS_EXAMPLE = "cpu:1.0, ram:1.0, disk:0.5"
 

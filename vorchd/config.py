@@ -87,6 +87,11 @@ class Settings:
     admin_port: int | None = None
     admin_interface: str = "127.0.0.1"
     admin_passwd_file: str = "/etc/vorchd/admin.passwd"
+    access_log: str | None = None
+    access_log_max_bytes: int = 10_000_000
+    access_log_keep: int = 5
+    daemon_log_max_bytes: int = 1_000_000
+    daemon_log_keep: int = 10
 
 
 def _positive(value: float, what: str) -> float:
@@ -199,6 +204,27 @@ def load_settings(
             image_fetch_options=_image_fetch_options(get, number, base),
             reconcile_interval=_positive(
                 number("server", "reconcile_interval", 60.0, float), "reconcile_interval"
+            ),
+            access_log=(
+                os.path.normpath(os.path.join(base, get("logging", "access_log")))
+                if get("logging", "access_log")
+                else None
+            ),
+            access_log_max_bytes=int(
+                _positive(
+                    number("logging", "access_log_max_bytes", 10_000_000), "access_log_max_bytes"
+                )
+            ),
+            access_log_keep=int(
+                _positive(number("logging", "access_log_keep", 5), "access_log_keep")
+            ),
+            daemon_log_max_bytes=int(
+                _positive(
+                    number("logging", "daemon_log_max_bytes", 1_000_000), "daemon_log_max_bytes"
+                )
+            ),
+            daemon_log_keep=int(
+                _positive(number("logging", "daemon_log_keep", 10), "daemon_log_keep")
             ),
         )
         if values["domain_type"] not in ("auto", "kvm", "qemu"):

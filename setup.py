@@ -13,6 +13,7 @@ setup(
     package_data={
         "twisted": ["plugins/vorchd_plugin.py"],
         "vorchd.ui": ["*.html", "*.js", "*.css"],
+        "vorchd.store": ["lua/*.lua"],
     },
     install_requires=[
         "Twisted>=23.10",
@@ -21,6 +22,7 @@ setup(
         "libvirt-python>=9.0",
         "attrs>=23.1",
         "zope.interface>=6.0",
+        "numpy>=1.26",
     ],
     extras_require={
         "test": [

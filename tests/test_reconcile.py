@@ -68,7 +68,7 @@ class ReconcileTests(TestCase):
             "domain": domain_name(fleet, vmid),
             "volume": volume_name(fleet, vmid),
         }
-        why = await self.fleet.store.claim(vmid, 1, SMALL.resources, ONE, record)
+        _, why = await self.fleet.store.claim(vmid, 1, SMALL.resources, ONE, record)
         self.assertIsNone(why)
         path, fmt = await self.fleet.hypervisors.call(
             1, "ensure_base", fleet, 1, str(self.daemon.dir / "images" / "hello.img")

@@ -1,0 +1,38 @@
+-- Claim room on a PM for a VM, or say why not: checks and writes in one step, so no two
+-- claims can both see the same free room. The room rule is vorchd.room's:
+-- limit = floor(capacity * ratio), and a claim fits while used + wanted <= limit.
+-- KEYS[1]  P:pm:<pmid>      KEYS[2] P:vms (every vmid holding a claim)
+-- KEYS[3]  P:vmid           the vmid counter
+-- ARGV[1]  the key prefix P;  ARGV[2] vmid, or 0 for a new one from P:vmid
+-- ARGV[3..5] cpu, ram, disk wanted;  ARGV[6..8] the cpu, ram, disk ratios
+-- ARGV[9]  the fleet's name prefix (the domain is prefix .. vmid, its disk that .. '.qcow2')
+-- ARGV[10..] the VM's record as field, value pairs
+-- Returns {kind, detail, vmid, seq}: kind 'ok' when claimed, else a refusal kind of
+-- vorchd.room.Refusal (unknown_pm, drained, vmid_taken, no_room) with seq 0.
+-- Change: op "vm", {vm = {vmid, hash}, pm = {pmid, hash}}.
+local vmid = tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_pm', '', vmid, 0} end
+if redis.call('HGET', KEYS[1], 'drained') == '1' then return {'drained', '', vmid, 0} end
+if vmid == 0 then vmid = redis.call('INCR', KEYS[3]) end
+local vmkey = ARGV[1] .. ':vm:' .. vmid
+if redis.call('EXISTS', vmkey) == 1 then return {'vmid_taken', '', vmid, 0} end
+local names = {'cpu', 'ram', 'disk'}
+local short = {}
+for i, r in ipairs(names) do
+  local cap = tonumber(redis.call('HGET', KEYS[1], 'cap_' .. r) or '0')
+  local used = tonumber(redis.call('HGET', KEYS[1], 'used_' .. r) or '0')
+  local limit = math.floor(cap * tonumber(ARGV[5 + i]))
+  local wanted = tonumber(ARGV[2 + i])
+  if used + wanted > limit then
+    table.insert(short, r .. ' (' .. wanted .. ' wanted, ' .. (limit - used) .. ' free)')
+  end
+end
+if #short > 0 then return {'no_room', table.concat(short, ', '), vmid, 0} end
+for i, r in ipairs(names) do redis.call('HINCRBY', KEYS[1], 'used_' .. r, ARGV[2 + i]) end
+local domain = ARGV[9] .. vmid
+redis.call('HSET', vmkey, 'vmid', vmid, 'domain', domain, 'volume', domain .. '.qcow2',
+  'cpu', ARGV[3], 'ram', ARGV[4], 'disk', ARGV[5], 'state', 'creating', unpack(ARGV, 10))
+redis.call('SADD', KEYS[2], vmid)
+local seq = emit(ARGV[1], 'vm', {vm = {vmid, redis.call('HGETALL', vmkey)},
+  pm = {tonumber(redis.call('HGET', vmkey, 'pmid')), redis.call('HGETALL', KEYS[1])}})
+return {'ok', '', vmid, seq}

@@ -362,8 +362,10 @@ def get_json(url: str):
 
 def wait_answering(url: str, proc: subprocess.Popen | None = None, deadline: float = 60):
     """
-    Wait (blocking) until the daemon at C{url} answers C{/pm/list}; fail if it does not
-    within C{deadline} seconds, or if its process C{proc} exits first.
+    Wait (blocking) until the daemon at C{url} serves its fleet with every PM reached:
+    C{/v1/fleet} answers, and no PM is down (the daemon listens at once, and discovers
+    its PMs meanwhile). Fail if that does not happen within C{deadline} seconds, or if
+    its process C{proc} exits first.
     """
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -371,11 +373,13 @@ def wait_answering(url: str, proc: subprocess.Popen | None = None, deadline: flo
             output = proc.stdout.read().decode() if proc.stdout else ""
             raise AssertionError(f"the daemon exited {proc.returncode}: {output}")
         try:
-            get_json(url + "/pm/list")
-            return
+            fleet = get_json(url + "/v1/fleet")
+            if fleet and all(pm["state"] != "down" for pm in fleet["pms"]):
+                return
         except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"the daemon at {url} never answered")
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the daemon at {url} never served its fleet")
 
 
 async def daemon_domains(daemon: Daemon, pmid: int) -> dict[str, dict]:

@@ -602,7 +602,7 @@ class InMemoryFuzzTests(DaemonMixin, TestCase):
             if reply is not None and expected is None and not head:
                 answer = json.loads(reply.body)
                 if isinstance(answer, dict) and answer.get("vmid"):
-                    vm = await self.daemon.fleet.vm(answer["vmid"])
+                    vm = self.daemon.fleet.vm(answer["vmid"])
             return reply, vm
 
         reply, vm = blockingCallFromThread(reactor, lambda: defer.ensureDeferred(exchange()))

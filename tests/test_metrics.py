@@ -16,7 +16,6 @@ from tests.clients import InMemoryClient, LoopbackClient
 from tests.harness import FLAVORS, start_daemon
 from vorchd import metrics
 from vorchd.model import Host, Resources
-from vorchd.store import StoreUnavailable
 
 # Two small PMs: flavor 3 (4 CPUs) fits on neither.
 SIZES = [(2, 2048), (3, 3072)]
@@ -270,10 +269,8 @@ class MetricsTestsMixin:
         """With Redis not answering, /metrics still answers 200: store down, counters kept."""
         await self.json("/pm/list")
 
-        async def down(is_up):
-            raise StoreUnavailable("redis is gone")
-
-        self.patch(self.daemon.fleet.store, "hosts", down)
+        # What the daemon sees when Redis goes: its change stream lost.
+        self.patch(self.daemon.fleet.feed, "connected", False)
         samples = await self.scrape()
         self.assertEqual(value(samples, "vorchd_store_up"), 0)
         self.assertFalse(pm_labels(samples, "vorchd_pm_up"))

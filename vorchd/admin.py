@@ -19,10 +19,11 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer
 
+from vorchd import room
 from vorchd.model import RESOURCES
 from vorchd.orchestrator import Fleet
-from vorchd.placement import free
 from vorchd.policies import UnknownPolicy, available_policies, policy_named
+from vorchd.state import views
 
 
 class AdminError(pb.Error):
@@ -73,36 +74,27 @@ class Admin(pb.Avatar):
 
     async def _status(self) -> dict:
         fleet = self.fleet
-        policy, ratios = await fleet.live()
+        policy, ratios = fleet.current()
+        state = fleet._ready()
         pms = []
-        hosts = await fleet.store.hosts(fleet.hypervisors.is_up)
-        retired = set()
-        for pmid, _ in fleet.retired:
-            host = await fleet.store.host(pmid, fleet.hypervisors.is_up(pmid))
-            if host is not None:
-                hosts.append(host)
-                retired.add(pmid)
-        for host in hosts:
-            rec = await fleet.store.pm_record(host.pmid) or {}
-            missing = []
-            for vmid in await fleet.store.pm_vmids(host.pmid):
-                vm = await fleet.store.vm(vmid)
-                if vm and vm.get("state") == "missing":
-                    missing.append(vmid)
+        for pmid in [*state.pm_ids, *state.retired()]:
+            pm = state.pms.get(pmid)
+            if pm is None:
+                continue
+            up = state.is_up(pmid)
+            missing = [
+                v for v in sorted(pm.vmids) if v in state.vms and state.vms[v].state == "missing"
+            ]
             pms.append(
                 {
-                    "pmid": host.pmid,
-                    "uri": rec.get("extra", ""),
-                    "state": "retired"
-                    if host.pmid in retired
-                    else "drained"
-                    if host.drained
-                    else ("up" if host.up else "down"),
-                    "up": host.up,
-                    "drained": host.drained,
-                    "capacity": host.capacity.as_dict(),
-                    "free": free(host, ratios).as_dict(),
-                    "vms": host.vms,
+                    "pmid": pmid,
+                    "uri": pm.uri,
+                    "state": views.pm_state(state, pmid),
+                    "up": up,
+                    "drained": pm.drained,
+                    "capacity": pm.capacity.as_dict(),
+                    "free": room.free(pm.capacity, pm.used, ratios).as_dict(),
+                    "vms": len(pm.vmids),
                     "missing": missing,
                 }
             )
@@ -158,7 +150,7 @@ class Admin(pb.Avatar):
             await self.fleet.store.set_setting(f"{r}_ratio", repr(ratio))
         if checked:
             self._audit("ratios set: {ratios}", ratios=checked)
-        _, ratios = await self.fleet.live()
+        _, ratios = self.fleet.current()
         return {r: ratios[r] for r in RESOURCES}
 
     def perspective_drain(self, pmid: int):
@@ -188,7 +180,7 @@ class Admin(pb.Avatar):
 
     async def _prune(self) -> dict:
         fleet, out = self.fleet, {}
-        for pmid in await fleet.store.pm_ids():
+        for pmid in fleet.pm_ids():
             if fleet.hypervisors.is_up(pmid):
                 out[pmid] = await fleet.hypervisors.call(pmid, "prune_bases", fleet.fleet_id)
             else:
@@ -203,7 +195,7 @@ class Admin(pb.Avatar):
         return defer.ensureDeferred(self._rediscover(pmid))
 
     async def _rediscover(self, pmid) -> dict:
-        pmids = await self.fleet.connected_pmids()
+        pmids = self.fleet.connected_pmids()
         if pmid is not None:
             if pmid not in pmids:
                 raise AdminError(f"no PM {pmid!r}")

@@ -4,9 +4,10 @@ vorchd's Prometheus metrics, served at C{GET /metrics} in the text exposition fo
 
 Two kinds of numbers:
 
-  - the fleet's state (PMs up, drained, capacity, allocation, VMs), read from Redis at
-    scrape time, so every daemon sharing a Redis reports the same values; when Redis does
-    not answer, C{vorchd_store_up} is 0 and these are left out;
+  - the fleet's state (PMs up, drained, capacity, allocation, VMs), from the daemon's
+    read model, which follows Redis' change stream, so every daemon sharing a Redis
+    reports the same values; while Redis does not answer, C{vorchd_store_up} is 0 and
+    these are left out;
   - this daemon's own counters (requests per endpoint and outcome, their latency, failed
     creates by reason class), kept in memory by L{Metrics}: they start at 0 with the
     process and are per daemon.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 
-from vorchd import openapi
+from vorchd import openapi, room
 from vorchd.model import Host
 from vorchd.store import StoreUnavailable
 
@@ -66,24 +67,34 @@ def endpoint_of(path: bytes) -> str:
     return ENDPOINTS.get(path, OTHER)
 
 
-def placement_reason(refusals: Iterable[str], hypervisor_failed: bool = False) -> str:
+def placement_reason(refusals: Iterable[object], hypervisor_failed: bool = False) -> str:
     """
-    The reason class of a create no PM could take, from each PM's refusal (as
-    L{vorchd.placement.refusal} or the claim script word them): the one closest to
-    success wins (a hypervisor that failed, then a PM without room, then a drained one,
-    then one down).
+    The reason class of a create no PM could take, from each PM's refusal (a
+    L{vorchd.room.Refusal}, or its text): the one closest to success wins (a hypervisor
+    that failed, then a PM without room, then a drained one, then one down).
     """
-    refusals = list(refusals)
-    if hypervisor_failed:
+    kinds = set()
+    for r in refusals:
+        kind = getattr(r, "kind", None)
+        if kind is None:
+            text = str(r)
+            kind = (
+                room.NO_ROOM
+                if text.startswith("no room")
+                else room.DRAINED
+                if text in ("drained", "PM drained")
+                else room.DOWN
+                if text == "down"
+                else "other"
+            )
+        kinds.add(kind)
+    if hypervisor_failed or room.FAILED in kinds:
         return "hypervisor_error"
-    if not refusals:
+    if not kinds:
         return "no_pm"
-    if any(r.startswith("no room") for r in refusals):
-        return "no_room"
-    if any(r in ("drained", "PM drained") for r in refusals):
-        return "drained"
-    if any(r == "down" for r in refusals):
-        return "down"
+    for kind, label in ((room.NO_ROOM, "no_room"), (room.DRAINED, "drained"), (room.DOWN, "down")):
+        if kind in kinds:
+            return label
     return "other"
 
 
@@ -164,7 +175,7 @@ class Metrics:
             reason = "other"
         self.placement_failures[reason] += 1
 
-    def text(self, hosts: Sequence[Host] | None) -> str:
+    def text(self, hosts: Sequence[Host] | None, store_up: bool | None = None) -> str:
         """
         The exposition text: the fleet as C{hosts} (C{None}: Redis did not answer), then
         this daemon's counters.
@@ -179,8 +190,12 @@ class Metrics:
         family(
             "vorchd_store_up",
             "gauge",
-            "Whether Redis answered this scrape (1) or not (0).",
-            [_sample("vorchd_store_up", {}, int(hosts is not None))],
+            "Whether Redis answers this daemon (1) or not (0).",
+            [
+                _sample(
+                    "vorchd_store_up", {}, int(hosts is not None if store_up is None else store_up)
+                )
+            ],
         )
         if hosts is not None:
             self._fleet(family, hosts)
@@ -271,11 +286,24 @@ class Metrics:
 
 async def scrape(fleet) -> bytes:
     """
-    The exposition text for C{fleet} (a L{vorchd.orchestrator.Fleet}) now, as bytes;
-    its state is read from Redis in one round trip, and left out if Redis does not answer.
+    The exposition text for C{fleet} (a L{vorchd.orchestrator.Fleet}) now, as bytes; its
+    state comes from the daemon's read model, and is left out while that model is not
+    following Redis (before its first snapshot, or with the change stream lost).
     """
     try:
-        hosts = await fleet.store.hosts(fleet.hypervisors.is_up)
+        state = fleet._ready()
     except StoreUnavailable:
-        hosts = None
-    return fleet.metrics.text(hosts).encode("utf-8")
+        return fleet.metrics.text(None).encode("utf-8")
+    hosts = [
+        Host(
+            pmid,
+            state.pms[pmid].capacity,
+            state.pms[pmid].used,
+            len(state.pms[pmid].vmids),
+            state.is_up(pmid),
+            state.pms[pmid].drained,
+        )
+        for pmid in state.pm_ids
+        if pmid in state.pms
+    ]
+    return fleet.metrics.text(hosts, fleet.store.down is None).encode("utf-8")

@@ -13,19 +13,19 @@ from attrs import frozen
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from vorchd.domain import VMSpec, domain_name, volume_name
+from vorchd import placement, room
+from vorchd.domain import VMSpec, domain_name, fleet_prefix, volume_name
 from vorchd.hypervisor.host import HypervisorError, LibvirtHost
 from vorchd.hypervisor.service import Hypervisors
 from vorchd.images import ImageCache, ImageUnavailable
 from vorchd.inventory import InputFileError, parse_image_text
 from vorchd.metrics import Metrics, placement_reason
 from vorchd.model import RESOURCES, Flavor, ImageEntry, PMEntry, Resources
-from vorchd.placement import candidates, free
 from vorchd.policies import IAllocationPolicy, Request, UnknownPolicy, policy_named
+from vorchd.state import views
+from vorchd.state.feed import ChangeFeed
+from vorchd.state.model import VISIBLE, FleetState
 from vorchd.store import Store, StoreUnavailable
-
-# Only these states are VMs a user sees; "creating" is a claim whose create has not answered.
-VISIBLE = ("active", "missing")
 
 
 class Refused(Exception):
@@ -95,12 +95,23 @@ class Fleet:
         self.retired: list[tuple[int, str]] = []
         # vmids this daemon is creating now, and failed creates still to undo (vmid ->
         # pmid) because Redis did not answer when they failed.
-        self._in_flight: set[int] = set()
+        # Each create's own token ("op" in its record), from before its claim is sent
+        # until it answers, so that no round of undo or reconcile takes its claim for
+        # one left behind.
+        self._in_flight: set[str] = set()
         self._undoing: dict[int, int] = {}
+        # Claims whose outcome Redis never told (so whose vmid is unknown), by token ->
+        # PM: looked for in the model once it follows Redis again, and undone if found.
+        self._lost_claims: dict[str, int] = {}
         self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
+        self._hosts: list[tuple[int, str]] = []
         # This daemon's counters, served at /metrics.
         self.metrics = Metrics()
+        # The fleet in memory, fed from Redis' change stream: every read answers from it.
+        self.state = FleetState()
+        self.feed = ChangeFeed(store, self.state, store._reactor, settle_timeout=store._timeout)
         hypervisors.on_up = self._discovered
+        hypervisors.on_state = self.state.set_up
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -108,9 +119,8 @@ class Fleet:
         self, pms: Sequence[PMEntry], images: Sequence[ImageEntry], flavors: Sequence[Flavor]
     ) -> None:
         """
-        Make the parsed input files the fleet's inventory (ids kept by line), then connect
-        to and discover every PM at once. A PM that cannot be reached now is retried in
-        the background and does not hold up the rest.
+        Make the parsed input files the fleet's inventory (ids kept by line), and make
+        each PM's connection (L{discover} connects them).
 
         A PM whose line left the pm_file while it still has VMs is I{retired}: it takes no
         new VMs and is out of C{pm/list}, but stays connected, so that its VMs can still
@@ -121,7 +131,7 @@ class Fleet:
         pmids = await self.store.register_pms((e.line, e.uri) for e in pms)
         await self.store.register_images((e.line, e.name) for e in images)
         await self.store.set_flavors(flavors)
-        self.retired = await self.store.retired_pms(pmids)
+        self.retired = [(p, self.state.pms[p].uri) for p in self.state.retired()]
         in_file = list(zip(pmids, (e.uri for e in pms), strict=True))
         current = {uri: pmid for pmid, uri in in_file}
         hosts = [*in_file, *self.retired]
@@ -148,8 +158,15 @@ class Fleet:
                     pmid,
                     LibvirtHost(uri, s.pool_name, s.pool_path, s.domain_type, s.console_log_dir),
                 )
+        self._hosts = hosts
+
+    async def discover(self) -> None:
+        """
+        Connect to and discover every PM L{load} named, at once; returns when each has
+        been reached or failed (and is retried in the background).
+        """
         await defer.DeferredList(
-            [defer.ensureDeferred(self.hypervisors.connect(p)) for p, _ in hosts],
+            [defer.ensureDeferred(self.hypervisors.connect(p)) for p, _ in self._hosts],
             consumeErrors=True,
         )
 
@@ -172,21 +189,22 @@ class Fleet:
         if present is None:
             present = await self.hypervisors.call(pmid, "domain_names")
         missing = []
-        for vmid in await self.store.pm_vmids(pmid):
-            rec = await self.store.vm(vmid)
+        pm = self.state.pms.get(pmid)
+        for vmid in sorted(pm.vmids if pm is not None else ()):
+            rec = self.state.vms.get(vmid)
             if rec is None:
                 continue
-            if rec.get("domain") not in present:
+            if rec.domain not in present:
                 missing.append(vmid)
-                if rec.get("state") != "missing":
+                if rec.state != "missing":
                     await self.store.set_vm_state(vmid, "missing")
                     self.log.warn(
                         "vm {vmid} missing: domain {domain} is gone from PM {pmid}",
                         vmid=vmid,
-                        domain=rec.get("domain"),
+                        domain=rec.domain,
                         pmid=pmid,
                     )
-            elif rec.get("state") == "missing":
+            elif rec.state == "missing":
                 await self.store.set_vm_state(vmid, "active")
                 self.log.info("vm {vmid} found again on PM {pmid}", vmid=vmid, pmid=pmid)
         return missing
@@ -195,10 +213,16 @@ class Fleet:
 
     async def live(self) -> tuple[IAllocationPolicy, dict[str, float]]:
         """
-        The policy and overcommit ratios in force now, as stored in Redis, where the
-        admin port (of any daemon sharing it) changes them.
+        The policy and overcommit ratios in force now (see L{current}).
         """
-        stored = await self.store.settings()
+        return self.current()
+
+    def current(self) -> tuple[IAllocationPolicy, dict[str, float]]:
+        """
+        The policy and overcommit ratios in force now, as the live settings in Redis say
+        (the admin port of any daemon sharing it changes them), read from the model.
+        """
+        stored = self.state.settings
         name = stored.get("policy") or self.ini_settings["policy"]
         if name != self._policy_asked:
             self._policy_asked = name
@@ -221,50 +245,59 @@ class Fleet:
                 ratios[r] = float(self.ini_settings[key])
         return self._policy, ratios
 
-    # -- reading ----------------------------------------------------------------------------
+    # -- reading (from the model: no Redis round trip) -----------------------------
 
-    async def connected_pmids(self) -> list[int]:
+    def _ready(self) -> FleetState:
+        """
+        The read model, if it is following Redis now: before its first snapshot, and
+        from a lost change stream until a fresh snapshot, reads fail as they would with
+        Redis down, rather than answer what may be stale.
+        """
+        if not self.state.ready:
+            raise StoreUnavailable("the read model has no snapshot of the fleet yet")
+        if not self.feed.connected:
+            raise StoreUnavailable("the read model lost Redis' change stream; resyncing")
+        return self.state
+
+    def connected_pmids(self) -> list[int]:
         """
         Every PM this daemon keeps connected: the pm_file's, in its order, then the retired.
         """
-        return [*await self.store.pm_ids(), *(pmid for pmid, _ in self.retired)]
+        return [*self.state.pm_ids, *(pmid for pmid, _ in self.retired)]
 
-    async def vm(self, vmid: int) -> dict[str, object] | None:
+    def vm(self, vmid: int) -> dict[str, object] | None:
         """
         The seed API's view of VM C{vmid}, or C{None} if there is no such VM.
         """
-        rec = await self.store.vm(vmid)
-        if rec is None or rec.get("state") not in VISIBLE:
-            return None
-        return {
-            "vmid": vmid,
-            "name": rec.get("name", ""),
-            "instance_type": int(rec["instance_type"]),
-            "pmid": int(rec["pmid"]),
-        }
+        return views.vm_answer(self._ready(), vmid)
 
-    async def pm(self, pmid: int) -> dict[str, object] | None:
+    def pm(self, pmid: int) -> dict[str, object] | None:
         """
         The seed API's view of PM C{pmid}, or C{None} if the fleet never had it.
         """
-        host = await self.store.host(pmid, up=self.hypervisors.is_up(pmid))
-        if host is None:
-            return None
-        _, ratios = await self.live()
-        return {
-            "pmid": pmid,
-            "capacity": host.capacity.as_dict(),
-            "free": free(host, ratios).as_dict(),
-            "vms": host.vms,
-        }
+        return views.pm_answer(self._ready(), pmid, self.current()[1])
 
-    async def pm_vmids(self, pmid: int) -> list[int] | None:
+    def pm_vmids(self, pmid: int) -> list[int] | None:
         """
         The VMs on PM C{pmid}, or C{None} if the fleet never had it.
         """
-        if await self.store.pm_record(pmid) is None:
-            return None
-        return await self.store.pm_vmids(pmid)
+        return views.pm_vmids(self._ready(), pmid)
+
+    def pm_ids(self) -> list[int]:
+        return list(self._ready().pm_ids)
+
+    def flavors(self) -> list[Flavor]:
+        return list(self._ready().flavors)
+
+    def images_list(self):
+        return list(self._ready().images)
+
+    def view(self) -> dict:
+        """
+        The whole fleet (C{/v1/fleet}).
+        """
+        policy, ratios = self.current()
+        return views.fleet(self._ready(), policy.name, ratios)
 
     # -- acting -----------------------------------------------------------------------------
 
@@ -320,53 +353,54 @@ class Fleet:
         """
         if not name:
             raise Refused("name is empty", "bad_request")
-        flavor = await self.store.flavor(instance_type)
+        state = self._ready()
+        flavor = state.flavor(instance_type)
         if flavor is None:
             raise Refused(f"no instance_type {instance_type}", "bad_request")
-        image = await self.store.image(image_id)
+        image = state.image(image_id)
         if image is None:
             raise Refused(f"no image {image_id}", "bad_request")
         source = await self._local_source(image.source)
         request = Request(flavor, image_id, name)
-        policy, ratios = await self.live()
+        policy, ratios = self.current()
         facts["policy"] = policy.name
-        hosts = await self.store.hosts(self.hypervisors.is_up)
-        ranked, refused = candidates(policy, request, hosts, ratios)
+        op = secrets.token_hex(6)
+        record = {
+            "owner": self.daemon_id,
+            "op": op,
+            "name": name,
+            "instance_type": flavor.tid,
+            "image_id": image_id,
+        }
+        prefix = fleet_prefix(self.fleet_id)
+        refused: dict[int, room.Refusal] = {}
         vmid = 0
         attempts = 0
-        hypervisor_failed = False
+        self._in_flight.add(op)
         try:
-            for host in ranked:
+            for pmid in placement.ranked(policy, request, state, ratios):
                 if attempts >= self.max_attempts:
                     break
-                if not vmid:
-                    vmid = await self.store.next_vmid()
-                    self._in_flight.add(vmid)
-                pmid = host.pmid
-                record = {
-                    "owner": self.daemon_id,
-                    "name": name,
-                    "instance_type": flavor.tid,
-                    "image_id": image_id,
-                    "domain": domain_name(self.fleet_id, vmid),
-                    "volume": volume_name(self.fleet_id, vmid),
-                }
                 try:
-                    why = await self.store.claim(vmid, pmid, flavor.resources, ratios, record)
+                    vmid, why = await self.store.claim(
+                        vmid, pmid, flavor.resources, ratios, record, prefix
+                    )
                 except StoreUnavailable:
                     # The claim may or may not have been written: undo it when Redis is back.
-                    self._undo_later(vmid, pmid)
+                    if vmid:
+                        self._undo_later(vmid, pmid)
+                    else:
+                        self._lost_claims[op] = pmid
                     raise
                 if why is not None:
-                    # Another request took the room since we looked: try the next PM.
+                    # Another request took the room since the model saw it: the next PM.
                     refused[pmid] = why
                     continue
                 attempts += 1
                 try:
                     kind = await self._build(vmid, name, flavor, image_id, pmid, source)
                 except HypervisorError as e:
-                    refused[pmid] = str(e)
-                    hypervisor_failed = True
+                    refused[pmid] = room.Refusal(room.FAILED, str(e))
                     self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=pmid, e=e)
                     await self._release(vmid, pmid)
                     continue
@@ -377,11 +411,11 @@ class Fleet:
                 facts.update(vmid=vmid, pmid=pmid, kind=kind)
                 return vmid
         finally:
-            self._in_flight.discard(vmid)
-        reasons = "; ".join(f"PM {p}: {why}" for p, why in sorted(refused.items()))
+            self._in_flight.discard(op)
+        for pmid, why in placement.refusals(state, request, ratios).items():
+            refused.setdefault(pmid, why)
         raise Refused(
-            f"no PM could take it: {reasons or 'no PMs'}",
-            placement_reason(refused.values(), hypervisor_failed),
+            f"no PM could take it: {_summary(refused)}", placement_reason(refused.values())
         )
 
     async def _local_source(self, line: str) -> str:
@@ -463,6 +497,17 @@ class Fleet:
 
         @return: the vmids fully undone now.
         """
+        if self._lost_claims and self.state.ready and self.feed.connected:
+            # The model follows Redis again: a lost claim is there now, or never landed.
+            lost = {
+                rec.op: vmid
+                for vmid, rec in self.state.vms.items()
+                if rec.state == "creating" and rec.op in self._lost_claims
+            }
+            for op, pmid in list(self._lost_claims.items()):
+                del self._lost_claims[op]
+                if op in lost:
+                    self._undo_later(lost[op], pmid)
         return [vmid for vmid, pmid in list(self._undoing.items()) if await self._undo(vmid, pmid)]
 
     async def _undo(self, vmid: int, pmid: int) -> bool:
@@ -501,22 +546,21 @@ class Fleet:
         """
         report: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
         owners: dict[str, bool] = {}
-        for vmid in await self.store.all_vmids():
-            rec = await self.store.vm(vmid)
-            if rec is None or rec.get("state") != "creating":
+        for vmid, rec in sorted(self.state.vms.items()):
+            if rec.state != "creating":
                 continue
-            owner = rec.get("owner", "")
-            if owner == self.daemon_id and vmid in self._in_flight:
+            owner = rec.owner
+            if owner == self.daemon_id and rec.op in self._in_flight:
                 continue
             if owner not in owners:
                 owners[owner] = bool(owner) and await self.store.alive(owner)
             if owners[owner] and owner != self.daemon_id:
                 continue
-            pmid = int(rec["pmid"])
+            pmid = rec.pmid
             if not self.hypervisors.is_up(pmid):
                 continue
             try:
-                await self.hypervisors.call(pmid, "destroy_vm", rec["domain"], rec["volume"])
+                await self.hypervisors.call(pmid, "destroy_vm", rec.domain, rec.volume)
             except HypervisorError as e:
                 self.log.warn("vm {vmid}: stale claim not rolled back yet: {e}", vmid=vmid, e=e)
                 continue
@@ -529,7 +573,7 @@ class Fleet:
                     pmid=pmid,
                     owner=owner or "(unknown)",
                 )
-        for pmid in await self.connected_pmids():
+        for pmid in self.connected_pmids():
             if not self.hypervisors.is_up(pmid):
                 continue
             try:
@@ -604,13 +648,32 @@ class Fleet:
         )
 
     async def _destroy(self, vmid: int, where: dict) -> None:
-        rec = await self.store.vm(vmid)
-        if rec is None or rec.get("state") not in VISIBLE:
+        rec = self._ready().vms.get(vmid)
+        if rec is None or rec.state not in VISIBLE:
             raise Refused(f"no VM {vmid}")
-        pmid = where["pmid"] = int(rec["pmid"])
+        pmid = where["pmid"] = rec.pmid
         try:
-            await self.hypervisors.call(pmid, "destroy_vm", rec["domain"], rec["volume"])
+            await self.hypervisors.call(pmid, "destroy_vm", rec.domain, rec.volume)
         except HypervisorError as e:
             raise Refused(f"PM {pmid}: {e}") from None
         if not await self.store.release(vmid):
             raise Refused(f"VM {vmid} was destroyed by another request")
+
+
+def _summary(refused: dict[int, room.Refusal], shown: int = 20) -> str:
+    """
+    Why each PM refused, for the failure's message: each PM's reason in a small fleet,
+    counts of each kind (and the first few PMs) in a large one.
+    """
+    if not refused:
+        return "no PMs"
+    if len(refused) <= shown:
+        return "; ".join(f"PM {p}: {why}" for p, why in sorted(refused.items()))
+    kinds: dict[str, list[int]] = {}
+    for pmid, why in sorted(refused.items()):
+        kinds.setdefault(why.kind, []).append(pmid)
+    return "; ".join(
+        f"{len(pmids)} PMs {kind} (PM {', '.join(map(str, pmids[:3]))}"
+        f"{', ...' if len(pmids) > 3 else ''})"
+        for kind, pmids in kinds.items()
+    )

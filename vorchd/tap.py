@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from vorchd import inventory
+from vorchd import accesslog, inventory
 from vorchd.admin import AdminService, password_checker
 from vorchd.config import ConfigError, RedisAddress, Settings, load_settings
 from vorchd.hypervisor.service import Hypervisors
@@ -94,6 +94,7 @@ class FleetService(Service):
         self._stopping = False
         self._retry = None
         self._loops = None
+        self._rounds: set[defer.Deferred] = set()
 
     def startService(self) -> None:
         super().startService()
@@ -103,9 +104,41 @@ class FleetService(Service):
         if self.fleet.images is not None:
             # Alongside the load: a cache on a hung mount must not keep the API down.
             self.swept = defer.ensureDeferred(self._sweep_image_cache(self.fleet.images))
-        await self._load()
+        # The read model follows Redis from the start (the load's writes wait for it).
+        self.fleet.feed.start()
+        # Serve at once: until the inventory is loaded, calls answer their failure values.
+        await self._listen()
+        if self.port is None:
+            return
+        while not self._stopping:
+            try:
+                await self.fleet.load(*self.inventory)
+                break
+            except StoreUnavailable as e:
+                self.log.warn("redis unavailable, retrying the inventory load: {e}", e=e)
+                self._retry = task.deferLater(self.reactor, self.retry_delay, lambda: None)
+                try:
+                    await self._retry
+                except defer.CancelledError:
+                    return
+        if self._stopping:
+            return
+        self.log.info("inventory loaded: {n} PMs", n=len(self.inventory[0]))
+        # PMs are discovered in the background: the API answers meanwhile.
+        await self.fleet.discover()
+        self._start_loops()
+        if not self.loaded.called:
+            self.loaded.callback(None)
+
+    async def _listen(self) -> None:
         site = Site(SeedAPI(self.fleet).resource())
         site.noisy = False
+        try:
+            accesslog.configure(site, self.settings)
+        except OSError as e:
+            self.log.error("cannot open the access log: {e}", e=e)
+            self.reactor.stop()
+            return
         endpoint = endpoints.TCP4ServerEndpoint(
             self.reactor, self.settings.port, interface=self.settings.interface
         )
@@ -128,33 +161,29 @@ class FleetService(Service):
         for path in removed:
             self.log.info("removed {path}, left by a fetch cut short", path=path)
 
-    async def _load(self) -> None:
-        try:
-            await self.fleet.load(*self.inventory)
-        except StoreUnavailable as e:
-            if self._stopping:
-                return
-            self.log.warn("redis unavailable, retrying the inventory load: {e}", e=e)
-            self._retry = self.reactor.callLater(
-                self.retry_delay, lambda: defer.ensureDeferred(self._load())
-            )
-            return
-        self.log.info("inventory loaded: {n} PMs", n=len(self.inventory[0]))
-        if self._loops is None:
-            self._loops = [
-                task.LoopingCall(self._heartbeat),
-                task.LoopingCall(self._reconcile),
-                task.LoopingCall(self._retry_undos),
-            ]
-            for loop in self._loops:
-                loop.clock = self.reactor
-            # Renew the lease well before it runs out; reconcile at once, then now and then.
-            self._loops[0].start(self.settings.lease / 3, now=True)
-            self._loops[1].start(self.settings.reconcile_interval, now=True)
-            # Failed creates Redis could not record are undone as soon as it answers.
-            self._loops[2].start(2.0, now=False)
-        if not self.loaded.called:
-            self.loaded.callback(None)
+    def _start_loops(self) -> None:
+        self._loops = [
+            task.LoopingCall(self._tracked, self._heartbeat),
+            task.LoopingCall(self._tracked, self._reconcile),
+            task.LoopingCall(self._tracked, self._retry_undos),
+        ]
+        for loop in self._loops:
+            loop.clock = self.reactor
+        # Renew the lease well before it runs out; reconcile at once, then now and then.
+        self._loops[0].start(self.settings.lease / 3, now=True)
+        self._loops[1].start(self.settings.reconcile_interval, now=True)
+        # Failed creates Redis could not record are undone as soon as it answers.
+        self._loops[2].start(2.0, now=False)
+
+    def _tracked(self, work) -> defer.Deferred:
+        """
+        Run one round of a loop's C{work}, remembered until it ends, so that stopping
+        waits for it rather than closing connections under it.
+        """
+        d = defer.ensureDeferred(work())
+        self._rounds.add(d)
+        d.addBoth(lambda r: self._rounds.discard(d) or r)
+        return d
 
     # The loops' work: an error is logged and the loop goes on (a LoopingCall whose call
     # fails stops for good).
@@ -187,14 +216,16 @@ class FleetService(Service):
 
     async def _stop(self) -> None:
         self._stopping = True
-        if self._retry is not None and self._retry.active():
+        if self._retry is not None and not self._retry.called:
             self._retry.cancel()
         for loop in self._loops or ():
             if loop.running:
                 loop.stop()
         await self._started
+        await defer.DeferredList(list(self._rounds), consumeErrors=True)
         if self.port is not None:
             await self.port.stopListening()
+        await self.fleet.feed.stop()
         await self.fleet.store.disconnect()
 
     def stopService(self):
@@ -256,4 +287,6 @@ def makeService(options: Options, reactor=None) -> MultiService:
     """
     The twistd entry point.
     """
-    return build(options.settings, options.pms, options.images, options.flavors, reactor)
+    top = build(options.settings, options.pms, options.images, options.flavors, reactor)
+    accesslog.cap_daemon_log(top, options)
+    return top

@@ -46,10 +46,14 @@ class Hypervisors(Service):
         self._retry: dict[int, object] = {}
         self._delay: dict[int, float] = {}
         self._connecting: set[int] = set()
+        # Calls not answered yet: their answer and timer (failed at once when stopping).
+        self._pending: dict[defer.Deferred, object] = {}
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self.reconnect_max_delay = reconnect_max_delay
         self.on_up = on_up
+        # Told C{(pmid, up)} whenever a PM is found up or marked down.
+        self.on_state: Callable[[int, bool], object] | None = None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -64,6 +68,12 @@ class Hypervisors(Service):
             if call.active():
                 call.cancel()
         self._retry.clear()
+        # No call waits for a thread pool that is going away.
+        for answer, timer in list(self._pending.items()):
+            if timer.active():
+                timer.cancel()
+                answer.errback(HypervisorError("the daemon is stopping"))
+        self._pending.clear()
         hosts = list(self._hosts.values())
 
         def close_all():
@@ -111,13 +121,17 @@ class Hypervisors(Service):
         host = self._hosts.get(pmid)
         if host is None:
             return defer.fail(HostUnreachable(f"PM {pmid} is not managed by this daemon"))
+        if not self.running:
+            return defer.fail(HypervisorError("the daemon is stopping"))
         answer = defer.Deferred()
         timer = self._reactor.callLater(
             timeout or self.call_timeout,
             lambda: answer.errback(HypervisorError(f"{host.uri}: {method} took too long")),
         )
+        self._pending[answer] = timer
 
         def done(result):
+            self._pending.pop(answer, None)
             if finished is not None:
                 finished()
             if timer.active():
@@ -173,6 +187,8 @@ class Hypervisors(Service):
             self._mark_down(pmid, str(e))
             return None
         self._up[pmid] = True
+        if self.on_state is not None:
+            self.on_state(pmid, True)
         self._delay.pop(pmid, None)
         self.log.info(
             "PM {pmid} up at {uri}: {capacity}", pmid=pmid, uri=host.uri, capacity=capacity
@@ -184,6 +200,8 @@ class Hypervisors(Service):
     def _mark_down(self, pmid: int, why: str) -> None:
         was_up = self._up.get(pmid, False)
         self._up[pmid] = False
+        if self.on_state is not None:
+            self.on_state(pmid, False)
         if was_up:
             self.log.warn("PM {pmid} down: {why}", pmid=pmid, why=why)
         pending = self._retry.get(pmid)

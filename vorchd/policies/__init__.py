@@ -24,13 +24,13 @@ C{sys.path} (with no C{__init__.py}), or into a C{plugin_path} directory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from attrs import frozen
 from twisted.plugin import IPlugin
 from zope.interface import Attribute
 
-from vorchd.model import Flavor, Host
+from vorchd.model import Flavor, Host, Resources
 
 
 @frozen
@@ -61,6 +61,50 @@ class IAllocationPolicy(IPlugin):
         Every host given can take the request; each host's C{capacity} is already
         scaled by the overcommit ratios, so its free room is C{capacity - used}. The
         policy may drop hosts it does not want but must not add any.
+        """
+
+
+class Candidates:
+    """
+    The hosts that can take one request, as columns (numpy arrays) in ascending pmid:
+    C{pmid}, C{capacity} (already scaled by the overcommit ratios, as for
+    L{IAllocationPolicy.rank}), C{used} (rows of cpu, ram, disk) and C{vms}.
+    """
+
+    def __init__(self, pmid, capacity, used, vms):
+        self.pmid = pmid
+        self.capacity = capacity
+        self.used = used
+        self.vms = vms
+
+    def __len__(self) -> int:
+        return len(self.pmid)
+
+    def host(self, i: int) -> Host:
+        """
+        Candidate C{i} as a L{Host}.
+        """
+        return Host(
+            pmid=int(self.pmid[i]),
+            capacity=Resources(*map(int, self.capacity[i])),
+            used=Resources(*map(int, self.used[i])),
+            vms=int(self.vms[i]),
+        )
+
+
+class IIndexedPolicy(IAllocationPolicy):
+    """
+    A policy that can also rank candidates given as columns of numbers, so that a
+    request costs a few vector operations rather than a Python object per PM: what
+    every built-in policy does, for fleets of thousands of PMs. The mechanism uses
+    C{order} where a policy provides this interface, and C{rank} otherwise; both
+    follow the same rule (and give the same order, but for C{random}'s draws).
+    """
+
+    def order(request: Request, candidates: Candidates) -> Iterable[int]:
+        """
+        The indices of C{candidates}, best first. It may be lazy: the mechanism takes
+        only as many as it tries (usually one).
         """
 
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 
+import numpy as np
 from zope.interface import implementer
 
 from vorchd.model import RESOURCES, Host, Resources
-from vorchd.policies import IAllocationPolicy, Request
+from vorchd.policies import Candidates, IAllocationPolicy, IIndexedPolicy, Request
 
 WEIGHTS_EXAMPLE = "cpu:1.0, ram:1.0, disk:0.5"
 
@@ -66,6 +67,34 @@ def weighted_room(request: Request, host: Host, weights: Mapping[str, float]) ->
 
 
 EVERY_RESOURCE: Mapping[str, float] = {r: 1.0 for r in RESOURCES}
+
+
+def weighted_room_columns(
+    request: Request, c: Candidates, weights: Mapping[str, float]
+) -> np.ndarray:
+    """
+    L{weighted_room} of every candidate at once, rounded to 12 decimals so that equal
+    hosts tie exactly as the exact sum does.
+    """
+    wanted = np.array([getattr(request.flavor, r) for r in RESOURCES])
+    left = (c.capacity - c.used - wanted).astype(np.float64)
+    w = np.array([float(weights.get(r, 0.0)) for r in RESOURCES])
+    cap = c.capacity.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        parts = np.where((cap > 0) & (w != 0), w * left / np.where(cap > 0, cap, 1), 0.0)
+    return np.round(parts.sum(axis=1), 12)
+
+
+def smallest_first(key: np.ndarray) -> Iterator[int]:
+    """
+    The indices of C{key} by ascending value, the lower index first among equals,
+    lazily: each step is one pass over the keys, and a create seldom needs more than one.
+    """
+    key = np.array(key, dtype=np.float64)
+    for _ in range(len(key)):
+        i = int(np.argmin(key))
+        yield i
+        key[i] = np.inf
 
 
 def parse_weights(text: str | None) -> dict[str, float]:
@@ -122,7 +151,7 @@ def parse_seed(text: str | None) -> int | None:
         raise ValueError(f"seed: {text.strip()!r} is not an integer") from None
 
 
-@implementer(IAllocationPolicy)
+@implementer(IIndexedPolicy)
 class FirstFit:
     """
     The PM listed first in the pm_file that has room: simple and predictable.
@@ -133,8 +162,11 @@ class FirstFit:
     def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
         return by_pmid(hosts)
 
+    def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        return iter(range(len(candidates)))
 
-@implementer(IAllocationPolicy)
+
+@implementer(IIndexedPolicy)
 class BestFit:
     """
     Pack: the PM with the least room left after placing the request first, measured
@@ -147,8 +179,11 @@ class BestFit:
     def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
         return sorted(hosts, key=lambda h: (weighted_room(request, h, EVERY_RESOURCE), h.pmid))
 
+    def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        return smallest_first(weighted_room_columns(request, candidates, EVERY_RESOURCE))
 
-@implementer(IAllocationPolicy)
+
+@implementer(IIndexedPolicy)
 class WorstFit:
     """
     Spread: the PM with the most room left after placing the request first, by the
@@ -160,8 +195,11 @@ class WorstFit:
     def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
         return sorted(hosts, key=lambda h: (-weighted_room(request, h, EVERY_RESOURCE), h.pmid))
 
+    def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        return smallest_first(-weighted_room_columns(request, candidates, EVERY_RESOURCE))
 
-@implementer(IAllocationPolicy)
+
+@implementer(IIndexedPolicy)
 class RoundRobin:
     """
     Each request starts at the PM after the one the previous request started at, in
@@ -183,8 +221,17 @@ class RoundRobin:
             self.last = ordered[0].pmid
         return ordered
 
+    def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        n = len(candidates)
+        start = 0
+        if self.last is not None:
+            start = int(np.searchsorted(candidates.pmid, self.last, side="right")) % max(n, 1)
+        if n:
+            self.last = int(candidates.pmid[start])
+        return ((start + i) % n for i in range(n))
 
-@implementer(IAllocationPolicy)
+
+@implementer(IIndexedPolicy)
 class RandomOrder:
     """
     The PMs with room in a random order, from a generator this instance owns: with a
@@ -212,8 +259,22 @@ class RandomOrder:
         self._random.shuffle(ordered)
         return ordered
 
+    def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        # A uniformly random order too, drawn lazily from the front (a Fisher-Yates
+        # shuffle stopped when the mechanism stops asking), so that a create costs the
+        # same whatever the fleet's size; with a seed it is reproducible, though not the
+        # same sequence as rank's shuffle.
+        return self._draw(len(candidates))
 
-@implementer(IAllocationPolicy)
+    def _draw(self, n: int) -> Iterator[int]:
+        taken: dict[int, int] = {}
+        for i in range(n):
+            j = i + self._random.randrange(n - i)
+            yield taken.get(j, j)
+            taken[j] = taken.get(i, i)
+
+
+@implementer(IIndexedPolicy)
 class LeastVMs:
     """
     The PM running the fewest VMs first, whatever their size; ties in pm_file order.
@@ -224,8 +285,11 @@ class LeastVMs:
     def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
         return sorted(hosts, key=lambda h: (h.vms, h.pmid))
 
+    def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        return smallest_first(candidates.vms)
 
-@implementer(IAllocationPolicy)
+
+@implementer(IIndexedPolicy)
 class Weighted:
     """
     Like Nova's weighers: the PM with the highest sum of C{weight * free / capacity}
@@ -256,6 +320,9 @@ class Weighted:
 
     def rank(self, request: Request, hosts: Sequence[Host]) -> Sequence[Host]:
         return sorted(hosts, key=lambda h: (-weighted_room(request, h, self.weights), h.pmid))
+
+    def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        return smallest_first(-weighted_room_columns(request, candidates, self.weights))
 
 
 BUILTIN: Mapping[str, Callable[[Mapping[str, str]], IAllocationPolicy]] = {

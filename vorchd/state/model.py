@@ -1,0 +1,320 @@
+"""
+A daemon's read model of the fleet: the whole state in memory, built from one snapshot
+and kept up to date by applying the change stream's entries in order.
+
+Pure: no I/O. L{vorchd.state.feed} feeds it; the seed API's reads, placement and the
+fleet view answer from it.
+
+The change stream's ops (written by the scripts in C{vorchd/store/lua/}), each with its
+data as JSON; a hash is a flat list (field, value, ...) as Redis gives it:
+
+    pms / images   {ids: [current ids in order], recs: [[id, hash], ...]}
+    flavors        [[tid, cpu, ram, disk], ...]  the current flavors in order
+    pm             {pm: [pmid, hash]}
+    vm             {vm: [vmid, hash], pm?: [pmid, hash]}
+    gone           {vmid, pm: [pmid, hash]}
+    settings       hash
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+
+from attrs import define, field, frozen
+
+from vorchd.model import RESOURCES, Flavor, Image, Resources
+from vorchd.state.table import HostTable
+
+# Only these states are VMs a user sees; "creating" is a claim whose create has not answered.
+VISIBLE = ("active", "missing")
+
+
+def _mapping(flat) -> dict[str, str]:
+    if not flat:
+        return {}
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _int(value: object, default: int = 0) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def _resources(rec: Mapping[str, str], prefix: str) -> Resources:
+    return Resources(*(_int(rec.get(f"{prefix}{r}")) for r in RESOURCES))
+
+
+@define
+class PMState:
+    """
+    What the fleet knows of one PM.
+
+    @ivar vmids: its created VMs (active or missing), not those being created.
+    """
+
+    pmid: int
+    line: str = ""
+    uri: str = ""
+    capacity: Resources = Resources()
+    used: Resources = Resources()
+    drained: bool = False
+    vmids: set[int] = field(factory=set)
+
+    def update(self, rec: Mapping[str, str]) -> None:
+        self.line = rec.get("line", self.line)
+        self.uri = rec.get("extra", self.uri)
+        self.capacity = _resources(rec, "cap_")
+        self.used = _resources(rec, "used_")
+        self.drained = rec.get("drained") == "1"
+
+
+@frozen
+class VMRecord:
+    """
+    One VM's stored record (in any state).
+    """
+
+    vmid: int
+    name: str
+    instance_type: int
+    image_id: int
+    pmid: int
+    state: str
+    owner: str
+    op: str
+    domain: str
+    volume: str
+    resources: Resources
+
+    @classmethod
+    def from_hash(cls, vmid: int, rec: Mapping[str, str]) -> VMRecord:
+        return cls(
+            vmid=vmid,
+            name=rec.get("name", ""),
+            instance_type=_int(rec.get("instance_type")),
+            image_id=_int(rec.get("image_id")),
+            pmid=_int(rec.get("pmid")),
+            state=rec.get("state", ""),
+            owner=rec.get("owner", ""),
+            op=rec.get("op", ""),
+            domain=rec.get("domain", ""),
+            volume=rec.get("volume", ""),
+            resources=_resources(rec, ""),
+        )
+
+    @property
+    def visible(self) -> bool:
+        return self.state in VISIBLE
+
+
+class FleetState:
+    """
+    The fleet at change C{seq}.
+
+    Listeners (L{listen}) are told of every change applied, as C{(seq, event, key)}:
+    C{("pm", pmid)}, C{("vm", vmid)}, C{("vm_gone", (vmid, pmid))}, C{("catalog", None)},
+    C{("settings", None)}, or C{("resync", None)} when the whole state was replaced.
+    """
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.seq = 0
+        self.last_id = "0-0"
+        self.fleet_id = ""
+        self.settings: dict[str, str] = {}
+        self.pm_ids: list[int] = []
+        self.pms: dict[int, PMState] = {}
+        self.vms: dict[int, VMRecord] = {}
+        self.flavors: list[Flavor] = []
+        self.images: list[Image] = []
+        self._flavor: dict[int, Flavor] = {}
+        self._image: dict[int, Image] = {}
+        # This daemon's own view: which PMs it reaches now (not shared through Redis).
+        self.up: dict[int, bool] = {}
+        self.table = HostTable()
+        self._listeners: list[Callable[[int, str, object], None]] = []
+
+    # -- listeners ----------------------------------------------------------------------
+
+    def listen(self, listener: Callable[[int, str, object], None]) -> Callable[[], None]:
+        """
+        Call C{listener(seq, event, key)} for every change from now on; returns a
+        function that stops it.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _tell(self, event: str, key: object = None) -> None:
+        for listener in list(self._listeners):
+            listener(self.seq, event, key)
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def flavor(self, tid: int) -> Flavor | None:
+        return self._flavor.get(tid)
+
+    def image(self, image_id: int) -> Image | None:
+        return self._image.get(image_id)
+
+    def is_up(self, pmid: int) -> bool:
+        return self.up.get(pmid, False)
+
+    def retired(self) -> list[int]:
+        """
+        The PMs out of the pm_file that still have VMs, by id.
+        """
+        current = set(self.pm_ids)
+        return sorted(p for p, pm in self.pms.items() if p not in current and pm.vmids)
+
+    # -- this daemon's reach -------------------------------------------------------------
+
+    def set_up(self, pmid: int, up: bool) -> None:
+        """
+        Record whether this daemon reaches PM C{pmid} now.
+        """
+        if self.up.get(pmid) == up:
+            return
+        self.up[pmid] = up
+        self.table.set(pmid, up=up)
+        if pmid in self.pms:
+            self._tell("pm", pmid)
+
+    # -- the snapshot ---------------------------------------------------------------------
+
+    def load(self, doc: Mapping) -> None:
+        """
+        Replace everything with the snapshot C{doc} (C{store/lua/snapshot.lua}'s shape).
+        """
+        self.seq = int(doc["seq"])
+        self.last_id = doc["last"]
+        self.fleet_id = doc.get("fleet") or ""
+        self.settings = _mapping(doc.get("settings"))
+        pms = doc["pms"]
+        self.pms = {}
+        for pmid, flat, members in pms["recs"] or ():
+            pm = PMState(int(pmid), vmids={int(v) for v in members or ()})
+            pm.update(_mapping(flat))
+            self.pms[pm.pmid] = pm
+        self.pm_ids = [int(p) for p in pms["active"] or ()]
+        images = doc["images"]
+        recs = {int(i): _mapping(flat) for i, flat in images["recs"] or ()}
+        self._set_images([(i, recs.get(i, {})) for i in images["active"] or ()])
+        self._set_flavors(
+            [
+                (int(tid), *(_int(_mapping(flat).get(r)) for r in RESOURCES))
+                for tid, flat in doc["flavors"] or ()
+            ]
+        )
+        self.vms = {
+            int(v): VMRecord.from_hash(int(v), _mapping(flat)) for v, flat in doc["vms"] or ()
+        }
+        self._rebuild_table()
+        self.ready = True
+        self._tell("resync")
+
+    # -- applying changes ---------------------------------------------------------------
+
+    def apply(self, seq: int, op: str, data: str | Mapping | list) -> None:
+        """
+        Apply the change numbered C{seq} (the next one: the caller checks for gaps).
+        """
+        if isinstance(data, str):
+            data = json.loads(data)
+        self.seq = seq
+        getattr(self, f"_apply_{op}")(data)
+
+    def _apply_pms(self, data) -> None:
+        for pmid, flat in data.get("recs") or ():
+            pm = self.pms.setdefault(int(pmid), PMState(int(pmid)))
+            pm.update(_mapping(flat))
+        self.pm_ids = [int(p) for p in data.get("ids") or ()]
+        self._rebuild_table()
+        self._tell("resync")
+
+    def _apply_images(self, data) -> None:
+        recs = {int(i): _mapping(flat) for i, flat in data.get("recs") or ()}
+        self._set_images([(i, recs.get(i, {})) for i in map(int, data.get("ids") or ())])
+        self._tell("catalog")
+
+    def _apply_flavors(self, data) -> None:
+        self._set_flavors([tuple(map(int, row)) for row in data or ()])
+        self._tell("catalog")
+
+    def _apply_pm(self, data) -> None:
+        self._pm_hash(data["pm"])
+
+    def _apply_vm(self, data) -> None:
+        vmid, flat = data["vm"]
+        vm = VMRecord.from_hash(int(vmid), _mapping(flat))
+        old = self.vms.get(vm.vmid)
+        self.vms[vm.vmid] = vm
+        touched = set()
+        if old is not None and old.pmid != vm.pmid and old.pmid in self.pms:
+            self.pms[old.pmid].vmids.discard(vm.vmid)
+            touched.add(old.pmid)
+        pm = self.pms.get(vm.pmid)
+        if pm is not None:
+            (pm.vmids.add if vm.visible else pm.vmids.discard)(vm.vmid)
+            touched.add(vm.pmid)
+        if data.get("pm"):
+            self._pm_hash(data["pm"], tell=False)
+        for pmid in touched:
+            self.table.set(pmid, vms=len(self.pms[pmid].vmids))
+            self._tell("pm", pmid)
+        if vm.visible or (old is not None and old.visible):
+            self._tell("vm", vm.vmid)
+
+    def _apply_gone(self, data) -> None:
+        vmid = int(data["vmid"])
+        old = self.vms.pop(vmid, None)
+        pmid = int(data["pm"][0])
+        pm = self.pms.get(pmid)
+        if pm is not None:
+            pm.vmids.discard(vmid)
+        self._pm_hash(data["pm"], tell=False)
+        if pm is not None:
+            self.table.set(pmid, vms=len(pm.vmids))
+            self._tell("pm", pmid)
+        if old is not None and old.visible:
+            self._tell("vm_gone", (vmid, pmid))
+
+    def _apply_settings(self, data) -> None:
+        self.settings = _mapping(data)
+        self._tell("settings")
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _pm_hash(self, pair, tell: bool = True) -> None:
+        pmid, flat = int(pair[0]), _mapping(pair[1])
+        pm = self.pms.setdefault(pmid, PMState(pmid))
+        pm.update(flat)
+        self.table.set(pmid, capacity=pm.capacity, used=pm.used, drained=pm.drained)
+        if tell:
+            self._tell("pm", pmid)
+
+    def _set_images(self, rows) -> None:
+        self.images = [Image(i, rec.get("extra", ""), rec.get("line", "")) for i, rec in rows]
+        self._image = {i.id: i for i in self.images}
+
+    def _set_flavors(self, rows) -> None:
+        self.flavors = [Flavor(*row) for row in rows]
+        self._flavor = {f.tid: f for f in self.flavors}
+
+    def _rebuild_table(self) -> None:
+        table = HostTable(self.pm_ids)
+        for pmid in self.pm_ids:
+            pm = self.pms.get(pmid)
+            if pm is None:
+                continue
+            table.set(
+                pmid,
+                capacity=pm.capacity,
+                used=pm.used,
+                vms=len(pm.vmids),
+                up=self.up.get(pmid, False),
+                drained=pm.drained,
+            )
+        self.table = table

@@ -41,7 +41,11 @@ PARAMETERS = {
     "/pm/query": {"pmid": "integer"},
     "/image/list": {},
     "/openapi.json": {},
+    "/v1/fleet": {},
+    "/v1/events": {},
 }
+# Answered as a stream of events, not one JSON document.
+STREAMS = {"/v1/events"}
 FAILURES = {"/vm/create": {"vmid": 0}, "/vm/destroy": {"status": 0}, "/pm/listvms": {"vmids": 0}}
 
 
@@ -101,6 +105,9 @@ class DocumentTests(TestCase):
         for path in DOC["paths"]:
             responses = DOC["paths"][path]["get"]["responses"]
             self.assertEqual(set(responses), {"200"}, path)
+            if path in STREAMS:
+                self.assertEqual(set(responses["200"]["content"]), {"text/event-stream"}, path)
+                continue
             self.assertEqual(set(responses["200"]["content"]), {"application/json"}, path)
             self.assertIn("X-Vorchd-Reason", responses["200"]["headers"], path)
             shapes = response_schema(path)["anyOf"]
@@ -143,6 +150,18 @@ class DocumentTests(TestCase):
             "/pm/list": [{"pmids": [0]}, {"pmids": 0}],
             "/vm/types": [{"types": [{"tid": 1}]}, {"types": 0}],
             "/image/list": [{"images": [{"id": 1}]}, {"images": 0}],
+            "/v1/fleet": [
+                {"pms": []},
+                {
+                    "seq": 0,
+                    "policy": "p",
+                    "ratios": {"cpu": 1, "ram": 1, "disk": 1},
+                    "types": [],
+                    "images": [],
+                    "pms": [{"pmid": 1, "state": "sideways"}],
+                    "vms": [],
+                },
+            ],
         }
         for path, values in wrong.items():
             check = validator(response_schema(path))
@@ -210,6 +229,7 @@ class ServedDocumentTestsMixin:
             ("/pm/list", "", True),
             ("/image/list", "", True),
             ("/openapi.json", "", True),
+            ("/v1/fleet", "", True),
             ("/vm/destroy", q(vmid=vmid), True),
             ("/vm/destroy", q(vmid=vmid), False),
             ("/vm/destroy", q(vmid="1.0"), False),

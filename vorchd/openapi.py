@@ -163,6 +163,40 @@ SCHEMAS = {
         }
     ),
     "Images": _obj({"images": {"type": "array", "items": _ref("Image")}}),
+    "FleetPm": _obj(
+        {
+            "pmid": _ID,
+            "state": {"enum": ["up", "down", "drained", "retired"]},
+            "capacity": _ref("Resources"),
+            "free": _ref("FreeResources"),
+            "vmids": {"type": "array", "items": _ID},
+        },
+        "A PM: retired (out of the pm_file, still holding VMs), else down (this daemon "
+        "cannot reach it), else drained (closed to new VMs), else up.",
+    ),
+    "FleetVm": _obj(
+        {
+            "vmid": _ID,
+            "name": {"type": "string"},
+            "instance_type": _ID,
+            "pmid": _ID,
+            "image_id": {"type": "integer", "minimum": 0},
+            "state": {"enum": ["active", "missing"]},
+        }
+    ),
+    "Fleet": _obj(
+        {
+            "seq": _COUNT,
+            "policy": {"type": "string"},
+            "ratios": _obj({r: {"type": "number"} for r in ("cpu", "ram", "disk")}),
+            "types": {"type": "array", "items": _ref("Flavor")},
+            "images": {"type": "array", "items": _ref("Image")},
+            "pms": {"type": "array", "items": _ref("FleetPm")},
+            "vms": {"type": "array", "items": _ref("FleetVm")},
+        },
+        "The whole fleet at change seq of the daemon's read model: the pm_file's PMs in "
+        "order then the retired ones, and every VM by vmid.",
+    ),
     "OpenAPIDocument": {
         "type": "object",
         "description": "This document.",
@@ -233,6 +267,35 @@ PATHS = {
     "/image/list": _operation(
         "imageList", "List the images", "Every image VMs can be made from.", "Images", None
     ),
+    "/v1/fleet": _operation(
+        "fleet",
+        "The whole fleet",
+        "Every PM (state, capacity, free room, VM ids) and every VM, the flavors and "
+        "images, the policy and ratios, in one document, answered from the daemon's read "
+        "model; 0 until it has its first snapshot.",
+        "Fleet",
+        None,
+    ),
+    "/v1/events": {
+        "get": {
+            "operationId": "events",
+            "summary": "The fleet's changes, as they happen",
+            "description": (
+                "Server-Sent Events (text/event-stream), never ending by itself: first "
+                "'hello' with {seq}, then, with 'id: <seq>', 'pm' (a FleetPm), 'vm' (a "
+                "FleetVm), 'vm_gone' ({vmid, pmid}), 'catalog' ({types, images}), "
+                "'settings' ({policy, ratios}) and 'resync' ({seq}: reload /v1/fleet). "
+                "A ': keepalive' comment every 15 s. A method other than GET answers 0."
+            ),
+            "parameters": [],
+            "responses": {
+                "200": {
+                    "description": "The event stream.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
     "/openapi.json": _operation(
         "openapi",
         "This document",

@@ -28,6 +28,7 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import BadHost, HTTPException
 
 from vorchd import metrics, openapi, ui
+from vorchd.events import EVENTS_PATH, EventStream
 from vorchd.orchestrator import Fleet, Refused
 from vorchd.store import StoreUnavailable
 
@@ -110,10 +111,16 @@ class SeedResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, klein_resource: Resource, counters: metrics.Metrics | None = None):
+    def __init__(
+        self,
+        klein_resource: Resource,
+        counters: metrics.Metrics | None = None,
+        fleet: Fleet | None = None,
+    ):
         super().__init__()
         self._klein = klein_resource
         self.metrics = counters if counters is not None else metrics.Metrics()
+        self._fleet = fleet
 
     def render(self, request):
         started = time.perf_counter()
@@ -137,6 +144,13 @@ class SeedResource(Resource):
             return self._dashboard(request)
         if request.path not in SERVED:
             return SeedAPI._answer(request, 0, f"no such call: {_printable(request.path)}")
+        if request.path == EVENTS_PATH and self._fleet is not None:
+            if request.method != b"GET":
+                return SeedAPI._answer(
+                    request, 0, f"method {_printable(request.method)} not allowed"
+                )
+            setattr(request, _OUTCOME, "ok")
+            return EventStream(self._fleet, request).start()
         try:
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
@@ -179,7 +193,7 @@ class SeedAPI:
         self.fleet = fleet
 
     def resource(self) -> Resource:
-        return SeedResource(self.app.resource(), self.fleet.metrics)
+        return SeedResource(self.app.resource(), self.fleet.metrics, self.fleet)
 
     # -- translation helpers ---------------------------------------------------------------
 
@@ -280,7 +294,7 @@ class SeedAPI:
     def vm_query(self, request):
         async def work():
             vmid = self._int_arg(request, "vmid")
-            vm = await self.fleet.vm(vmid)
+            vm = self.fleet.vm(vmid)
             if vm is None:
                 raise Refused(f"no VM {vmid}")
             return vm
@@ -298,14 +312,14 @@ class SeedAPI:
     @app.route("/vm/types")
     def vm_types(self, request):
         async def work():
-            return {"types": [f.as_dict() for f in await self.fleet.store.flavors()]}
+            return {"types": [f.as_dict() for f in self.fleet.flavors()]}
 
         return self._serve(request, 0, work)
 
     @app.route("/pm/list")
     def pm_list(self, request):
         async def work():
-            return {"pmids": await self.fleet.store.pm_ids()}
+            return {"pmids": self.fleet.pm_ids()}
 
         return self._serve(request, 0, work)
 
@@ -313,7 +327,7 @@ class SeedAPI:
     def pm_listvms(self, request):
         async def work():
             pmid = self._int_arg(request, "pmid")
-            vmids = await self.fleet.pm_vmids(pmid)
+            vmids = self.fleet.pm_vmids(pmid)
             if vmids is None:
                 raise Refused(f"no PM {pmid}")
             return {"vmids": vmids}
@@ -324,7 +338,7 @@ class SeedAPI:
     def pm_query(self, request):
         async def work():
             pmid = self._int_arg(request, "pmid")
-            pm = await self.fleet.pm(pmid)
+            pm = self.fleet.pm(pmid)
             if pm is None:
                 raise Refused(f"no PM {pmid}")
             return pm
@@ -334,8 +348,15 @@ class SeedAPI:
     @app.route("/image/list")
     def image_list(self, request):
         async def work():
-            images = await self.fleet.store.images()
+            images = self.fleet.images_list()
             return {"images": [{"id": i.id, "name": i.name} for i in images]}
+
+        return self._serve(request, 0, work)
+
+    @app.route("/v1/fleet")
+    def fleet_view(self, request):
+        async def work():
+            return self.fleet.view()
 
         return self._serve(request, 0, work)
 

@@ -1,0 +1,91 @@
+"""
+C{GET /v1/events}: the fleet's changes as Server-Sent Events, made from the read model
+as it applies each change (see L{vorchd.state.model.FleetState.listen}).
+
+Events (each with C{id: <seq>} and one line of JSON): C{hello} ({seq}) first, then
+C{pm} and C{vm} (the objects of C{/v1/fleet}), C{vm_gone} ({vmid, pmid}), C{catalog}
+({types, images}), C{settings} ({policy, ratios}, followed by every PM, whose free room
+changed with the ratios), and C{resync} ({seq}: the model was replaced by a snapshot;
+reload C{/v1/fleet}). A comment line every C{KEEPALIVE} seconds keeps proxies from
+closing an idle stream.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import task
+from twisted.web.server import NOT_DONE_YET
+
+from vorchd.state import views
+
+EVENTS_PATH = b"/v1/events"
+KEEPALIVE = 15.0
+
+
+class EventStream:
+    """
+    One client's event stream, open until the client goes.
+    """
+
+    def __init__(self, fleet, request, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.fleet = fleet
+        self.request = request
+        self.reactor = reactor
+        self._stop_listening = None
+        self._keepalive = None
+
+    def start(self):
+        request = self.request
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        state = self.fleet.state
+        self._send(state.seq, "hello", {"seq": state.seq})
+        self._stop_listening = state.listen(self._changed)
+        self._keepalive = task.LoopingCall(self._ping)
+        self._keepalive.clock = self.reactor
+        self._keepalive.start(KEEPALIVE, now=False)
+        request.notifyFinish().addBoth(self._gone)
+        return NOT_DONE_YET
+
+    def _gone(self, _result) -> None:
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()
+
+    def _ping(self) -> None:
+        self.request.write(b": keepalive\n\n")
+
+    def _send(self, seq: int, event: str, data) -> None:
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        self.request.write(f"id: {seq}\nevent: {event}\ndata: {body}\n\n".encode())
+
+    def _changed(self, seq: int, event: str, key) -> None:
+        state = self.fleet.state
+        _policy, ratios = self.fleet.current()
+        if event == "pm":
+            if key in state.pms:
+                self._send(seq, "pm", views.pm_view(state, key, ratios))
+        elif event == "vm":
+            vm = state.vms.get(key)
+            if vm is not None and vm.visible:
+                self._send(seq, "vm", views.vm_view(vm))
+        elif event == "vm_gone":
+            vmid, pmid = key
+            self._send(seq, "vm_gone", {"vmid": vmid, "pmid": pmid})
+        elif event == "catalog":
+            self._send(seq, "catalog", views.catalog(state))
+        elif event == "settings":
+            policy, ratios = self.fleet.current()
+            self._send(seq, "settings", {"policy": policy.name, "ratios": ratios})
+            for pmid in [*state.pm_ids, *state.retired()]:
+                if pmid in state.pms:
+                    self._send(seq, "pm", views.pm_view(state, pmid, ratios))
+        elif event == "resync":
+            self._send(seq, "resync", {"seq": seq})

@@ -65,7 +65,10 @@ CALLS = {
     b"/pm/query",
     b"/image/list",
     b"/openapi.json",
+    b"/v1/fleet",
 }
+# Answered with the number of the last change it holds, which the model cannot know.
+UNNUMBERED = {b"/v1/fleet"}
 CHANGES = {b"/vm/create", b"/vm/destroy"}
 # The dashboard's files, served as they are on disk.
 UI = Path(__file__).resolve().parent.parent / "vorchd" / "ui"
@@ -300,12 +303,39 @@ class Model:
                 pm = {"pmid": pmid, "capacity": CAPACITY[pmid], "free": self.free(pmid)}
                 return {**pm, "vms": vms}, True
             return 0, False
+        if path == b"/v1/fleet":
+            return self.fleet(), True
         return {
             b"/vm/types": {"types": FLAVORS},
             b"/pm/list": {"pmids": sorted(CAPACITY)},
             b"/image/list": {"images": IMAGES},
             b"/openapi.json": openapi.DOCUMENT,
         }[path], True
+
+    def fleet(self) -> dict:
+        """
+        /v1/fleet as the model has it, but its C{seq}.
+        """
+        return {
+            "policy": "first-fit",
+            "ratios": {"cpu": 1.0, "ram": 1.0, "disk": 1.0},
+            "types": FLAVORS,
+            "images": IMAGES,
+            "pms": [
+                {
+                    "pmid": pmid,
+                    "state": "up",
+                    "capacity": CAPACITY[pmid],
+                    "free": self.free(pmid),
+                    "vmids": sorted(v for v, vm in self.vms.items() if vm["pmid"] == pmid),
+                }
+                for pmid in sorted(CAPACITY)
+            ],
+            "vms": [
+                {"vmid": v, **vm, "image_id": 1, "state": "active"}
+                for v, vm in sorted(self.vms.items())
+            ],
+        }
 
     def created(self, target: bytes, vmid: int, pmid: int) -> None:
         args = parse_args(target)
@@ -631,6 +661,8 @@ class InMemoryFuzzTests(DaemonMixin, TestCase):
             model.created(target, vmid, vm["pmid"])
             assert vm == {"vmid": vmid, **model.vms[vmid]}, where
         else:
+            if target.partition(b"?")[0] in UNNUMBERED and isinstance(answer, dict):
+                assert type(answer.pop("seq")) is int, where
             assert answer == expected, f"{where} expected {expected!r}"
             if target.startswith(b"/vm/destroy?") and success:
                 model.destroyed(target)

@@ -20,8 +20,8 @@ from twisted.spread import pb
 from zope.interface import implementer
 
 from vorchd import room
+from vorchd.fleet import Fleet
 from vorchd.model import RESOURCES
-from vorchd.orchestrator import Fleet
 from vorchd.policies import UnknownPolicy, available_policies, policy_named
 from vorchd.state import views
 

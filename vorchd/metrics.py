@@ -286,7 +286,7 @@ class Metrics:
 
 async def scrape(fleet) -> bytes:
     """
-    The exposition text for C{fleet} (a L{vorchd.orchestrator.Fleet}) now, as bytes; its
+    The exposition text for C{fleet} (a L{vorchd.fleet.Fleet}) now, as bytes; its
     state comes from the daemon's read model, and is left out while that model is not
     following Redis (before its first snapshot, or with the change stream lost).
     """

@@ -16,9 +16,9 @@ from twisted.web.server import Site
 from vorchd import accesslog, inventory
 from vorchd.admin import AdminService, password_checker
 from vorchd.config import ConfigError, RedisAddress, Settings, load_settings
+from vorchd.fleet import Fleet, HostSettings
 from vorchd.hypervisor.service import Hypervisors
 from vorchd.images import ImageCache
-from vorchd.orchestrator import Fleet, HostSettings
 from vorchd.policies import UnknownPolicy, policy_named
 from vorchd.rest import SeedAPI
 from vorchd.store import Store, StoreUnavailable

@@ -1,0 +1,221 @@
+"""
+The fleet as users see it through the API, and the acts that change it.
+
+L{Fleet} holds the shared parts (L{parts}) and one object per job, each in a module of
+its own, none calling back up to the fleet: L{startup} (inventory, connections),
+L{discovery} (capacity, domains present), L{create}, L{destroy}, L{undo},
+L{reconcile}, and L{settings} (the live policy and ratios). Reads answer from the read
+model (L{vorchd.state}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from vorchd.fleet import discovery
+from vorchd.fleet.create import Creator
+from vorchd.fleet.destroy import destroy
+from vorchd.fleet.parts import HostSettings, Parts, Refused
+from vorchd.fleet.reconcile import Reconciler
+from vorchd.fleet.settings import LiveSettings
+from vorchd.fleet.startup import Startup
+from vorchd.fleet.undo import Undo
+from vorchd.hypervisor.service import Hypervisors
+from vorchd.images import ImageCache
+from vorchd.model import Flavor, Image, ImageEntry, PMEntry, Resources
+from vorchd.policies import IAllocationPolicy
+from vorchd.state import views
+from vorchd.state.model import FleetState
+from vorchd.store import Store
+
+__all__ = ["Fleet", "HostSettings", "Refused"]
+
+_DEFAULT_HOST_SETTINGS = HostSettings()
+
+
+class Fleet:
+    """
+    The fleet: its parts, its jobs, and the answers the API reads.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        hypervisors: Hypervisors,
+        policy: str,
+        ratios: Mapping[str, float],
+        host_settings: HostSettings = _DEFAULT_HOST_SETTINGS,
+        max_attempts: int = 3,
+        is_local: Callable[[str], bool] = lambda host: False,
+        policy_options: Mapping[str, str] | None = None,
+        images: ImageCache | None = None,
+    ):
+        self.parts = parts = Parts(
+            store, hypervisors, host_settings, max_attempts, is_local, images
+        )
+        self.settings = LiveSettings(policy, ratios, policy_options)
+        self.startup = Startup(parts, self.settings.ini)
+        self.undo = Undo(parts)
+        self.creator = Creator(parts, self.settings, self.undo)
+        self.reconciler = Reconciler(parts, self.creator.in_flight, self.connected_pmids)
+        hypervisors.on_up = self._discovered
+        hypervisors.on_state = parts.state.set_up
+
+    # -- the parts, by name ----------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self.parts.store
+
+    @property
+    def hypervisors(self) -> Hypervisors:
+        return self.parts.hypervisors
+
+    @property
+    def state(self) -> FleetState:
+        return self.parts.state
+
+    @property
+    def feed(self):
+        return self.parts.feed
+
+    @property
+    def metrics(self):
+        return self.parts.metrics
+
+    @property
+    def images(self) -> ImageCache | None:
+        return self.parts.images
+
+    @property
+    def fleet_id(self) -> str | None:
+        return self.parts.fleet_id
+
+    @property
+    def daemon_id(self) -> str:
+        return self.parts.daemon_id
+
+    @property
+    def policy_options(self) -> dict[str, str]:
+        return self.settings.policy_options
+
+    @property
+    def retired(self) -> list[tuple[int, str]]:
+        return self.startup.retired
+
+    @property
+    def last_reconcile(self) -> dict[str, list[int]]:
+        return self.reconciler.last
+
+    # -- start-up and discovery ------------------------------------------------------
+
+    async def load(
+        self, pms: Sequence[PMEntry], images: Sequence[ImageEntry], flavors: Sequence[Flavor]
+    ) -> None:
+        await self.startup.load(pms, images, flavors)
+
+    async def discover(self) -> None:
+        await self.startup.discover()
+
+    def connected_pmids(self) -> list[int]:
+        return self.startup.connected_pmids()
+
+    async def _discovered(self, pmid: int, capacity: Resources) -> None:
+        await discovery.discovered(self.parts, pmid, capacity)
+
+    async def check_domains(self, pmid: int, present: set[str] | None = None) -> list[int]:
+        return await discovery.check_domains(self.parts, pmid, present)
+
+    # -- live settings -----------------------------------------------------------------
+
+    def current(self) -> tuple[IAllocationPolicy, dict[str, float]]:
+        """
+        The policy and overcommit ratios in force now.
+        """
+        return self.settings.current(self.parts.state)
+
+    async def live(self) -> tuple[IAllocationPolicy, dict[str, float]]:
+        return self.current()
+
+    # -- acting ------------------------------------------------------------------------
+
+    def create(self, name: str, instance_type: int, image_id: int) -> defer.Deferred:
+        """
+        L{Creator.create}, carried through to the end even if the caller gives up (an
+        HTTP client gone): a create cut short would leave its claim, or a domain, behind.
+        """
+        return _finish(self.creator.create(name, instance_type, image_id))
+
+    def destroy(self, vmid: int) -> defer.Deferred:
+        """
+        L{destroy}, carried through to the end even if the caller gives up.
+        """
+        return _finish(destroy(self.parts, vmid))
+
+    async def retry_undos(self) -> list[int]:
+        return await self.undo.retry()
+
+    async def reconcile(self) -> dict[str, list[int]]:
+        return await self.reconciler.reconcile()
+
+    # -- reading (from the model: no Redis round trip) -----------------------------
+
+    def _ready(self) -> FleetState:
+        return self.parts.ready()
+
+    def vm(self, vmid: int) -> dict[str, object] | None:
+        """
+        The seed API's view of VM C{vmid}, or C{None} if there is no such VM.
+        """
+        return views.vm_answer(self._ready(), vmid)
+
+    def pm(self, pmid: int) -> dict[str, object] | None:
+        """
+        The seed API's view of PM C{pmid}, or C{None} if the fleet never had it.
+        """
+        return views.pm_answer(self._ready(), pmid, self.current()[1])
+
+    def pm_vmids(self, pmid: int) -> list[int] | None:
+        """
+        The VMs on PM C{pmid}, or C{None} if the fleet never had it.
+        """
+        return views.pm_vmids(self._ready(), pmid)
+
+    def pm_ids(self) -> list[int]:
+        return list(self._ready().pm_ids)
+
+    def flavors(self) -> list[Flavor]:
+        return list(self._ready().flavors)
+
+    def images_list(self) -> list[Image]:
+        return list(self._ready().images)
+
+    def view(self) -> dict:
+        """
+        The whole fleet (C{/v1/fleet}).
+        """
+        state = self._ready()
+        policy, ratios = self.current()
+        return views.fleet(state, policy.name, ratios)
+
+
+def _finish(work: Coroutine) -> defer.Deferred:
+    """
+    A Deferred of C{work}'s result that the caller may cancel (it then fails with
+    C{CancelledError}) without cancelling C{work}, which runs to its end regardless.
+    """
+    running = defer.ensureDeferred(work)
+    answer: defer.Deferred = defer.Deferred(lambda d: None)
+
+    def done(result):
+        if not answer.called:
+            answer.callback(result)
+        elif isinstance(result, Failure):
+            # The caller is gone; the work's own failure was logged where it happened.
+            result.trap(Exception)
+
+    running.addBoth(done)
+    return answer

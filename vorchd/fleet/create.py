@@ -1,0 +1,239 @@
+"""
+The create path, top to bottom: check the request against the model, rank the PMs in
+memory, claim room at the authority (which hands out the vmid), build the domain on the
+PM, commit; undo what was made when a step fails.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from vorchd import placement, room
+from vorchd.domain import VMSpec, fleet_prefix
+from vorchd.fleet.parts import Parts, Refused
+from vorchd.fleet.settings import LiveSettings
+from vorchd.fleet.undo import Undo
+from vorchd.hypervisor.host import HypervisorError
+from vorchd.images import ImageUnavailable
+from vorchd.inventory import InputFileError, parse_image_text
+from vorchd.metrics import placement_reason
+from vorchd.model import Flavor
+from vorchd.policies import Request
+from vorchd.store import StoreUnavailable
+
+
+class Creator:
+    """
+    Makes VMs.
+
+    @ivar in_flight: each create's own token ("op" in its record), from before its claim
+        is sent until it answers, so that no round of undo or reconcile takes its claim
+        for one left behind.
+    """
+
+    log = Logger()
+
+    def __init__(self, parts: Parts, settings: LiveSettings, undo: Undo):
+        self.parts = parts
+        self.settings = settings
+        self.undo = undo
+        self.in_flight: set[str] = set()
+        self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
+
+    async def create(self, name: str, instance_type: int, image_id: int) -> int:
+        """
+        Place, claim, build and start a VM; answer only once its domain runs.
+
+        Each create logs one event, C{vm_create}: its outcome (C{created} or C{refused}),
+        vmid, PM, domain type, flavor, image, policy, the reason of a refusal, and its
+        C{duration} in seconds.
+
+        @return: the new vmid.
+        @raise Refused: nothing was made (or everything made was removed again).
+        """
+        started = time.monotonic()
+        facts = {"vmid": 0, "pmid": 0, "kind": None, "policy": None}
+        try:
+            vmid = await self._create(name, instance_type, image_id, facts)
+        except Exception as e:
+            kind = e.kind if isinstance(e, Refused) else "other"
+            if isinstance(e, StoreUnavailable):
+                kind = "store_unavailable"
+            self.parts.metrics.placement_failed(kind)
+            self.log.info(
+                "vm not created (flavor {tid}, image {image_id}, policy {policy})"
+                " in {duration:.3f} s: {reason}",
+                event="vm_create",
+                outcome="refused",
+                tid=instance_type,
+                image_id=image_id,
+                reason=str(e) or e.__class__.__name__,
+                reason_class=kind,
+                duration=time.monotonic() - started,
+                **{**facts, "vmid": 0},
+            )
+            raise
+        self.log.info(
+            "vm {vmid} created on PM {pmid} ({kind}), flavor {tid}, image {image_id},"
+            " policy {policy}, in {duration:.3f} s",
+            event="vm_create",
+            outcome="created",
+            tid=instance_type,
+            image_id=image_id,
+            duration=time.monotonic() - started,
+            **facts,
+        )
+        return vmid
+
+    async def _create(self, name: str, instance_type: int, image_id: int, facts: dict) -> int:
+        """
+        L{create}'s work; what it learns for the log (policy, vmid, PM, domain type) goes
+        into C{facts}.
+        """
+        parts = self.parts
+        if not name:
+            raise Refused("name is empty", "bad_request")
+        state = parts.ready()
+        flavor = state.flavor(instance_type)
+        if flavor is None:
+            raise Refused(f"no instance_type {instance_type}", "bad_request")
+        image = state.image(image_id)
+        if image is None:
+            raise Refused(f"no image {image_id}", "bad_request")
+        source = await self._local_source(image.source)
+        request = Request(flavor, image_id, name)
+        policy, ratios = self.settings.current(state)
+        facts["policy"] = policy.name
+        op = secrets.token_hex(6)
+        record = {
+            "owner": parts.daemon_id,
+            "op": op,
+            "name": name,
+            "instance_type": flavor.tid,
+            "image_id": image_id,
+        }
+        prefix = fleet_prefix(parts.fleet_id)
+        refused: dict[int, room.Refusal] = {}
+        vmid = 0
+        attempts = 0
+        self.in_flight.add(op)
+        try:
+            for pmid in placement.ranked(policy, request, state, ratios):
+                if attempts >= parts.max_attempts:
+                    break
+                try:
+                    vmid, why = await parts.store.claim(
+                        vmid, pmid, flavor.resources, ratios, record, prefix
+                    )
+                except StoreUnavailable:
+                    # The claim may or may not have been written: undo it when Redis is back.
+                    if vmid:
+                        self.undo.later(vmid, pmid)
+                    else:
+                        self.undo.lost(op, pmid)
+                    raise
+                if why is not None:
+                    # Another request took the room since the model saw it: the next PM.
+                    refused[pmid] = why
+                    continue
+                attempts += 1
+                try:
+                    kind = await self._build(vmid, name, flavor, image_id, pmid, source)
+                except HypervisorError as e:
+                    refused[pmid] = room.Refusal(room.FAILED, str(e))
+                    self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=pmid, e=e)
+                    await self.undo.release(vmid, pmid)
+                    continue
+                if not await self._commit(vmid, pmid):
+                    raise Refused(
+                        "state store unavailable; nothing was created", "store_unavailable"
+                    )
+                facts.update(vmid=vmid, pmid=pmid, kind=kind)
+                return vmid
+        finally:
+            self.in_flight.discard(op)
+        for pmid, why in placement.refusals(state, request, ratios).items():
+            refused.setdefault(pmid, why)
+        raise Refused(
+            f"no PM could take it: {summary(refused)}", placement_reason(refused.values())
+        )
+
+    async def _local_source(self, line: str) -> str:
+        """
+        A local file with the image of source line C{line}: the file itself, or a copy
+        fetched once over ssh into the image cache.
+        """
+        try:
+            [entry] = parse_image_text(line)
+        except (InputFileError, ValueError) as e:
+            raise Refused(f"image source {line!r} unusable: {e}", "image_unavailable") from None
+        if not entry.is_remote or self.parts.is_local(entry.host):
+            return entry.path
+        if self.parts.images is None:
+            raise Refused(
+                f"image source {line!r} is remote and this daemon has no image cache",
+                "image_unavailable",
+            )
+        try:
+            return await self.parts.images.local_path(entry)
+        except ImageUnavailable as e:
+            raise Refused(str(e), "image_unavailable") from None
+
+    async def _build(
+        self, vmid: int, name: str, flavor: Flavor, image_id: int, pmid: int, source: str
+    ) -> str:
+        hypervisors, fleet = self.parts.hypervisors, self.parts.fleet_id
+        lock = self._base_locks.setdefault((pmid, image_id), defer.DeferredLock())
+        # One upload per image and PM, however many creates wait for it.
+        base_path, base_format = await lock.run(
+            hypervisors.call, pmid, "ensure_base", fleet, image_id, source
+        )
+        spec = VMSpec(fleet, vmid, name, flavor, image_id, pmid, "auto", "")
+        return await hypervisors.call(
+            pmid,
+            "create_vm",
+            spec,
+            base_path,
+            base_format,
+            # Answered as failed already: a domain that starts anyway must not stay.
+            undo=lambda _kind: hypervisors.call(
+                pmid, "destroy_vm", spec.domain_name, spec.volume_name
+            ),
+        )
+
+    async def _commit(self, vmid: int, pmid: int) -> bool:
+        try:
+            if await self.parts.store.commit(vmid, pmid):
+                return True
+        except StoreUnavailable as e:
+            # The commit may have been written or not: either way the user is told no,
+            # so the VM must go, now on the PM and in Redis once it answers.
+            self.log.warn("vm {vmid}: not recorded, undoing: {e}", vmid=vmid, e=e)
+            self.undo.later(vmid, pmid)
+            await self.undo.undo(vmid, pmid)
+            return False
+        await self.undo.release(vmid, pmid)
+        return False
+
+
+def summary(refused: dict[int, room.Refusal], shown: int = 20) -> str:
+    """
+    Why each PM refused, for the failure's message: each PM's reason in a small fleet,
+    counts of each kind (and the first few PMs) in a large one.
+    """
+    if not refused:
+        return "no PMs"
+    if len(refused) <= shown:
+        return "; ".join(f"PM {p}: {why}" for p, why in sorted(refused.items()))
+    kinds: dict[str, list[int]] = {}
+    for pmid, why in sorted(refused.items()):
+        kinds.setdefault(why.kind, []).append(pmid)
+    return "; ".join(
+        f"{len(pmids)} PMs {kind} (PM {', '.join(map(str, pmids[:3]))}"
+        f"{', ...' if len(pmids) > 3 else ''})"
+        for kind, pmids in kinds.items()
+    )

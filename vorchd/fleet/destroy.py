@@ -1,0 +1,63 @@
+"""
+The destroy path: stop and undefine the domain, delete its disk, free its room.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.logger import Logger
+
+from vorchd.fleet.parts import Parts, Refused
+from vorchd.hypervisor.host import HypervisorError
+
+log = Logger()
+
+
+async def destroy(parts: Parts, vmid: int) -> None:
+    """
+    Stop and undefine VM C{vmid}'s domain, delete its disk, free its room.
+
+    A VM whose domain has vanished from its PM is destroyed all the same.
+
+    Each destroy logs one event, C{vm_destroy}: its outcome (C{destroyed} or
+    C{refused}), vmid, PM, the reason of a refusal, and its C{duration} in seconds.
+
+    @raise Refused: no such VM, or its PM cannot be reached (nothing changed).
+    """
+    started = time.monotonic()
+    where = {"pmid": 0}
+    try:
+        await _destroy(parts, vmid, where)
+    except Exception as e:
+        log.info(
+            "vm {vmid} not destroyed in {duration:.3f} s: {reason}",
+            event="vm_destroy",
+            outcome="refused",
+            vmid=vmid,
+            reason=str(e) or e.__class__.__name__,
+            duration=time.monotonic() - started,
+            **where,
+        )
+        raise
+    log.info(
+        "vm {vmid} destroyed on PM {pmid} in {duration:.3f} s",
+        event="vm_destroy",
+        outcome="destroyed",
+        vmid=vmid,
+        duration=time.monotonic() - started,
+        **where,
+    )
+
+
+async def _destroy(parts: Parts, vmid: int, where: dict) -> None:
+    rec = parts.ready().vms.get(vmid)
+    if rec is None or not rec.visible:
+        raise Refused(f"no VM {vmid}")
+    pmid = where["pmid"] = rec.pmid
+    try:
+        await parts.hypervisors.call(pmid, "destroy_vm", rec.domain, rec.volume)
+    except HypervisorError as e:
+        raise Refused(f"PM {pmid}: {e}") from None
+    if not await parts.store.release(vmid):
+        raise Refused(f"VM {vmid} was destroyed by another request")

@@ -1,0 +1,119 @@
+"""
+Reconciliation: Redis and the hypervisors made to agree again after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from twisted.logger import Logger
+
+from vorchd.domain import domain_name, volume_name
+from vorchd.fleet.discovery import check_domains
+from vorchd.fleet.parts import Parts
+from vorchd.hypervisor.host import HypervisorError
+
+
+class Reconciler:
+    """
+    Rolls back dead daemons' claims, adopts forgotten domains, marks vanished ones.
+
+    @ivar last: the last round's report.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        parts: Parts,
+        in_flight: set[str],
+        connected_pmids: Callable[[], Iterable[int]],
+    ):
+        self.parts = parts
+        self.in_flight = in_flight
+        self.connected_pmids = connected_pmids
+        self.last: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
+
+    async def reconcile(self) -> dict[str, list[int]]:
+        """
+        Make Redis and the hypervisors agree again after a crash:
+
+          - a claim left C{creating} by a daemon that died (its lease expired) is rolled
+            back: its domain and disk, if they were made, are removed, its room freed;
+          - a domain of this fleet that a PM runs but Redis does not know (Redis lost
+            its last second, say) is adopted back with its own ids;
+          - a VM whose domain is gone is marked missing (L{check_domains}).
+
+        PMs that cannot be reached now are left for the next round.
+
+        @return: the vmids rolled back and adopted.
+        """
+        parts = self.parts
+        store, hypervisors = parts.store, parts.hypervisors
+        report: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
+        owners: dict[str, bool] = {}
+        claims = [(v, rec) for v, rec in parts.state.vms.items() if rec.state == "creating"]
+        for vmid, rec in sorted(claims, key=lambda item: item[0]):
+            owner = rec.owner
+            if owner == parts.daemon_id and rec.op in self.in_flight:
+                continue
+            if owner not in owners:
+                owners[owner] = bool(owner) and await store.alive(owner)
+            if owners[owner] and owner != parts.daemon_id:
+                continue
+            pmid = rec.pmid
+            if not hypervisors.is_up(pmid):
+                continue
+            try:
+                await hypervisors.call(pmid, "destroy_vm", rec.domain, rec.volume)
+            except HypervisorError as e:
+                self.log.warn("vm {vmid}: stale claim not rolled back yet: {e}", vmid=vmid, e=e)
+                continue
+            if await store.release(vmid):
+                report["rolled_back"].append(vmid)
+                self.log.warn(
+                    "vm {vmid}: rolled back a claim on PM {pmid} left by daemon"
+                    " {owner}, which died mid-create",
+                    vmid=vmid,
+                    pmid=pmid,
+                    owner=owner or "(unknown)",
+                )
+        for pmid in self.connected_pmids():
+            if not hypervisors.is_up(pmid):
+                continue
+            try:
+                found = await hypervisors.call(pmid, "fleet_domains", parts.fleet_id)
+                for meta in found:
+                    if await self._adopt(pmid, meta):
+                        report["adopted"].append(meta["vmid"])
+                # This fleet's domains are the only ones its VMs can have: no second listing.
+                await check_domains(parts, pmid, {meta["domain"] for meta in found})
+            except HypervisorError as e:
+                self.log.warn("PM {pmid}: not reconciled yet: {e}", pmid=pmid, e=e)
+        self.last = report
+        return report
+
+    async def _adopt(self, pmid: int, meta: dict) -> bool:
+        vmid, flavor = meta.get("vmid"), meta.get("flavor")
+        if not vmid or flavor is None or meta.get("pmid") != pmid:
+            return False
+        fleet = self.parts.fleet_id
+        adopted = await self.parts.store.adopt(
+            vmid,
+            pmid,
+            flavor,
+            {
+                "name": meta.get("name", ""),
+                "image_id": meta.get("image_id", 0),
+                "domain": domain_name(fleet, vmid),
+                "volume": volume_name(fleet, vmid),
+            },
+        )
+        if adopted:
+            self.log.warn(
+                "vm {vmid}: adopted back from PM {pmid}, where it runs though"
+                " Redis had no record of it",
+                vmid=vmid,
+                pmid=pmid,
+            )
+        return adopted

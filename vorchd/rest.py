@@ -1,5 +1,5 @@
 """
-The seed REST API: HTTP in, orchestrator calls, JSON out. It only translates.
+The seed REST API: HTTP in, fleet calls, JSON out. It only translates.
 
 Every answer is HTTP 200 with a JSON body. A call that fails answers its own failure
 value (C{{"vmid": 0}}, C{{"status": 0}}, C{{"vmids": 0}}, C{0}); anything that is not a
@@ -23,13 +23,14 @@ import time
 from urllib.parse import unquote_to_bytes
 
 from klein import Klein
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from werkzeug.exceptions import BadHost, HTTPException
 
 from vorchd import metrics, openapi, ui
 from vorchd.events import EVENTS_PATH, EventStream
-from vorchd.orchestrator import Fleet, Refused
+from vorchd.fleet import Fleet, Refused
 from vorchd.store import StoreUnavailable
 
 # An integer argument as people write one; longer than this is not a number anyone meant.
@@ -256,6 +257,9 @@ class SeedAPI:
             return self._answer(request, 0, str(e))
         except (BadRequest, Refused, StoreUnavailable) as e:
             return self._answer(request, failure, str(e), outcome="failed")
+        except defer.CancelledError:
+            # The client went away; nobody is left to answer (the work goes on).
+            raise
         except Exception as e:
             self.log.failure("unexpected error answering {uri}", uri=request.uri)
             return self._answer(

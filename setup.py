@@ -23,6 +23,9 @@ setup(
         "attrs>=23.1",
         "zope.interface>=6.0",
         "numpy>=1.26",
+        # txredisapi parses replies with hiredis when it is installed (much less work
+        # on the reactor thread per reply than its pure-Python parser).
+        "hiredis>=2.0",
     ],
     extras_require={
         "test": [

@@ -2,7 +2,8 @@
 C{GET /v1/events}: the fleet's changes as Server-Sent Events, made from the read model
 as it applies each change (see L{vorchd.state.model.FleetState.listen}).
 
-Events (each with C{id: <seq>} and one line of JSON): C{hello} ({seq}) first, then
+Events (each with C{id: <seq>}, the change it comes from, shared by the events of one
+change, and one line of JSON): C{hello} ({seq}) first, then
 C{pm} and C{vm} (the objects of C{/v1/fleet}), C{vm_gone} ({vmid, pmid}), C{catalog}
 ({types, images}), C{settings} ({policy, ratios}, followed by every PM, whose free room
 changed with the ratios), and C{resync} ({seq}: the model was replaced by a snapshot;

@@ -74,15 +74,21 @@ def ranked(
     lazily: only the PMs that can take it (up, open, with room by the room rule).
     """
     table = state.table
-    rows = table.fit_rows(request.flavor.resources, ratios)
+    fits = table.fits(request.flavor.resources, ratios)
     if IIndexedPolicy.providedBy(policy):
         columns = Candidates(
-            table.pmid[rows], table.effective(ratios)[rows], table.used[rows], table.vms[rows]
+            table.pmid,
+            table.effective(ratios),
+            table.inverse(ratios),
+            table.used,
+            table.vms,
+            fits,
         )
         for i in policy.order(request, columns):
-            yield int(columns.pmid[i])
+            if fits[i]:
+                yield int(table.pmid[i])
         return
-    fit = [table.host(int(row), ratios) for row in rows]
+    fit = [table.host(int(i), ratios) for i in fits.nonzero()[0]]
     known = {h.pmid for h in fit}
     for host in policy.rank(request, fit):
         if host.pmid in known:

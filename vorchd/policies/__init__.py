@@ -66,28 +66,44 @@ class IAllocationPolicy(IPlugin):
 
 class Candidates:
     """
-    The hosts that can take one request, as columns (numpy arrays) in ascending pmid:
-    C{pmid}, C{capacity} (already scaled by the overcommit ratios, as for
-    L{IAllocationPolicy.rank}), C{used} (rows of cpu, ram, disk) and C{vms}.
+    The fleet's PMs as columns (numpy arrays, in ascending pmid, so that the first of
+    equals is the first in the pm_file's order), and which of them can take the request:
+    C{pmid}; C{capacity} (already scaled by the overcommit ratios, as for
+    L{IAllocationPolicy.rank}) and C{used}, one row per resource (cpu, ram, disk);
+    C{inverse}, 1 / C{capacity} (0 where that is 0); C{vms}; and C{fits}, true for the
+    PMs that can take it (up, open, with room).
     """
 
-    def __init__(self, pmid, capacity, used, vms):
+    def __init__(self, pmid, capacity, inverse, used, vms, fits):
         self.pmid = pmid
         self.capacity = capacity
+        self.inverse = inverse
         self.used = used
         self.vms = vms
+        self.fits = fits
+        self._rows = None
+
+    def rows(self):
+        """
+        The indices of the PMs that fit, ascending.
+        """
+        if self._rows is None:
+            import numpy as np
+
+            self._rows = np.flatnonzero(self.fits)
+        return self._rows
 
     def __len__(self) -> int:
-        return len(self.pmid)
+        return len(self.rows())
 
     def host(self, i: int) -> Host:
         """
-        Candidate C{i} as a L{Host}.
+        PM C{i} as a L{Host}.
         """
         return Host(
             pmid=int(self.pmid[i]),
-            capacity=Resources(*map(int, self.capacity[i])),
-            used=Resources(*map(int, self.used[i])),
+            capacity=Resources(*map(int, self.capacity[:, i])),
+            used=Resources(*map(int, self.used[:, i])),
             vms=int(self.vms[i]),
         )
 
@@ -103,8 +119,8 @@ class IIndexedPolicy(IAllocationPolicy):
 
     def order(request: Request, candidates: Candidates) -> Iterable[int]:
         """
-        The indices of C{candidates}, best first. It may be lazy: the mechanism takes
-        only as many as it tries (usually one).
+        The indices of the PMs that fit (C{candidates.fits}), best first, and no other.
+        It may be lazy: the mechanism takes only as many as it tries (usually one).
         """
 
 

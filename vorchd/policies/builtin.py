@@ -73,25 +73,25 @@ def weighted_room_columns(
     request: Request, c: Candidates, weights: Mapping[str, float]
 ) -> np.ndarray:
     """
-    L{weighted_room} of every candidate at once, rounded to 12 decimals so that equal
-    hosts tie exactly as the exact sum does.
+    L{weighted_room} of every PM at once, rounded to 12 decimals so that equal PMs tie
+    exactly as the exact sum does.
     """
-    wanted = np.array([getattr(request.flavor, r) for r in RESOURCES])
-    left = (c.capacity - c.used - wanted).astype(np.float64)
-    w = np.array([float(weights.get(r, 0.0)) for r in RESOURCES])
-    cap = c.capacity.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        parts = np.where((cap > 0) & (w != 0), w * left / np.where(cap > 0, cap, 1), 0.0)
-    return np.round(parts.sum(axis=1), 12)
+    total = np.zeros(len(c.pmid), dtype=np.float64)
+    for r, name in enumerate(RESOURCES):
+        weight = float(weights.get(name, 0.0))
+        if weight:
+            left = c.capacity[r] - c.used[r] - getattr(request.flavor, name)
+            total += weight * left * c.inverse[r]
+    return np.round(total, 12)
 
 
-def smallest_first(key: np.ndarray) -> Iterator[int]:
+def smallest_first(key: np.ndarray, fits: np.ndarray) -> Iterator[int]:
     """
-    The indices of C{key} by ascending value, the lower index first among equals,
+    The indices where C{fits}, by ascending C{key}, the lower index first among equals,
     lazily: each step is one pass over the keys, and a create seldom needs more than one.
     """
-    key = np.array(key, dtype=np.float64)
-    for _ in range(len(key)):
+    key = np.where(fits, key, np.inf)
+    for _ in range(int(np.count_nonzero(fits))):
         i = int(np.argmin(key))
         yield i
         key[i] = np.inf
@@ -163,7 +163,7 @@ class FirstFit:
         return by_pmid(hosts)
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        return iter(range(len(candidates)))
+        return iter(candidates.rows())
 
 
 @implementer(IIndexedPolicy)
@@ -180,7 +180,8 @@ class BestFit:
         return sorted(hosts, key=lambda h: (weighted_room(request, h, EVERY_RESOURCE), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        return smallest_first(weighted_room_columns(request, candidates, EVERY_RESOURCE))
+        key = weighted_room_columns(request, candidates, EVERY_RESOURCE)
+        return smallest_first(key, candidates.fits)
 
 
 @implementer(IIndexedPolicy)
@@ -196,7 +197,8 @@ class WorstFit:
         return sorted(hosts, key=lambda h: (-weighted_room(request, h, EVERY_RESOURCE), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        return smallest_first(-weighted_room_columns(request, candidates, EVERY_RESOURCE))
+        key = -weighted_room_columns(request, candidates, EVERY_RESOURCE)
+        return smallest_first(key, candidates.fits)
 
 
 @implementer(IIndexedPolicy)
@@ -222,13 +224,14 @@ class RoundRobin:
         return ordered
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        n = len(candidates)
+        rows = candidates.rows()
+        n = len(rows)
         start = 0
-        if self.last is not None:
-            start = int(np.searchsorted(candidates.pmid, self.last, side="right")) % max(n, 1)
+        if self.last is not None and n:
+            start = int(np.searchsorted(candidates.pmid[rows], self.last, side="right")) % n
         if n:
-            self.last = int(candidates.pmid[start])
-        return ((start + i) % n for i in range(n))
+            self.last = int(candidates.pmid[rows[start]])
+        return (int(rows[(start + i) % n]) for i in range(n))
 
 
 @implementer(IIndexedPolicy)
@@ -264,13 +267,14 @@ class RandomOrder:
         # shuffle stopped when the mechanism stops asking), so that a create costs the
         # same whatever the fleet's size; with a seed it is reproducible, though not the
         # same sequence as rank's shuffle.
-        return self._draw(len(candidates))
+        return self._draw(candidates.rows())
 
-    def _draw(self, n: int) -> Iterator[int]:
+    def _draw(self, rows) -> Iterator[int]:
+        n = len(rows)
         taken: dict[int, int] = {}
         for i in range(n):
             j = i + self._random.randrange(n - i)
-            yield taken.get(j, j)
+            yield int(rows[taken.get(j, j)])
             taken[j] = taken.get(i, i)
 
 
@@ -286,7 +290,7 @@ class LeastVMs:
         return sorted(hosts, key=lambda h: (h.vms, h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        return smallest_first(candidates.vms)
+        return smallest_first(candidates.vms, candidates.fits)
 
 
 @implementer(IIndexedPolicy)
@@ -322,7 +326,8 @@ class Weighted:
         return sorted(hosts, key=lambda h: (-weighted_room(request, h, self.weights), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        return smallest_first(-weighted_room_columns(request, candidates, self.weights))
+        key = -weighted_room_columns(request, candidates, self.weights)
+        return smallest_first(key, candidates.fits)
 
 
 BUILTIN: Mapping[str, Callable[[Mapping[str, str]], IAllocationPolicy]] = {

@@ -15,21 +15,23 @@ from vorchd.model import RESOURCES, Host, Resources
 
 class HostTable:
     """
-    One row per current PM, in ascending pmid (so the first of equals is the first in the
-    pm_file's order): C{pmid}, C{capacity} and C{used} (rows of cpu, ram, disk), C{vms},
-    C{up} (this daemon reaches it), C{drained}.
+    One column per current PM, in ascending pmid (so the first of equals is the first in
+    the pm_file's order): C{pmid}; C{capacity} and C{used}, one row per resource (cpu,
+    ram, disk); C{vms}; C{open} (this daemon reaches it and it is not drained).
     """
 
     def __init__(self, pmids: Iterable[int] = ()):
         self.pmid = np.array(sorted(pmids), dtype=np.int64)
         n = len(self.pmid)
         self.row = {int(p): i for i, p in enumerate(self.pmid)}
-        self.capacity = np.zeros((n, len(RESOURCES)), dtype=np.int64)
-        self.used = np.zeros((n, len(RESOURCES)), dtype=np.int64)
+        self.capacity = np.zeros((len(RESOURCES), n), dtype=np.int64)
+        self.used = np.zeros((len(RESOURCES), n), dtype=np.int64)
         self.vms = np.zeros(n, dtype=np.int64)
         self.up = np.zeros(n, dtype=bool)
         self.drained = np.zeros(n, dtype=bool)
-        self._effective: tuple[tuple[float, ...], np.ndarray] | None = None
+        self.open = np.zeros(n, dtype=bool)
+        # (ratios, effective capacity, its reciprocal where positive, else 0)
+        self._effective: tuple[tuple[float, ...], np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.pmid)
@@ -44,57 +46,67 @@ class HostTable:
         drained: bool | None = None,
     ) -> None:
         """
-        Change what is known of PM C{pmid} (nothing if it has no row).
+        Change what is known of PM C{pmid} (nothing if it has no column).
         """
-        row = self.row.get(pmid)
-        if row is None:
+        i = self.row.get(pmid)
+        if i is None:
             return
         if capacity is not None:
-            self.capacity[row] = (capacity.cpu, capacity.ram, capacity.disk)
+            self.capacity[:, i] = (capacity.cpu, capacity.ram, capacity.disk)
             self._effective = None
         if used is not None:
-            self.used[row] = (used.cpu, used.ram, used.disk)
+            self.used[:, i] = (used.cpu, used.ram, used.disk)
         if vms is not None:
-            self.vms[row] = vms
+            self.vms[i] = vms
         if up is not None:
-            self.up[row] = up
+            self.up[i] = up
         if drained is not None:
-            self.drained[row] = drained
+            self.drained[i] = drained
+        if up is not None or drained is not None:
+            self.open[i] = self.up[i] and not self.drained[i]
+
+    def _scaled(self, ratios: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        key = tuple(float(ratios[r]) for r in RESOURCES)
+        if self._effective is None or self._effective[0] != key:
+            scale = np.array(key, dtype=np.float64)[:, None]
+            effective = np.floor(self.capacity * scale).astype(np.int64)
+            inverse = np.zeros(effective.shape, dtype=np.float64)
+            np.divide(1.0, effective, out=inverse, where=effective > 0)
+            self._effective = (key, effective, inverse)
+        return self._effective[1], self._effective[2]
 
     def effective(self, ratios: Mapping[str, float]) -> np.ndarray:
         """
-        Each row's capacity under C{ratios}: L{vorchd.room.limit} of each resource.
+        Each PM's capacity under C{ratios}: L{vorchd.room.limit} of each resource.
         """
-        key = tuple(float(ratios[r]) for r in RESOURCES)
-        if self._effective is None or self._effective[0] != key:
-            scaled = np.floor(self.capacity * np.array(key, dtype=np.float64))
-            self._effective = (key, scaled.astype(np.int64))
-        return self._effective[1]
+        return self._scaled(ratios)[0]
 
-    def free(self, ratios: Mapping[str, float]) -> np.ndarray:
+    def inverse(self, ratios: Mapping[str, float]) -> np.ndarray:
         """
-        Each row's free room under C{ratios} (L{vorchd.room.free}).
+        1 / L{effective}, and 0 where that is 0 (for fractions of capacity).
         """
-        return self.effective(ratios) - self.used
+        return self._scaled(ratios)[1]
 
-    def fit_rows(self, wanted: Resources, ratios: Mapping[str, float]) -> np.ndarray:
+    def fits(self, wanted: Resources, ratios: Mapping[str, float]) -> np.ndarray:
         """
-        The rows that can take C{wanted} now: up, open, with room by the room rule; in
-        ascending pmid.
+        Which PMs can take C{wanted} now: open, with room by the room rule.
         """
-        room = self.free(ratios) >= np.array([wanted.cpu, wanted.ram, wanted.disk])
-        return np.flatnonzero(self.up & ~self.drained & room.all(axis=1))
+        effective = self.effective(ratios)
+        out = self.open.copy()
+        for r, amount in enumerate((wanted.cpu, wanted.ram, wanted.disk)):
+            out &= effective[r] - self.used[r] >= amount
+        return out
 
-    def host(self, row: int, ratios: Mapping[str, float] | None = None) -> Host:
+    def host(self, i: int, ratios: Mapping[str, float] | None = None) -> Host:
         """
-        Row C{row} as a L{Host}; with C{ratios}, its capacity scaled by them.
+        PM column C{i} as a L{Host}; with C{ratios}, its capacity scaled by them.
         """
-        capacity = self.effective(ratios)[row] if ratios is not None else self.capacity[row]
+        capacity = self.effective(ratios)[:, i] if ratios is not None else self.capacity[:, i]
         return Host(
-            pmid=int(self.pmid[row]),
+            pmid=int(self.pmid[i]),
             capacity=Resources(*map(int, capacity)),
-            used=Resources(*map(int, self.used[row])),
-            vms=int(self.vms[row]),
-            up=bool(self.up[row]),
-            drained=bool(self.drained[row]),
+            used=Resources(*map(int, self.used[:, i])),
+            vms=int(self.vms[i]),
+            up=bool(self.up[i]),
+            drained=bool(self.drained[i]),
         )

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from twisted.internet import reactor
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
@@ -23,9 +23,12 @@ from tests.harness import free_port, start_daemon, tmpdir
 from vorchd.cli.vorch import (
     TREE,
     Progress,
+    ServerEvent,
     bash_completion,
     build_parser,
     cell,
+    event_json,
+    format_event,
     format_images,
     format_pms,
     format_table,
@@ -33,6 +36,7 @@ from vorchd.cli.vorch import (
     format_vmids,
     format_vms,
     main,
+    parse_event_stream,
 )
 
 EXE = str(Path(sys.executable).parent / "vorch")
@@ -56,6 +60,49 @@ class NotVorchd(Resource):
 
     def render_GET(self, request):
         return b"<html>hello</html>"
+
+
+class Watching(protocol.ProcessProtocol):
+    """
+    A running C{vorch watch}: its output as it comes, and its exit status (C{ended}).
+    """
+
+    def __init__(self):
+        self.out = b""
+        self.err = b""
+        self.ended: defer.Deferred[int] = defer.Deferred()
+        self._waiting: list[tuple[object, defer.Deferred]] = []
+
+    def lines(self) -> list[str]:
+        return self.out.decode("utf-8").splitlines()
+
+    def until(self, predicate, timeout: float = 30) -> defer.Deferred:
+        """
+        Fire with the lines printed so far once C{predicate(lines)} holds (fail if the
+        process ends first, or after C{timeout} seconds).
+        """
+        if predicate(self.lines()):
+            return defer.succeed(self.lines())
+        d = defer.Deferred()
+        self._waiting.append((predicate, d))
+        return d.addTimeout(timeout, reactor)
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        for waiting in list(self._waiting):
+            predicate, d = waiting
+            if predicate(self.lines()):
+                self._waiting.remove(waiting)
+                d.callback(self.lines())
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason) -> None:
+        for _, d in self._waiting:
+            d.errback(AssertionError(f"vorch ended first: {self.out!r} {self.err!r}"))
+        self._waiting = []
+        self.ended.callback(reason.value.exitCode)
 
 
 class FormatterTests(SynchronousTestCase):
@@ -126,6 +173,98 @@ class FormatterTests(SynchronousTestCase):
         self.assertEqual(format_vmids([3, 12]), "VMID\n   3\n  12\n")
 
 
+class EventTests(SynchronousTestCase):
+    """
+    Reading a text/event-stream, and events as lines, in memory.
+    """
+
+    def test_parse(self):
+        """
+        A blank line ends an event; comments (keepalives) are skipped; data lines join
+        with newlines; one space after the colon is dropped; an id stays until another
+        one; an event without data is none; line ends may be CRLF.
+        """
+        stream = [
+            "event: hello",
+            'data: {"seq": 4}',
+            "",
+            ": keepalive",
+            "",
+            "id: 5",
+            "event: vm_gone",
+            'data:{"vmid": 7,',
+            'data:  "pmid": 1}',
+            "",
+            "event: pm",
+            "",
+            "id: 6\r\n",
+            "data: x\r\n",
+            "retry: 100",
+            "\r\n",
+        ]
+        self.assertEqual(
+            list(parse_event_stream(stream)),
+            [
+                ServerEvent("hello", None, '{"seq": 4}'),
+                ServerEvent("vm_gone", "5", '{"vmid": 7,\n "pmid": 1}'),
+                ServerEvent("message", "6", "x"),
+            ],
+        )
+
+    def test_json(self):
+        """
+        --json shows an event as its name, its id (a number where it is one) and its
+        data (JSON, or the text when it is not).
+        """
+        self.assertEqual(
+            event_json(ServerEvent("vm_gone", "12", '{"vmid": 7, "pmid": 1}')),
+            {"event": "vm_gone", "id": 12, "data": {"vmid": 7, "pmid": 1}},
+        )
+        self.assertEqual(
+            event_json(ServerEvent("odd", None, "not json")),
+            {"event": "odd", "id": None, "data": "not json"},
+        )
+
+    def test_lines(self):
+        """
+        Each event is one line: the time, its id, and what changed; a VM's name is
+        quoted and escaped, so that it stays on its line; an event vorch does not know,
+        or cannot read, is shown as it came.
+        """
+        when = time.mktime((2024, 1, 2, 3, 4, 5, 0, 0, -1))
+        vm = {"vmid": 7, "name": 'a "b"\nc\x9b', "instance_type": 1, "pmid": 2}
+        events = {
+            "hello": {"seq": 4},
+            "pm": {**PM, "state": "drained", "vmids": [7]},
+            "vm": {**vm, "image_id": 1, "state": "missing"},
+            "vm_gone": {"vmid": 7, "pmid": 2},
+            "catalog": {"types": [{"tid": 1}, {"tid": 2}], "images": [{"id": 1, "name": "c"}]},
+            "settings": {"policy": "best-fit", "ratios": {"cpu": 4.0, "ram": 1.5}},
+            "resync": {"seq": 40},
+            "novel": {"x": 1},
+        }
+        lines = [
+            format_event(ServerEvent(name, "9", json.dumps(data)), when)
+            for name, data in events.items()
+        ]
+        lines.append(format_event(ServerEvent("pm", "10", '{"pmid": 1}'), when))
+        self.assertEqual(
+            lines,
+            [
+                "03:04:05 [9] hello: following the fleet's changes from seq 4",
+                "03:04:05 [9] pm 1 drained: free cpu 2.5/4, ram 2048/4096 MiB,"
+                " disk 157/160 GiB; 1 vm",
+                '03:04:05 [9] vm 7 missing on pm 2: "a \\"b\\"\\nc\\x9b", type 1, image 1',
+                "03:04:05 [9] vm 7 gone from pm 2",
+                "03:04:05 [9] catalog: types 1, 2; images c",
+                "03:04:05 [9] settings: policy best-fit, ratios cpu 4, ram 1.5",
+                "03:04:05 [9] resync: the daemon took a fresh snapshot at seq 40",
+                '03:04:05 [9] novel: {"x": 1}',
+                '03:04:05 [10] pm: {"pmid": 1}',
+            ],
+        )
+
+
 class CommandLineTests(SynchronousTestCase):
     """
     The parser, completion and progress indicator, in memory.
@@ -158,6 +297,9 @@ class CommandLineTests(SynchronousTestCase):
             ["--url", "ftp://x", "types"],
             ["--timeout", "0", "types"],
             ["completion", "zsh"],
+            ["watch", "--count", "0"],
+            ["watch", "--count", "x"],
+            ["watch", "more"],
         ):
             self.assertEqual(main(argv), 2, argv)
         self.assertEqual(main(["--help"]), 0)
@@ -237,6 +379,24 @@ class VorchExecutableTests(TestCase):
 
     async def rest_json(self, path: str):
         return (await self.rest.call(path)).json
+
+    def watch(self, *args: str) -> Watching:
+        """
+        Start C{vorch watch} with C{args} against the daemon; killed when the test ends if
+        it is still running.
+        """
+        watching = Watching()
+        process = reactor.spawnProcess(
+            watching, EXE, [EXE, "--url", self.daemon.url, "watch", *args], env=self.env()
+        )
+
+        def stop():
+            if process.pid is not None:
+                process.signalProcess("KILL")
+                return watching.ended
+
+        self.addCleanup(stop)
+        return watching
 
     async def test_types_and_images(self):
         """
@@ -389,8 +549,69 @@ class VorchExecutableTests(TestCase):
         probe = (
             f"source {path}; COMP_WORDS=(vorch vm c); COMP_CWORD=2; _vorch;"
             ' echo "${COMPREPLY[@]}";'
-            " COMP_WORDS=(vorch pm ''); COMP_CWORD=2; _vorch; echo \"${COMPREPLY[@]}\""
+            " COMP_WORDS=(vorch pm ''); COMP_CWORD=2; _vorch; echo \"${COMPREPLY[@]}\";"
+            ' COMP_WORDS=(vorch w); COMP_CWORD=1; _vorch; echo "${COMPREPLY[@]}";'
+            ' COMP_WORDS=(vorch watch --c); COMP_CWORD=2; _vorch; echo "${COMPREPLY[@]}";'
+            " COMPREPLY=(); COMP_WORDS=(vorch watch --count ''); COMP_CWORD=3; _vorch;"
+            ' echo "${#COMPREPLY[@]}"'
         )
         out, err, code = await getProcessOutputAndValue("bash", ["-c", probe], self.env())
         self.assertEqual((code, err), (0, b""))
-        self.assertEqual(out.decode().splitlines(), ["create", "list show vms"])
+        self.assertEqual(
+            out.decode().splitlines(), ["create", "list show vms", "watch", "--count", "0"]
+        )
+
+    async def test_watch(self):
+        """
+        vorch watch prints a hello, then a line for each change as it happens (a VM
+        created, with its name quoted, and destroyed), until Ctrl-C, which exits 0.
+        """
+        watching = self.watch()
+        await watching.until(lambda lines: lines and "hello" in lines[0])
+        created = await self.rest_json("/vm/create?name=w+%3C1%3E&instance_type=1&image_id=1")
+        vmid = created["vmid"]
+        vm = await self.rest_json(f"/vm/query?vmid={vmid}")
+        shown = f'vm {vmid} active on pm {vm["pmid"]}: "w <1>", type 1, image 1'
+        await watching.until(lambda lines: any(line.endswith(shown) for line in lines))
+        self.assertEqual(await self.rest_json(f"/vm/destroy?vmid={vmid}"), {"status": 1})
+        gone = f"vm {vmid} gone from pm {vm['pmid']}"
+        await watching.until(lambda lines: any(line.endswith(gone) for line in lines))
+        watching.transport.signalProcess("INT")
+        self.assertEqual((await watching.ended, watching.err), (0, b""))
+        for line in watching.lines():
+            self.assertRegex(line, r"^\d\d:\d\d:\d\d \[\d+\] (hello:|pm|vm|vm_gone) ")
+
+    async def test_watch_json_count(self):
+        """
+        vorch watch --json --count N prints the hello and N changes, each event as one
+        JSON object, and exits 0: the changes a create makes, about that VM and its PM.
+        """
+        watching = self.watch("--json", "--count", "2")
+        await watching.until(lambda lines: len(lines) == 1)
+        created = await self.rest_json("/vm/create?name=j&instance_type=1&image_id=1")
+        vm = await self.rest_json(f"/vm/query?vmid={created['vmid']}")
+        self.assertEqual(await watching.ended.addTimeout(30, reactor), 0)
+        hello, *changes = [json.loads(line) for line in watching.lines()]
+        self.assertEqual((hello["event"], list(hello["data"])), ("hello", ["seq"]))
+        self.assertEqual(len(changes), 2)
+        for event in changes:
+            self.assertIn(event["event"], ("pm", "vm"))
+            self.assertGreater(event["id"], hello["data"]["seq"])
+            self.assertEqual(event["data"]["pmid"], vm["pmid"])
+        [vm_event] = [e["data"] for e in changes if e["event"] == "vm"] or [None]
+        if vm_event is not None:
+            self.assertEqual({k: vm_event[k] for k in vm}, vm)
+
+    async def test_watch_without_events(self):
+        """
+        vorch watch exits 1 with one line when nothing listens, and when the server
+        serves no event stream.
+        """
+        url = f"http://127.0.0.1:{free_port()}"
+        err = await self.failed("watch", url=url)
+        self.assertIn(f"cannot reach vorchd at {url}: connection refused", err)
+        port = reactor.listenTCP(0, Site(NotVorchd()))
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}"
+        err = await self.failed("watch", "--count", "1", url=url)
+        self.assertIn(f"vorchd at {url} serves no event stream at /v1/events", err)

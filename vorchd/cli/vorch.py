@@ -10,17 +10,19 @@ vorch: the command-line client of a vorchd's REST API.
     vorch pm list                             every PM with its capacity, free room and VMs
     vorch pm show PMID                        one PM
     vorch pm vms PMID                         the vmids on one PM
+    vorch watch [--count N]                   the fleet's changes, one line each, as they come
     vorch completion bash                     a bash completion script
 
 Output is a table, or the daemon's JSON with C{--json} (for C{vm list} and C{pm list}, a
-JSON array of the records of C{vm/query} and C{pm/query}). The server is C{--url}, else
-C{$VORCH_URL}, else C{http://localhost}.
+JSON array of the records of C{vm/query} and C{pm/query}; for C{watch}, one JSON object a
+line per event). The server is C{--url}, else C{$VORCH_URL}, else C{http://localhost}.
 
-Exit status: 0 done, 1 failed (one line on stderr says what and why: the daemon's
-C{X-Vorchd-Reason} when it gave one), 2 wrong usage.
+Exit status: 0 done (C{watch}: also when interrupted), 1 failed (one line on stderr says
+what and why: the daemon's C{X-Vorchd-Reason} when it gave one), 2 wrong usage.
 
-The module reads top to bottom: talking to the daemon; pure formatters from answers to
-text; the commands; the command line and completion; C{main}.
+The module reads top to bottom: talking to the daemon (calls, and its event stream); pure
+formatters from answers and events to text; the commands; the command line and
+completion; C{main}.
 """
 
 from __future__ import annotations
@@ -36,14 +38,19 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TextIO
 
 PROG = "vorch"
 URL_ENV = "VORCH_URL"
 DEFAULT_URL = "http://localhost"
 DEFAULT_TIMEOUT = 600.0
 REASON_HEADER = "X-Vorchd-Reason"
+EVENTS_PATH = "v1/events"
+# The daemon sends a keepalive every 15 s: a stream silent for this long is dead.
+SILENT_FOR = 60.0
+# Seconds between attempts to follow a stream again once it was lost: first, most.
+RECONNECT_FIRST, RECONNECT_MOST = 0.5, 10.0
 
 
 class VorchError(Exception):
@@ -115,6 +122,93 @@ def failure(what: str, reason: str | None, answer: Any) -> VorchError:
     """
     because = reason or f"the daemon answered {json.dumps(answer)} and gave no reason"
     return VorchError(f"{what}: {because}")
+
+
+class ServerEvent(NamedTuple):
+    """
+    One Server-Sent Event: its name (C{event:}), its id (C{id:}, or None) and its data (the
+    C{data:} lines joined).
+    """
+
+    name: str
+    id: str | None
+    data: str
+
+
+def parse_event_stream(lines: Iterable[str]) -> Iterator[ServerEvent]:
+    """
+    The events in a C{text/event-stream}, given line by line (line ends are dropped), as
+    the HTML standard reads them: a blank line ends an event, a line starting with C{:} is
+    a comment (the keepalives), C{field: value} sets a field (one space after the colon is
+    not part of the value), and an event without data is no event. Unknown fields are
+    ignored; an id stays until another one is given.
+    """
+    name, data, last_id = "", [], None
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield ServerEvent(name or "message", last_id, "\n".join(data))
+            name, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id" and "\0" not in value:
+            last_id = value or None
+
+
+def _stream_lines(response: http.client.HTTPResponse) -> Iterator[str]:
+    # The stream is UTF-8; a line of anything else is shown as best it can be.
+    while line := response.readline():
+        yield line.decode("utf-8", "replace")
+
+
+def follow_events(client: Client) -> Iterator[ServerEvent]:
+    """
+    Connect to the daemon's event stream and give its events as they arrive, until it
+    ends (the iterator is then exhausted).
+
+    @raise VorchError: the daemon could not be reached, or does not serve an event
+        stream there (connecting), or the stream broke or went silent (later).
+    """
+    url = urllib.parse.urlsplit(f"{client.url}/{EVENTS_PATH}")
+    where = f"vorchd at {client.url}"
+    kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    connection = kind(url.hostname, url.port, timeout=client.timeout)
+    try:
+        try:
+            connection.request(
+                "GET",
+                url.path,
+                headers={"Accept": "text/event-stream", "Cache-Control": "no-cache"},
+            )
+            response = connection.getresponse()
+        except TimeoutError:
+            raise VorchError(f"{where} gave no answer within {client.timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise VorchError(f"cannot reach {where}: {_why(e)}") from None
+        content_type = response.getheader("content-type") or ""
+        if response.status != 200 or not content_type.startswith("text/event-stream"):
+            reason = response.getheader(REASON_HEADER)
+            answer = reason or f"HTTP {response.status}, {content_type or 'no content type'}"
+            raise VorchError(f"{where} serves no event stream at /{EVENTS_PATH}: {answer}")
+        if connection.sock is not None:
+            connection.sock.settimeout(SILENT_FOR)
+        try:
+            yield from parse_event_stream(_stream_lines(response))
+        except TimeoutError:
+            raise VorchError(f"{where} sent nothing for {SILENT_FOR:g} s") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise VorchError(f"{where} broke the event stream: {_why(e)}") from None
+    finally:
+        connection.close()
 
 
 class Progress:
@@ -270,6 +364,82 @@ def format_vmids(vmids: Iterable[int]) -> str:
     return format_table(("VMID",), [(vmid,) for vmid in vmids])
 
 
+def event_data(event: ServerEvent) -> Any:
+    """
+    An event's data: its JSON, or the text itself where it is not JSON.
+    """
+    try:
+        return json.loads(event.data)
+    except ValueError:
+        return event.data
+
+
+def event_json(event: ServerEvent) -> dict[str, Any]:
+    """
+    An event as one JSON object: its name, its id (a number where it is one) and its data.
+    """
+    ident: int | str | None = event.id
+    if ident is not None and ident.isascii() and ident.isdigit():
+        ident = int(ident)
+    return {"event": event.name, "id": ident, "data": event_data(event)}
+
+
+def _room(pm: Mapping[str, Any]) -> str:
+    parts = []
+    for resource, unit in (("cpu", ""), ("ram", " MiB"), ("disk", " GiB")):
+        free, capacity = cell(pm["free"][resource]), cell(pm["capacity"][resource])
+        parts.append(f"{resource} {free}/{capacity}{unit}")
+    return ", ".join(parts)
+
+
+def _describe(name: str, data: Any) -> str:
+    if name == "hello":
+        return f"hello: following the fleet's changes from seq {cell(data['seq'])}"
+    if name == "pm":
+        vms = len(data["vmids"])
+        return f"pm {data['pmid']} {data['state']}: free {_room(data)}; {vms} vm" + (
+            "" if vms == 1 else "s"
+        )
+    if name == "vm":
+        # The name is free text: quoted and escaped (what JSON leaves, too), so that the
+        # line stays one line and nothing in it reaches the terminal as a control.
+        quoted = json.dumps(data["name"], ensure_ascii=False)
+        label = "".join(c if c.isprintable() else repr(c)[1:-1] for c in quoted)
+        return (
+            f"vm {data['vmid']} {data['state']} on pm {data['pmid']}: {label},"
+            f" type {data['instance_type']}, image {data.get('image_id')}"
+        )
+    if name == "vm_gone":
+        return f"vm {data['vmid']} gone from pm {data['pmid']}"
+    if name == "catalog":
+        types, images = data["types"], data["images"]
+        return (
+            f"catalog: types {', '.join(str(t['tid']) for t in types) or 'none'};"
+            f" images {', '.join(cell(i['name']) for i in images) or 'none'}"
+        )
+    if name == "settings":
+        ratios = ", ".join(f"{r} {cell(v)}" for r, v in data["ratios"].items())
+        return f"settings: policy {cell(data['policy'])}, ratios {ratios}"
+    if name == "resync":
+        return f"resync: the daemon took a fresh snapshot at seq {cell(data['seq'])}"
+    raise KeyError(name)
+
+
+def format_event(event: ServerEvent, when: float | None = None) -> str:
+    """
+    One line for an event: the local time (C{when}, else now), its id in brackets if it
+    has one, and what changed. An event this client does not know, or whose data it cannot
+    read, shows its name and data as they came.
+    """
+    stamp = time.strftime("%H:%M:%S", time.localtime(when))
+    ident = f" [{event.id}]" if event.id is not None else ""
+    try:
+        text = _describe(event.name, event_data(event))
+    except (KeyError, TypeError, AttributeError):
+        text = f"{event.name}: {cell(event.data)}"
+    return f"{stamp}{ident} {text}"
+
+
 # --- The commands -----------------------------------------------------------------------
 #
 # Each takes the client and the parsed options and answers (the JSON to print with
@@ -371,6 +541,45 @@ def pm_vms(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
     return answer, format_vmids(answer["vmids"])
 
 
+def watch(client: Client, options: argparse.Namespace, out: TextIO) -> None:
+    """
+    Print the daemon's events as they come, one line each (with --json, one JSON object
+    each), until interrupted or, with --count N, until N changes (any event but hello)
+    have been printed. A stream that is lost is followed again, its new hello printed;
+    only a first connection that fails is a failure.
+
+    @raise VorchError: the first connection failed.
+    """
+    changes = 0
+    connected = False
+    delay = RECONNECT_FIRST
+    try:
+        while True:
+            try:
+                for event in follow_events(client):
+                    connected, delay = True, RECONNECT_FIRST
+                    if options.json:
+                        line = json.dumps(event_json(event), ensure_ascii=False)
+                    else:
+                        line = format_event(event)
+                    out.write(line + "\n")
+                    out.flush()
+                    if event.name != "hello":
+                        changes += 1
+                        if options.count is not None and changes >= options.count:
+                            return
+                why = f"vorchd at {client.url} ended the event stream"
+            except VorchError as e:
+                if not connected:
+                    raise
+                why = str(e)
+            print(f"{PROG}: {why}; following it again in {delay:g} s", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MOST)
+    except KeyboardInterrupt:
+        return  # how a watch is meant to end
+
+
 # --- The command line -------------------------------------------------------------------
 
 # The command tree, for the parser and for completion: group -> command -> its options.
@@ -384,9 +593,14 @@ TREE: dict[str, dict[str, tuple[str, ...]]] = {
     "types": {},
     "images": {},
     "pm": {"list": (), "show": (), "vms": ()},
+    "watch": {},
     "completion": {"bash": ()},
 }
+# The options of the commands that are a group of their own (no subcommands).
+GROUP_OPTIONS: dict[str, tuple[str, ...]] = {"watch": ("--count",)}
 GLOBAL_OPTIONS = ("--url", "--timeout", "--json", "--help")
+# The options followed by a value, which completion leaves to the user.
+VALUE_OPTIONS = ("--url", "--timeout", "--type", "--image", "--pm", "--count")
 
 EPILOG = f"""\
 The server is --url, else ${URL_ENV}, else {DEFAULT_URL}. --url, --timeout and --json may
@@ -412,6 +626,16 @@ def timeout_arg(text: str) -> float:
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
     return seconds
+
+
+def count_arg(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of events: {text!r}")
+    return count
 
 
 def id_arg(text: str) -> int:
@@ -501,23 +725,47 @@ def build_parser() -> argparse.ArgumentParser:
     vms.add_argument("pmid", type=id_arg, metavar="PMID")
     vms.set_defaults(run=pm_vms)
 
+    watching = groups.add_parser(
+        "watch",
+        parents=common,
+        help="print the fleet's changes as they come (Ctrl-C ends it)",
+        description="Print each change of the fleet as the daemon sends it on /v1/events: one "
+        "line each, or one JSON object each with --json. Ctrl-C ends it (exit status 0).",
+    )
+    watching.add_argument(
+        "--count",
+        type=count_arg,
+        metavar="N",
+        help="stop after N changes (the hello that starts the stream is not one)",
+    )
+
     completion = groups.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=["bash"], metavar="SHELL", help="bash")
     return parser
 
 
-def bash_completion(tree: Mapping[str, Mapping[str, Sequence[str]]] = TREE) -> str:
+def bash_completion(
+    tree: Mapping[str, Mapping[str, Sequence[str]]] = TREE,
+    group_options: Mapping[str, Sequence[str]] = GROUP_OPTIONS,
+) -> str:
     """
     A bash completion script for C{vorch}, from the command tree.
     """
     options = " ".join(GLOBAL_OPTIONS)
     cases = []
     for group, commands in tree.items():
-        cases.append(f'        "{group}") words="{" ".join(commands)}" ;;')
+        if commands:
+            cases.append(f'        "{group}") words="{" ".join(commands)}" ;;')
+        elif group in group_options:
+            words = " ".join([*group_options[group], *GLOBAL_OPTIONS])
+            cases.append(f'        "{group}") words="{words}" ;;')
+        else:
+            cases.append(f'        "{group}") words="" ;;')
         for command, command_options in commands.items():
             words = " ".join([*command_options, *GLOBAL_OPTIONS])
             cases.append(f'        "{group} {command}") words="{words}" ;;')
     case_lines = "\n".join(cases)
+    values = "|".join(VALUE_OPTIONS)
     return f"""\
 # bash completion for vorch; load with: eval "$(vorch completion bash)"
 _vorch() {{
@@ -525,12 +773,12 @@ _vorch() {{
     cur="${{COMP_WORDS[COMP_CWORD]}}"
     prev="${{COMP_WORDS[COMP_CWORD-1]}}"
     case "$prev" in
-        --url|--timeout|--type|--image|--pm) return 0 ;;
+        {values}) return 0 ;;
     esac
     path=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${{COMP_WORDS[i]}}" in
-            --url|--timeout) ((i++)) ;;
+            {values}) ((i++)) ;;
             -*) ;;
             *) path="${{path:+$path }}${{COMP_WORDS[i]}}" ;;
         esac
@@ -564,6 +812,9 @@ def run(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) ->
     except argparse.ArgumentTypeError as e:
         raise VorchError(f"${URL_ENV}: {e}") from None
     client = Client(url, options.timeout)
+    if options.group == "watch":
+        watch(client, options, out)
+        return
     try:
         answer, table = options.run(client, options)
     except (KeyError, TypeError, AttributeError) as e:

@@ -1,6 +1,8 @@
 """
 The web dashboard at C{/ui/}: a page, one script and one style sheet, served as they are
-(no build step). The page reads and acts through the seed API like any other client.
+(no build step). The page loads the fleet from C{/v1/fleet}, follows its changes on
+C{/v1/events} (Server-Sent Events, which C{connect-src 'self'} allows), and acts through
+the seed API like any other client.
 
 Only these exact paths are served; anything else (C{/ui} too) is an unknown path and
 answers the seed API's C{0}: every answer outside these files stays the seed API's.

@@ -1,30 +1,50 @@
 "use strict";
-// The vorchd dashboard. It reads and acts through the seed API only, as any client does
-// (plus /metrics, for whether each PM is up or drained), and puts every value on the page
+// The vorchd dashboard. It loads the whole fleet with one GET /v1/fleet, then follows the
+// changes on /v1/events (Server-Sent Events) and re-renders only the PMs they touch. If the
+// event stream cannot be followed, it reloads /v1/fleet every 5 s instead. It creates and
+// destroys VMs through the seed API, as any client does, and puts every value on the page
 // as text, never as HTML: VM names are free text and show exactly as given.
 //
-// Query parameters: ?refresh=N refreshes every N seconds (5 by default).
+// At a thousand PMs the page stays usable: every PM is one compact row (rows off screen
+// cost nothing to lay out, see style.css), a PM shows its VMs only once opened, and the
+// filter box finds a PM by id or a VM by name or id.
 
 const ROOT = new URL("..", document.location.href);
-const INTERVAL = Math.min(
-  3600,
-  Math.max(1, Number(new URLSearchParams(location.search).get("refresh")) || 5),
-);
-const PARALLEL = 8; // requests in flight at once while loading
+const POLL = 5000; // ms between reloads of the fleet while its events cannot be followed
+const RETRY_EVENTS = 60000; // ms before trying again an event stream that failed for good
+const RETRY_LOAD = 2000; // ms before loading again a fleet that could not be loaded
+const RENDER_AFTER = 30; // ms: events arriving together are rendered once
+const FILTER_AFTER = 120; // ms of no typing before the filter applies
 const ARMED_FOR = 5000; // ms a destroy button waits for its confirming click
 const SETTLE = 400; // ms before it takes one (the second click of a double-click is not)
+// Every PM shown shows its VMs when there are at most this many PMs and VMs to show.
+const OPEN_PMS = 50;
+const OPEN_VMS = 200;
+const ROWS = 100; // VM rows an open PM shows before a "show all" button
+const CHANGES = ["pm", "vm", "vm_gone", "catalog", "settings"];
 
 const state = {
+  loaded: false, // a fleet has been loaded
+  base: null, // the position in the daemon's change stream of the fleet loaded
+  seq: null, // the position of the last change applied to it
+  policy: "",
+  ratios: { cpu: 1, ram: 1, disk: 1 },
   types: [], // [{tid, cpu, ram, disk}]
   images: [], // [{id, name}]
-  // [{pmid, info (pm/query's answer or null), vmids (null if not listed), used}]
-  pms: [],
-  vms: new Map(), // vmid -> vm/query's answer; a VM's record never changes
-  health: new Map(), // pmid -> "up" | "down" | "drained"
+  typeOf: new Map(), // tid -> its flavor
+  pms: new Map(), // pmid -> {pmid, state, capacity, free, vmids}, as /v1/fleet gives them
+  order: [], // pmids, in the fleet's order
+  vms: new Map(), // vmid -> {vmid, name, instance_type, pmid, image_id, state}
+  filter: null, // what the filter box asks for (see matcher), or null
+  only: "", // only PMs in this state, or "" for all
+  toggled: new Map(), // pmid -> whether a click opened (true) or closed (false) it
+  everyRow: new Set(), // pmids whose open VM table shows every row
   armed: new Map(), // vmid -> {timer, at} of a destroy button waiting to be confirmed
   busy: new Set(), // vmids being destroyed
-  rendered: "",
 };
+
+// What the next render must redo: some PMs (by pmid), or everything.
+const dirty = { all: true, pms: new Set() };
 
 const $ = (id) => document.getElementById(id);
 
@@ -66,85 +86,252 @@ async function call(path, args) {
   return { value, reason: response.headers.get("x-vorchd-reason") || "" };
 }
 
-// A call whose failure value is 0 (or {key: 0}); its answer, or an ApiError with the reason.
-async function must(path, key, args) {
-  const { value, reason } = await call(path, args);
-  if (value === 0 || (key && (!value || value[key] === 0 || value[key] === undefined))) {
-    throw new ApiError(`${path}: ${reason || "failed"}`);
-  }
-  return value;
+// -- the fleet and its changes ----------------------------------------------------------
+
+// A position in the change stream as [major, minor], for comparing: a number, or a Redis
+// stream id ("1700000000000-3"); null if it is neither.
+function position(seq) {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(String(seq));
+  return m ? [Number(m[1]), Number(m[2] || 0)] : null;
 }
 
-async function inParallel(items, work) {
-  const results = new Array(items.length);
-  let next = 0;
-  async function worker() {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await work(items[i]);
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
-  return results;
+// Whether position a comes after b (true when either cannot be read: apply it).
+function after(a, b) {
+  const x = position(a);
+  const y = position(b);
+  if (!x || !y) return true;
+  return x[0] > y[0] || (x[0] === y[0] && x[1] > y[1]);
 }
 
-// pmid -> "up" | "down" | "drained", from the metrics; empty if they cannot be read.
-async function health() {
-  const found = new Map();
-  try {
-    const response = await fetch(new URL("metrics", ROOT), { cache: "no-store" });
-    const text = await response.text();
-    const sample = /^(vorchd_pm_up|vorchd_pm_drained)\{([^}]*)\}\s+(\S+)/gm;
-    const up = new Map();
-    const drained = new Set();
-    for (const [, name, labels, value] of text.matchAll(sample)) {
-      const pmid = /pmid="(\d+)"/.exec(labels);
-      if (!pmid) continue;
-      if (name === "vorchd_pm_up") up.set(Number(pmid[1]), Number(value) === 1);
-      else if (Number(value) === 1) drained.add(Number(pmid[1]));
+function touch(pmid) {
+  if (pmid !== undefined && pmid !== null) dirty.pms.add(pmid);
+}
+
+function setCatalog(types, images) {
+  state.types = Array.isArray(types) ? types : [];
+  state.images = Array.isArray(images) ? images : [];
+  state.typeOf = new Map(state.types.map((t) => [t.tid, t]));
+  dirty.all = true;
+}
+
+function setSettings(policy, ratios) {
+  state.policy = policy || "";
+  state.ratios = { cpu: 1, ram: 1, disk: 1, ...(ratios || {}) };
+  dirty.all = true;
+}
+
+function setVM(vm) {
+  vm.search = String(vm.name).toLowerCase();
+  const before = state.vms.get(vm.vmid);
+  state.vms.set(vm.vmid, vm);
+  if (before && before.pmid !== vm.pmid) touch(before.pmid);
+  touch(vm.pmid);
+}
+
+// The whole fleet, as /v1/fleet answers it, replaces what is shown.
+function setFleet(fleet) {
+  state.base = fleet.seq;
+  state.seq = fleet.seq;
+  setCatalog(fleet.types, fleet.images);
+  setSettings(fleet.policy, fleet.ratios);
+  state.pms = new Map(fleet.pms.map((pm) => [pm.pmid, pm]));
+  state.order = fleet.pms.map((pm) => pm.pmid);
+  state.vms = new Map();
+  for (const vm of fleet.vms) setVM(vm);
+  state.loaded = true;
+  dirty.all = true;
+}
+
+// Apply one change event ({name, seq, data}) to what is shown, unless the fleet loaded
+// already has it. (Events come in order, and several may share a position: a settings
+// change and the PM changes it makes.)
+function apply(event) {
+  if (event.seq && state.base !== null && !after(event.seq, state.base)) return;
+  const data = event.data;
+  switch (event.name) {
+    case "pm": {
+      if (!state.pms.has(data.pmid)) state.order.push(data.pmid);
+      state.pms.set(data.pmid, data);
+      touch(data.pmid);
+      break;
     }
-    for (const [pmid, isUp] of up) {
-      found.set(pmid, !isUp ? "down" : drained.has(pmid) ? "drained" : "up");
+    case "vm": {
+      setVM(data);
+      // Its PM's own event says so too; until it arrives, list it there already.
+      const pm = state.pms.get(data.pmid);
+      if (pm && !pm.vmids.includes(data.vmid)) {
+        pm.vmids = [...pm.vmids, data.vmid].sort((a, b) => a - b);
+      }
+      break;
     }
-  } catch (e) {
-    // Health is a nicety: the page works from the seed API alone.
+    case "vm_gone": {
+      const vm = state.vms.get(data.vmid);
+      state.vms.delete(data.vmid);
+      if (state.armed.has(data.vmid)) clearTimeout(state.armed.get(data.vmid).timer);
+      state.armed.delete(data.vmid);
+      for (const pmid of new Set([data.pmid, vm && vm.pmid])) {
+        const pm = state.pms.get(pmid);
+        if (pm && pm.vmids.includes(data.vmid)) pm.vmids = pm.vmids.filter((v) => v !== data.vmid);
+        touch(pmid);
+      }
+      break;
+    }
+    case "catalog":
+      setCatalog(data.types, data.images);
+      break;
+    case "settings":
+      setSettings(data.policy, data.ratios);
+      break;
+    default:
+      return;
   }
-  return found;
+  if (event.seq) state.seq = event.seq;
+  document.body.dataset.seq = String(state.seq);
+  schedule();
+}
+
+let loading = null; // the load of the fleet under way
+let queued = null; // the load asked for while one was under way
+let held = null; // change events that arrived while a load was under way, or null
+let retry = null; // the timer of a load that failed
+
+// Load the fleet and show it; while a load is under way, one more follows it (what it
+// read may predate the change that asked for this one). Events arriving meanwhile are
+// held, and those newer than the fleet loaded are applied after it.
+function reload() {
+  if (loading) {
+    if (!queued) {
+      queued = loading.then(() => {
+        queued = null;
+        return reload();
+      });
+    }
+    return queued;
+  }
+  clearTimeout(retry);
+  held = held || [];
+  loading = load().finally(() => {
+    loading = null;
+  });
+  return loading;
 }
 
 async function load() {
-  const [types, images, pmids, pmHealth] = await Promise.all([
-    must("vm/types", "types"),
-    must("image/list", "images"),
-    must("pm/list", "pmids"),
-    health(),
-  ]);
-  const pms = await inParallel(pmids.pmids, async (pmid) => {
-    const [query, listed] = await Promise.all([
-      call("pm/query", { pmid }),
-      call("pm/listvms", { pmid }),
-    ]);
-    const vmids = Array.isArray(listed.value && listed.value.vmids) ? listed.value.vmids : null;
-    return { pmid, info: query.value || null, vmids };
-  });
-  const listed = new Set(pms.flatMap((pm) => pm.vmids || []));
-  // Forget the VMs gone from the listings (all of them answered: else keep what we know).
-  if (pms.every((pm) => pm.vmids)) {
-    for (const vmid of state.vms.keys()) if (!listed.has(vmid)) state.vms.delete(vmid);
+  try {
+    const { value, reason } = await call("v1/fleet");
+    if (!value || typeof value !== "object" || !Array.isArray(value.pms)) {
+      throw new ApiError(`v1/fleet: ${reason || "no fleet"}`);
+    }
+    setFleet(value);
+    for (const event of held) apply(event);
+    held = null;
+    render();
+  } catch (e) {
+    held = null;
+    banner(`Cannot load the fleet: ${e.message}. Retrying…`);
+    if (!stream.polling) retry = setTimeout(reload, RETRY_LOAD);
+    return;
   }
-  const unknown = [...listed].filter((vmid) => !state.vms.has(vmid));
-  await inParallel(unknown, async (vmid) => {
-    const { value } = await call("vm/query", { vmid });
-    if (value && value.vmid) state.vms.set(vmid, value);
-  });
-  state.types = types.types;
-  state.images = images.images;
-  for (const pm of pms) pm.used = pm.info ? used(pm) : null;
-  state.pms = pms;
-  state.health = pmHealth;
+  banner("");
+  $("updated").textContent = `loaded ${new Date().toLocaleTimeString()}`;
+  document.body.dataset.seq = String(state.seq);
+  document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
+  if (!performance.getEntriesByName("vorchd-first-render").length) {
+    // Once the browser has drawn the frame (a test reads it).
+    requestAnimationFrame(() => setTimeout(() => performance.mark("vorchd-first-render")));
+  }
+  const since = stream.since;
+  stream.since = undefined;
+  if (since !== undefined && (since === null || after(since, state.base))) {
+    // The event stream began after this fleet was read: what happened between is missed.
+    setTimeout(reload);
+  }
 }
 
-// -- rendering ------------------------------------------------------------------------------
+const stream = {
+  connected: false, // whether the event stream said hello since it last failed
+  helloes: 0, // how many times it did
+  since: undefined, // where its first hello began while the first load was under way
+  polling: null, // the timer reloading the fleet while the events are not followed
+};
+
+function live(text, kind) {
+  const node = $("live");
+  node.textContent = text;
+  node.className = `live ${kind}`;
+}
+
+function poll(on) {
+  if (on && !stream.polling) {
+    stream.polling = setInterval(reload, POLL);
+  } else if (!on && stream.polling) {
+    clearInterval(stream.polling);
+    stream.polling = null;
+  }
+}
+
+// The stream said hello, from position seq: the fleet shown must be at least that new.
+function hello(seq) {
+  const first = stream.helloes === 0;
+  stream.helloes += 1;
+  stream.connected = true;
+  live("live", "live");
+  poll(false);
+  if (!first || (!state.loaded && !loading)) {
+    reload(); // a reconnection: whatever happened while it was down is missed
+  } else if (loading) {
+    stream.since = seq; // the load under way may have read the fleet before seq
+  } else if (seq === null || after(seq, state.base)) {
+    reload();
+  }
+}
+
+// Follow the fleet's changes on /v1/events; reload the fleet at every reconnection and
+// every resync, and every 5 s while the stream is down.
+function follow() {
+  if (typeof EventSource === "undefined") {
+    live(`reloading every ${POLL / 1000} s`, "polling");
+    poll(true);
+    return;
+  }
+  const source = new EventSource(new URL("v1/events", ROOT));
+  source.addEventListener("hello", (e) => {
+    let seq = null;
+    try {
+      seq = JSON.parse(e.data).seq ?? null;
+    } catch (err) {
+      // A hello without a position: the fleet is reloaded to be sure.
+    }
+    hello(seq);
+  });
+  source.addEventListener("resync", () => reload());
+  for (const name of CHANGES) {
+    source.addEventListener(name, (e) => {
+      let data;
+      try {
+        data = JSON.parse(e.data);
+      } catch (err) {
+        return;
+      }
+      const event = { name, seq: e.lastEventId, data };
+      if (held) held.push(event);
+      else if (state.loaded) apply(event);
+    });
+  }
+  source.addEventListener("error", () => {
+    stream.connected = false;
+    poll(true);
+    if (source.readyState === EventSource.CLOSED) {
+      // Not a stream at all (no /v1/events here): keep reloading, and try it again later.
+      live(`reloading every ${POLL / 1000} s`, "polling");
+      setTimeout(follow, RETRY_EVENTS);
+    } else {
+      live("reconnecting…", "polling"); // the browser reconnects by itself
+    }
+  });
+}
+
+// -- rendering --------------------------------------------------------------------------
 
 const RESOURCES = [
   ["cpu", "CPU", ""],
@@ -153,48 +340,44 @@ const RESOURCES = [
 ];
 
 function number(n) {
-  return String(Number(n.toFixed(2)));
+  return String(Number(Number(n).toFixed(2)));
 }
 
 function plural(n, noun) {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
-// What the VMs on a PM (with its pm/query answer) take, by resource, from their
-// flavors; while a VM or its flavor is not known, capacity - free stands in (true
-// without overcommit). Worked out once a load, as pm.used.
-function used(pm) {
-  const fallback = {};
-  for (const r of ["cpu", "ram", "disk"]) {
-    fallback[r] = Math.max(pm.info.capacity[r] - pm.info.free[r], 0);
-  }
-  if (!pm.vmids) return fallback;
-  const sum = { cpu: 0, ram: 0, disk: 0 };
-  for (const vmid of pm.vmids) {
-    const vm = state.vms.get(vmid);
-    const type = vm && state.types.find((t) => t.tid === vm.instance_type);
-    if (!type) return fallback;
-    for (const r of Object.keys(sum)) sum[r] += type[r];
-  }
-  return sum;
+// What may be placed on a PM, by resource: its capacity times the overcommit ratio.
+function allowed(pm, resource) {
+  return Math.floor(pm.capacity[resource] * (state.ratios[resource] ?? 1));
 }
 
-// One resource of a PM: a bar of what is taken out of what may be taken (capacity times
-// the overcommit ratio: used + free), and the free and capacity figures.
+// One resource of a PM: a bar of what is taken out of what may be taken, and the free and
+// capacity figures, with the overcommit ratio where there is one.
 function bar(resource, label, unit, pm) {
-  const info = pm.info;
-  const capacity = info.capacity[resource];
-  const free = info.free[resource];
-  const taken = pm.used[resource];
-  const allowed = taken + Math.max(free, 0);
-  const percent = allowed > 0 ? Math.min((100 * taken) / allowed, 100) : 0;
+  const capacity = pm.capacity[resource];
+  const free = pm.free[resource];
+  const ratio = state.ratios[resource] ?? 1;
+  const most = allowed(pm, resource);
+  const taken = most - free;
+  const percent = most > 0 ? Math.min(Math.max((100 * taken) / most, 0), 100) : 0;
   const level = percent >= 90 ? "full" : percent >= 70 ? "high" : "";
   const fill = el("div", { class: `fill ${level}` });
   fill.style.width = `${percent.toFixed(1)}%`;
   return el(
     "div",
     { class: "resource", "data-resource": resource },
-    el("span", { class: "label" }, label),
+    el(
+      "span",
+      { class: "numbers" },
+      el("span", { class: "label" }, label),
+      " ",
+      el("span", { class: "free" }, number(free)),
+      " free of ",
+      el("span", { class: "capacity" }, number(capacity)),
+      unit,
+      ratio > 1 ? el("span", { class: "over", title: "overcommit ratio" }, ` ×${number(ratio)}`) : null,
+    ),
     el(
       "div",
       {
@@ -202,28 +385,22 @@ function bar(resource, label, unit, pm) {
         role: "meter",
         "aria-label": `${label} used`,
         "aria-valuemin": "0",
-        "aria-valuemax": String(allowed),
+        "aria-valuemax": String(most),
         "aria-valuenow": String(taken),
       },
       fill,
-    ),
-    el(
-      "span",
-      { class: "numbers" },
-      el("span", { class: "free" }, number(free)),
-      ` free of `,
-      el("span", { class: "capacity" }, number(capacity)),
-      unit,
-      allowed > capacity && capacity > 0
-        ? el("span", { class: "over", title: "overcommit ratio" }, ` ×${number(allowed / capacity)}`)
-        : null,
     ),
   );
 }
 
 function flavorText(tid) {
-  const type = state.types.find((t) => t.tid === tid);
+  const type = state.typeOf.get(tid);
   return type ? `${tid}: ${type.cpu} CPU, ${type.ram} MiB, ${type.disk} GiB` : `${tid}`;
+}
+
+function imageText(id) {
+  const image = state.images.find((i) => i.id === id);
+  return image ? image.name : id === undefined ? "" : String(id);
 }
 
 function destroyButton(vmid) {
@@ -243,53 +420,188 @@ function destroyButton(vmid) {
   );
 }
 
-function vmTable(pm) {
-  if (!pm.vmids) return el("p", { class: "empty" }, "pm/listvms does not answer for this PM");
-  if (pm.vmids.length === 0) return el("p", { class: "empty" }, "No VMs");
-  const rows = pm.vmids.map((vmid) => {
-    const vm = state.vms.get(vmid);
-    return el(
-      "tr",
-      { class: "vm", "data-vmid": vmid },
-      el("td", { class: "num" }, vmid),
-      el("td", { class: "name" }, vm ? vm.name : "?"),
-      el("td", {}, vm ? flavorText(vm.instance_type) : "?"),
-      el("td", {}, destroyButton(vmid)),
-    );
-  });
+function vmRow(vmid) {
+  const vm = state.vms.get(vmid);
+  const missing = vm && vm.state && vm.state !== "active";
   return el(
-    "table",
-    { class: "vms" },
-    el("thead", {}, el("tr", {}, el("th", {}, "vmid"), el("th", {}, "name"), el("th", {}, "flavor"), el("th"))),
-    el("tbody", {}, ...rows),
+    "tr",
+    { class: `vm${missing ? " missing" : ""}`, "data-vmid": vmid },
+    el("td", { class: "num" }, vmid),
+    el("td", { class: "name" }, vm ? vm.name : "…"),
+    el("td", {}, vm ? flavorText(vm.instance_type) : ""),
+    el("td", {}, vm ? imageText(vm.image_id) : ""),
+    el("td", {}, missing ? el("span", { class: "vmstate" }, vm.state) : null),
+    el("td", {}, destroyButton(vmid)),
   );
 }
 
-function pmCard(pm) {
-  const status = state.health.get(pm.pmid) || (pm.info ? "" : "unknown");
-  const title = el(
-    "h3",
-    {},
-    `PM ${pm.pmid}`,
-    status ? el("span", { class: `badge ${status}` }, status) : null,
-    el("span", { class: "vmcount" }, pm.vmids ? plural(pm.vmids.length, "VM") : ""),
+// The VMs an open PM shows: all of them, or those the filter found.
+function vmTable(item) {
+  const { pm, vmids } = item;
+  if (pm.vmids.length === 0) return el("p", { class: "empty" }, "No VMs");
+  const every = state.everyRow.has(pm.pmid);
+  const rows = every ? vmids : vmids.slice(0, ROWS);
+  const notes = [];
+  if (vmids.length < pm.vmids.length) {
+    notes.push(`${vmids.length} of ${plural(pm.vmids.length, "VM")} match the filter`);
+  }
+  const table = el(
+    "table",
+    { class: "vms" },
+    el(
+      "thead",
+      {},
+      el(
+        "tr",
+        {},
+        el("th", {}, "vmid"),
+        el("th", {}, "name"),
+        el("th", {}, "flavor"),
+        el("th", {}, "image"),
+        el("th", {}, "state"),
+        el("th"),
+      ),
+    ),
+    el("tbody", {}, ...rows.map(vmRow)),
   );
-  const body = pm.info
-    ? el("div", { class: "resources" }, ...RESOURCES.map(([r, l, u]) => bar(r, l, u, pm)))
-    : el("p", { class: "empty" }, "pm/query does not answer for this PM");
-  return el("article", { class: "pm", "data-pmid": pm.pmid }, title, body, vmTable(pm));
+  const more =
+    rows.length < vmids.length
+      ? el(
+          "button",
+          {
+            type: "button",
+            class: "more",
+            onclick: () => {
+              state.everyRow.add(pm.pmid);
+              touch(pm.pmid);
+              render();
+            },
+          },
+          `Show all ${vmids.length}`,
+        )
+      : null;
+  return el(
+    "div",
+    { class: "pm-vms", id: `vms-${pm.pmid}` },
+    notes.length ? el("p", { class: "note" }, notes.join(" ")) : null,
+    table,
+    more,
+  );
+}
+
+function toggle(pmid, open) {
+  state.toggled.set(pmid, !open);
+  touch(pmid);
+  render();
+  // Its card was made again: keep the focus on its button.
+  const card = cards.get(pmid);
+  if (card) card.node.querySelector(".toggle").focus({ preventScroll: true });
+}
+
+function pmCard(item) {
+  const { pm, open } = item;
+  const count = pm.vmids.length;
+  const found = item.found ? ` · ${item.vmids.length} found` : "";
+  const head = el(
+    "div",
+    { class: "pm-head", onclick: () => toggle(pm.pmid, open) },
+    el(
+      "button",
+      {
+        type: "button",
+        class: "toggle",
+        "aria-expanded": String(open),
+        "aria-controls": `vms-${pm.pmid}`,
+        title: open ? "Hide its VMs" : "Show its VMs",
+      },
+      `PM ${pm.pmid}`,
+    ),
+    el("span", { class: `badge ${pm.state}` }, pm.state),
+    ...RESOURCES.map(([r, l, u]) => bar(r, l, u, pm)),
+    el("span", { class: "vmcount" }, plural(count, "VM") + found),
+  );
+  return el(
+    "article",
+    { class: `pm ${pm.state}${open ? " open" : ""}`, "data-pmid": pm.pmid },
+    head,
+    open ? vmTable(item) : null,
+  );
+}
+
+// What the filter box asks for: PMs by id, VMs by id or by a part of their name.
+function matcher(text) {
+  const q = text.trim().toLowerCase();
+  if (!q) return null;
+  const m = /^(?:(pm|vm)\s*#?\s*)?(\d+)$/.exec(q);
+  return { q, id: m ? Number(m[2]) : null, kind: m ? m[1] || "" : null };
+}
+
+function vmMatches(m, vmid) {
+  if (m.kind !== "pm" && m.id === vmid) return true;
+  if (m.kind) return false; // "pm 12" and "vm 12" are ids, not names
+  const vm = state.vms.get(vmid);
+  return vm !== undefined && vm.search.includes(m.q);
+}
+
+// The PMs to show, in order, each with the VMs it would show when open, and whether it is.
+function view() {
+  const m = state.filter;
+  const shown = [];
+  let rows = 0;
+  for (const pmid of state.order) {
+    const pm = state.pms.get(pmid);
+    if (!pm || (state.only && pm.state !== state.only)) continue;
+    let vmids = pm.vmids;
+    let found = false;
+    if (m && !(m.kind !== "vm" && m.id === pmid)) {
+      vmids = pm.vmids.filter((vmid) => vmMatches(m, vmid));
+      if (vmids.length === 0) continue;
+      found = true;
+    }
+    shown.push({ pm, vmids, found });
+    rows += vmids.length;
+  }
+  const open = shown.length <= OPEN_PMS && rows <= OPEN_VMS;
+  for (const item of shown) {
+    const toggled = state.toggled.get(item.pm.pmid);
+    item.open = toggled === undefined ? open : toggled;
+    // What besides the PM itself its card shows: redone when this changes.
+    item.key = item.open
+      ? `open ${state.everyRow.has(item.pm.pmid)} ${item.found ? item.vmids.join(",") : "all"}`
+      : `closed ${item.found ? item.vmids.length : ""}`;
+  }
+  return shown;
 }
 
 function totals() {
-  let cpu = [0, 0];
-  let ram = [0, 0];
-  for (const pm of state.pms) {
-    if (!pm.info) continue;
-    cpu = [cpu[0] + pm.used.cpu, cpu[1] + pm.info.capacity.cpu];
-    ram = [ram[0] + pm.used.ram, ram[1] + pm.info.capacity.ram];
+  const states = new Map();
+  const cpu = [0, 0];
+  const ram = [0, 0];
+  let vms = 0;
+  for (const pm of state.pms.values()) {
+    states.set(pm.state, (states.get(pm.state) || 0) + 1);
+    vms += pm.vmids.length;
+    if (pm.state === "retired") continue;
+    cpu[0] += allowed(pm, "cpu") - pm.free.cpu;
+    cpu[1] += pm.capacity.cpu;
+    ram[0] += allowed(pm, "ram") - pm.free.ram;
+    ram[1] += pm.capacity.ram;
   }
-  const vms = state.pms.reduce((n, pm) => n + (pm.vmids ? pm.vmids.length : 0), 0);
-  return `${plural(state.pms.length, "PM")} · ${plural(vms, "VM")} · ${number(cpu[0])}/${number(cpu[1])} CPUs · ${number(ram[0])}/${number(ram[1])} MiB allocated`;
+  const byState = ["up", "drained", "down", "retired"]
+    .filter((s) => states.get(s))
+    .map((s) => `${states.get(s)} ${s}`)
+    .join(", ");
+  return (
+    `${plural(state.pms.size, "PM")} (${byState || "none"}) · ${plural(vms, "VM")} · ` +
+    `${number(cpu[0])}/${number(cpu[1])} CPUs · ${number(ram[0])}/${number(ram[1])} MiB allocated`
+  );
+}
+
+function settingsText() {
+  const over = RESOURCES.filter(([r]) => (state.ratios[r] ?? 1) !== 1)
+    .map(([r, label]) => `${label} ×${number(state.ratios[r])}`)
+    .join(", ");
+  return `policy ${state.policy || "?"}${over ? ` · overcommit ${over}` : ""}`;
 }
 
 function fillSelect(select, options) {
@@ -301,21 +613,7 @@ function fillSelect(select, options) {
   select.dataset.options = key;
 }
 
-function render() {
-  const model = JSON.stringify([
-    state.types,
-    state.images,
-    state.pms,
-    [...state.vms.entries()],
-    [...state.health.entries()],
-    [...state.armed.keys()],
-    [...state.busy],
-  ]);
-  if (model === state.rendered) return; // nothing changed: leave the page as it is
-  state.rendered = model;
-  $("totals").textContent = totals();
-  $("pm-count").textContent = `(${state.pms.length})`;
-  $("pms").replaceChildren(...state.pms.map(pmCard));
+function renderCatalog() {
   $("flavors").tBodies[0].replaceChildren(
     ...state.types.map((t) =>
       el("tr", { "data-tid": t.tid }, el("td", {}, t.tid), el("td", {}, t.cpu), el("td", {}, t.ram), el("td", {}, t.disk)),
@@ -334,49 +632,70 @@ function render() {
   );
 }
 
+const cards = new Map(); // pmid -> {node, key}: the card last rendered for a PM
+let listed = []; // the pmids the list shows, in order
+let renderTimer = null;
+
+// Render soon: changes arriving together make one render.
+function schedule() {
+  if (renderTimer === null) renderTimer = setTimeout(render, RENDER_AFTER);
+}
+
+// Bring the page up to date with the state: the cards of the PMs that changed are made
+// again, the others are kept as they are.
+function render() {
+  clearTimeout(renderTimer);
+  renderTimer = null;
+  if (!state.loaded) return;
+  if (dirty.all) {
+    renderCatalog();
+    cards.clear();
+  }
+  $("totals").textContent = totals();
+  $("settings").textContent = settingsText();
+  const shown = view();
+  const list = $("pms");
+  const nodes = [];
+  const replaced = [];
+  let reordered = shown.length !== listed.length;
+  shown.forEach((item, i) => {
+    const pmid = item.pm.pmid;
+    let card = cards.get(pmid);
+    if (!card || dirty.pms.has(pmid) || card.key !== item.key) {
+      const node = pmCard(item);
+      if (card) replaced.push([card.node, node]);
+      card = { node, key: item.key };
+      cards.set(pmid, card);
+    }
+    nodes.push(card.node);
+    if (listed[i] !== pmid) reordered = true;
+  });
+  if (reordered || dirty.all) {
+    list.replaceChildren(...nodes);
+    if (nodes.length === 0) {
+      list.append(el("p", { class: "empty" }, state.pms.size ? "No PM matches." : "No PMs."));
+    }
+  } else {
+    for (const [old, node] of replaced) if (old.parentNode === list) old.replaceWith(node);
+  }
+  listed = shown.map((item) => item.pm.pmid);
+  // A PM not shown keeps no card that would be out of date when it shows again.
+  const showing = new Set(listed);
+  for (const pmid of dirty.pms) if (!showing.has(pmid)) cards.delete(pmid);
+  for (const pmid of cards.keys()) if (!state.pms.has(pmid)) cards.delete(pmid);
+  $("pm-count").textContent =
+    shown.length === state.pms.size ? `(${state.pms.size})` : `(${shown.length} of ${state.pms.size})`;
+  dirty.all = false;
+  dirty.pms.clear();
+}
+
 function banner(text) {
   const node = $("banner");
   node.textContent = text || "";
   node.hidden = !text;
 }
 
-// -- refreshing -----------------------------------------------------------------------------
-
-let timer = null;
-let loading = null; // the load under way
-let queued = null; // the load asked for while one was under way
-
-// Load and show the fleet; while a load is under way, one more follows it (what it read
-// may predate the change that asked for this one).
-function refresh() {
-  if (loading) {
-    if (!queued) {
-      queued = loading.then(() => {
-        queued = null;
-        return refresh();
-      });
-    }
-    return queued;
-  }
-  clearTimeout(timer);
-  loading = (async () => {
-    try {
-      await load();
-      render();
-      banner("");
-      $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
-      document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
-    } catch (e) {
-      banner(`Cannot load the fleet: ${e.message}.${$("auto").checked ? " Retrying…" : ""}`);
-    } finally {
-      loading = null;
-      if ($("auto").checked) timer = setTimeout(refresh, INTERVAL * 1000);
-    }
-  })();
-  return loading;
-}
-
-// -- acting ---------------------------------------------------------------------------------
+// -- acting -----------------------------------------------------------------------------
 
 function status(text, kind, vmid) {
   const node = $("create-status");
@@ -402,15 +721,23 @@ async function create(event) {
     const { value, reason } = await call("vm/create", { name, instance_type: tid, image_id: image });
     clearInterval(ticker);
     if (value && value.vmid > 0) {
-      let where = "";
-      try {
-        const vm = await must("vm/query", "vmid", { vmid: value.vmid });
-        state.vms.set(value.vmid, vm);
-        where = ` on PM ${vm.pmid}`;
-      } catch (e) {
-        // Created all the same; the next refresh shows where.
+      // Its event may be here already; else ask where it went.
+      let pmid = state.vms.has(value.vmid) ? state.vms.get(value.vmid).pmid : null;
+      if (pmid === null) {
+        try {
+          const answer = await call("vm/query", { vmid: value.vmid });
+          if (answer.value && answer.value.pmid) pmid = answer.value.pmid;
+        } catch (e) {
+          // Created all the same; the list shows where.
+        }
       }
-      status(`Created VM ${value.vmid} “${name}”${where}.`, "ok", value.vmid);
+      if (pmid !== null) {
+        // Open its PM, so that it shows there.
+        state.toggled.set(pmid, true);
+        touch(pmid);
+        schedule();
+      }
+      status(`Created VM ${value.vmid} “${name}”${pmid !== null ? ` on PM ${pmid}` : ""}.`, "ok", value.vmid);
       $("create-name").value = "";
     } else {
       status(`Not created: ${reason || "the daemon refused"}.`, "error");
@@ -421,7 +748,13 @@ async function create(event) {
   } finally {
     button.disabled = false;
   }
-  await refresh();
+  if (!stream.connected) await reload();
+}
+
+function touchVM(vmid) {
+  const vm = state.vms.get(vmid);
+  if (vm) touch(vm.pmid);
+  render();
 }
 
 async function destroyClicked(vmid) {
@@ -430,16 +763,16 @@ async function destroyClicked(vmid) {
   if (!armed) {
     const timer = setTimeout(() => {
       state.armed.delete(vmid);
-      render();
+      touchVM(vmid);
     }, ARMED_FOR);
     state.armed.set(vmid, { timer, at: Date.now() });
-    return render();
+    return touchVM(vmid);
   }
   if (Date.now() - armed.at < SETTLE) return; // a double-click is one click
   clearTimeout(armed.timer);
   state.armed.delete(vmid);
   state.busy.add(vmid);
-  render();
+  touchVM(vmid);
   try {
     const { value, reason } = await call("vm/destroy", { vmid });
     if (value && value.status === 1) status(`Destroyed VM ${vmid}.`, "ok");
@@ -448,18 +781,30 @@ async function destroyClicked(vmid) {
     status(`VM ${vmid} not destroyed: ${e.message}.`, "error");
   } finally {
     state.busy.delete(vmid);
-    render();
+    touchVM(vmid);
   }
-  await refresh();
+  if (!stream.connected) await reload();
+}
+
+let filterTimer = null;
+
+function filterChanged() {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => {
+    state.filter = matcher($("filter").value);
+    state.only = $("state-filter").value;
+    render();
+  }, FILTER_AFTER);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("interval").textContent = INTERVAL;
   $("create-form").addEventListener("submit", create);
-  $("reload").addEventListener("click", refresh);
-  $("auto").addEventListener("change", () => {
-    clearTimeout(timer);
-    if ($("auto").checked) refresh();
-  });
-  refresh();
+  $("filter-form").addEventListener("submit", (e) => e.preventDefault());
+  for (const type of ["input", "change"]) $("filter").addEventListener(type, filterChanged);
+  $("state-filter").addEventListener("change", filterChanged);
+  $("reload").addEventListener("click", () => reload());
+  state.filter = matcher($("filter").value);
+  state.only = $("state-filter").value;
+  reload();
+  follow();
 });

@@ -182,7 +182,9 @@ class Admin(pb.Avatar):
         fleet, out = self.fleet, {}
         for pmid in fleet.pm_ids():
             if fleet.hypervisors.is_up(pmid):
+                fleet.creator.forget_bases(pmid)
                 out[pmid] = await fleet.hypervisors.call(pmid, "prune_bases", fleet.fleet_id)
+                fleet.creator.forget_bases(pmid)
             else:
                 out[pmid] = None
         self._audit("pruned base copies: {out}", out=out)

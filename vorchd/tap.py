@@ -5,6 +5,7 @@ service tree out (the libvirt service and the fleet service with its REST listen
 
 from __future__ import annotations
 
+import gc
 import os
 
 from twisted.application.service import MultiService, Service
@@ -126,6 +127,10 @@ class FleetService(Service):
         self.log.info("inventory loaded: {n} PMs", n=len(self.inventory[0]))
         # PMs are discovered in the background: the API answers meanwhile.
         await self.fleet.discover()
+        # What start-up made (connections, the model of thousands of PMs) lives as long
+        # as the daemon: out of the collector's way, so that its full passes, which
+        # stall the reactor, do not grow with the fleet.
+        gc.freeze()
         self._start_loops()
         if not self.loaded.called:
             self.loaded.callback(None)

@@ -25,6 +25,9 @@ from vorchd.model import Flavor
 from vorchd.policies import Request
 from vorchd.store import StoreUnavailable
 
+# Seconds a base copy found on a PM is used without asking the PM again.
+BASE_TRUSTED = 5.0
+
 
 class Creator:
     """
@@ -43,6 +46,8 @@ class Creator:
         self.undo = undo
         self.in_flight: set[str] = set()
         self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
+        # (pmid, image_id, source) -> (path, format, trusted until)
+        self._bases: dict[tuple[int, int, str], tuple[str, str, float]] = {}
 
     async def create(self, name: str, instance_type: int, image_id: int) -> int:
         """
@@ -183,27 +188,56 @@ class Creator:
         except ImageUnavailable as e:
             raise Refused(str(e), "image_unavailable") from None
 
+    async def _base(self, pmid: int, image_id: int, source: str) -> tuple[str, str]:
+        """
+        The image's base copy on PM C{pmid} (its path and format), uploaded if missing.
+
+        A copy found is trusted for C{BASE_TRUSTED} seconds before the PM is asked again
+        (which also notices an image file changed since, or a copy deleted), so that a
+        burst of creates on one PM costs one check rather than one each.
+        """
+        key = (pmid, image_id, source)
+        clock = self.parts.store._reactor.seconds()
+        known = self._bases.get(key)
+        if known is not None and known[2] > clock:
+            return known[0], known[1]
+        lock = self._base_locks.setdefault((pmid, image_id), defer.DeferredLock())
+        # One upload per image and PM, however many creates wait for it.
+        path, fmt = await lock.run(
+            self.parts.hypervisors.call, pmid, "ensure_base", self.parts.fleet_id, image_id, source
+        )
+        self._bases[key] = (path, fmt, clock + BASE_TRUSTED)
+        return path, fmt
+
+    def forget_bases(self, pmid: int | None = None) -> None:
+        """
+        Ask the PM (every PM) again before trusting its base copies (they were pruned).
+        """
+        for key in [k for k in self._bases if pmid is None or k[0] == pmid]:
+            del self._bases[key]
+
     async def _build(
         self, vmid: int, name: str, flavor: Flavor, image_id: int, pmid: int, source: str
     ) -> str:
         hypervisors, fleet = self.parts.hypervisors, self.parts.fleet_id
-        lock = self._base_locks.setdefault((pmid, image_id), defer.DeferredLock())
-        # One upload per image and PM, however many creates wait for it.
-        base_path, base_format = await lock.run(
-            hypervisors.call, pmid, "ensure_base", fleet, image_id, source
-        )
+        base_path, base_format = await self._base(pmid, image_id, source)
         spec = VMSpec(fleet, vmid, name, flavor, image_id, pmid, "auto", "")
-        return await hypervisors.call(
-            pmid,
-            "create_vm",
-            spec,
-            base_path,
-            base_format,
-            # Answered as failed already: a domain that starts anyway must not stay.
-            undo=lambda _kind: hypervisors.call(
-                pmid, "destroy_vm", spec.domain_name, spec.volume_name
-            ),
-        )
+        try:
+            return await hypervisors.call(
+                pmid,
+                "create_vm",
+                spec,
+                base_path,
+                base_format,
+                # Answered as failed already: a domain that starts anyway must not stay.
+                undo=lambda _kind: hypervisors.call(
+                    pmid, "destroy_vm", spec.domain_name, spec.volume_name
+                ),
+            )
+        except HypervisorError:
+            # Its base copy may be what failed: ask the PM again next time.
+            self.forget_bases(pmid)
+            raise
 
     async def _commit(self, vmid: int, pmid: int) -> bool:
         try:

@@ -78,11 +78,14 @@ class Reconciler:
                     pmid=pmid,
                     owner=owner or "(unknown)",
                 )
+        # Only domains the model has no record of can need adopting: their metadata
+        # alone is read, so a round costs one listing per PM however many VMs run.
+        known = frozenset(rec.domain for rec in parts.state.vms.values())
         for pmid in self.connected_pmids():
             if not hypervisors.is_up(pmid):
                 continue
             try:
-                found = await hypervisors.call(pmid, "fleet_domains", parts.fleet_id)
+                found = await hypervisors.call(pmid, "fleet_domains", parts.fleet_id, known)
                 for meta in found:
                     if await self._adopt(pmid, meta):
                         report["adopted"].append(meta["vmid"])

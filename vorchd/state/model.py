@@ -122,6 +122,9 @@ class FleetState:
     def __init__(self) -> None:
         self.ready = False
         self.seq = 0
+        # Counts every change told to listeners (this daemon's reach included): a view
+        # made at one version holds until the next.
+        self.version = 0
         self.last_id = "0-0"
         self.fleet_id = ""
         self.settings: dict[str, str] = {}
@@ -148,6 +151,7 @@ class FleetState:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _tell(self, event: str, key: object = None) -> None:
+        self.version += 1
         for listener in list(self._listeners):
             listener(self.seq, event, key)
 

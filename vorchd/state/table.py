@@ -52,8 +52,10 @@ class HostTable:
         if i is None:
             return
         if capacity is not None:
-            self.capacity[:, i] = (capacity.cpu, capacity.ram, capacity.disk)
-            self._effective = None
+            column = (capacity.cpu, capacity.ram, capacity.disk)
+            if tuple(self.capacity[:, i]) != column:
+                self.capacity[:, i] = column
+                self._effective = None
         if used is not None:
             self.used[:, i] = (used.cpu, used.ram, used.disk)
         if vms is not None:

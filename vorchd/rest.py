@@ -359,10 +359,14 @@ class SeedAPI:
 
     @app.route("/v1/fleet")
     def fleet_view(self, request):
-        async def work():
-            return self.fleet.view()
-
-        return self._serve(request, 0, work)
+        try:
+            self._check_method(request, False)
+            body = self.fleet.view_json()
+        except Malformed as e:
+            return self._answer(request, 0, str(e))
+        except StoreUnavailable as e:
+            return self._answer(request, 0, str(e), outcome="failed")
+        return self._document(request, b"application/json", body)
 
     @app.route("/openapi.json")
     def openapi_document(self, request):

@@ -10,6 +10,7 @@ model (L{vorchd.state}).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 
 from twisted.internet import defer
@@ -63,6 +64,7 @@ class Fleet:
         self.reconciler = Reconciler(parts, self.creator.in_flight, self.connected_pmids)
         hypervisors.on_up = self._discovered
         hypervisors.on_state = parts.state.set_up
+        self._view_cache: tuple[tuple, bytes] | None = None
 
     # -- the parts, by name ----------------------------------------------------------
 
@@ -200,6 +202,18 @@ class Fleet:
         state = self._ready()
         policy, ratios = self.current()
         return views.fleet(state, policy.name, ratios)
+
+    def view_json(self) -> bytes:
+        """
+        L{view} as the JSON C{/v1/fleet} answers, made once per change of the model.
+        """
+        state = self._ready()
+        policy, ratios = self.current()
+        key = (state.version, state.seq, policy.name, tuple(sorted(ratios.items())))
+        if self._view_cache is None or self._view_cache[0] != key:
+            doc = views.fleet(state, policy.name, ratios)
+            self._view_cache = (key, json.dumps(doc).encode("ascii"))
+        return self._view_cache[1]
 
 
 def _finish(work: Coroutine) -> defer.Deferred:

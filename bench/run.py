@@ -368,15 +368,18 @@ def bench_reads(ctx: Context) -> None:
                 continue
             label = name.strip("/").replace("/", "-")
             res = run(daemon.url, paths, name, ctx.profile(daemon, f"reads-{label}"))
+            # The targets are the seed reads'; /v1/fleet (the whole fleet, about 1 MB
+            # at this size) has none: its figures are for the record.
+            seed = name != "/v1/fleet"
             r.add("reads", f"{name}: req/s", res.rate, "/s")
             r.add(
                 "reads",
                 f"{name}: share of the Klein ceiling",
                 res.rate / top.rate if top.rate else None,
                 "",
-                Target(">=", 0.75),
+                Target(">=", 0.75) if seed else None,
             )
-            r.add("reads", f"{name}: p99", res.p99_ms, "ms", Target("<", 20))
+            r.add("reads", f"{name}: p99", res.p99_ms, "ms", Target("<", 20) if seed else None)
     finally:
         daemon.stop()
         ceiling.stop()

@@ -22,24 +22,25 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.clients import LoopbackClient
 from tests.harness import REPO, Daemon, free_port, shared_redis, tmpdir, unique_prefix, write_fleet
-from vorchd.cli.admin import (
+from vorchd.admincmds import ALIASES
+from vorchd.cli.admin import main
+from vorchd.cli.admin_connect import (
     AdminCLIError,
     AdminConnection,
-    Commands,
-    Shell,
     Target,
-    UsageError,
-    amount,
-    build_parser,
     default_config,
+    resolve_target,
+)
+from vorchd.cli.admin_format import (
+    amount,
     format_policies,
+    format_pruned,
     format_ratios,
     format_rediscovery,
     format_status,
-    main,
-    ratio_arg,
-    resolve_target,
 )
+from vorchd.cli.admin_parser import UsageError, build_parser
+from vorchd.cli.admin_shell import Shell
 
 EXE = str(Path(sys.executable).parent / "vorchd-admin")
 
@@ -216,7 +217,9 @@ class FormatterTests(SynchronousTestCase):
         are set in; rediscovery lists each PM's report or that it is unreachable.
         """
         self.assertEqual(
-            format_policies(["best-fit", "first-fit", "worst-fit"], "first-fit").splitlines(),
+            format_policies(
+                ["best-fit", "first-fit", "worst-fit"], "first-fit", ALIASES
+            ).splitlines(),
             ["  best-fit  (alias: pack)", "* first-fit", "  worst-fit  (alias: spread)"],
         )
         self.assertEqual(format_ratios({"disk": 1, "cpu": 2.0, "ram": 1.5}), (
@@ -260,7 +263,7 @@ class CommandLineTests(SynchronousTestCase):
             self.assertIn("usage: vorchd-admin", err.getvalue())
             self.assertNotIn("Traceback", err.getvalue())
         with self.assertRaises(UsageError):
-            ratio_arg("ram:2")
+            build_parser().parse_args(["ratios", "ram:2"])
 
 
 class FakeTTY(io.StringIO):
@@ -277,9 +280,9 @@ class ShellTests(SynchronousTestCase):
         self.calls = []
         self.out, self.err = io.StringIO(), io.StringIO()
 
-    def daemon(self, name, *args):
-        self.calls.append((name, *args))
-        if args == ("nonsense",):
+    def daemon(self, name, values):
+        self.calls.append((name, values))
+        if values.get("name") == "nonsense":
             raise AdminCLIError("unknown policy 'nonsense'; known: first-fit")
         return f"ran {name}"
 
@@ -298,11 +301,11 @@ class ShellTests(SynchronousTestCase):
         self.assertEqual(
             self.calls,
             [
-                ("status", False),
-                ("policy", "worst-fit"),
-                ("ratios", {"cpu": 2.0}),
-                ("drain", 2),
-                ("rediscover", None),
+                ("status", {"json": False}),
+                ("policy", {"name": "worst-fit"}),
+                ("ratios", {"wanted": {"cpu": 2.0}}),
+                ("drain", {"pmid": 2}),
+                ("rediscover", {"pmid": None}),
             ],
         )
         self.assertEqual(self.out.getvalue(), "ran status\nran policy\nran ratios\n"
@@ -315,7 +318,7 @@ class ShellTests(SynchronousTestCase):
         """
         shell = self.shell("drain x\nfrobnicate\npolicy nonsense\nenable 1\n")
         self.assertEqual(shell.loop(), 1)
-        self.assertEqual(self.calls, [("policy", "nonsense"), ("enable", 1)])
+        self.assertEqual(self.calls, [("policy", {"name": "nonsense"}), ("enable", {"pmid": 1})])
         err = self.err.getvalue()
         self.assertIn("drain: argument PMID: PM id 'x' is not a number", err)
         self.assertIn("usage: drain [-h] PMID", err)
@@ -363,28 +366,31 @@ class ShellTests(SynchronousTestCase):
         its one argument only.
         """
         shell = self.shell()
-        self.assertEqual(shell.complete_policy("", "policy ", 7, 7), [
+        complete = shell.completedefault
+        self.assertEqual(complete("", "policy ", 7, 7), [
             "best-fit", "first-fit", "round-robin", "worst-fit", "spread", "pack"
         ])  # fmt: skip
-        self.assertEqual(shell.complete_policy("worst-", "policy worst-", 7, 13), ["worst-fit"])
-        self.assertEqual(shell.complete_policy("s", "policy s", 7, 8), ["spread"])
-        self.assertEqual(shell.complete_policy("", "policy first-fit ", 17, 17), [])
-        self.assertNotIn("pack", Shell(self.daemon, ["first-fit", "worst-fit"]).policies)
+        self.assertEqual(complete("worst-", "policy worst-", 7, 13), ["worst-fit"])
+        self.assertEqual(complete("s", "policy s", 7, 8), ["spread"])
+        self.assertEqual(complete("", "policy first-fit ", 17, 17), [])
+        self.assertNotIn("pack", Shell(self.daemon, ["first-fit", "worst-fit"]).known["policies"])
 
     def test_complete_pmids_ratios_status(self):
         """
         drain, enable and rediscover complete PM ids; ratios the resources not yet set;
         status its --json flag.
         """
-        shell = self.shell()
-        self.assertEqual(shell.complete_drain("1", "drain 1", 6, 7), ["1", "12"])
-        self.assertEqual(shell.complete_enable("", "enable ", 7, 7), ["1", "2", "12"])
-        self.assertEqual(shell.complete_rediscover("2", "rediscover 2", 11, 12), ["2"])
-        self.assertEqual(shell.complete_drain("", "drain 1 ", 8, 8), [])
-        self.assertEqual(shell.complete_ratios("", "ratios ", 7, 7), ["cpu=", "ram=", "disk="])
-        self.assertEqual(shell.complete_ratios("", "ratios cpu=2 ", 13, 13), ["ram=", "disk="])
-        self.assertEqual(shell.complete_ratios("d", "ratios d", 7, 8), ["disk="])
-        self.assertEqual(shell.complete_status("-", "status -", 7, 8), ["--json"])
+        complete = self.shell().completedefault
+        self.assertEqual(complete("1", "drain 1", 6, 7), ["1", "12"])
+        self.assertEqual(complete("", "enable ", 7, 7), ["1", "2", "12"])
+        self.assertEqual(complete("2", "rediscover 2", 11, 12), ["2"])
+        self.assertEqual(complete("", "drain 1 ", 8, 8), [])
+        self.assertEqual(complete("", "ratios ", 7, 7), ["cpu=", "ram=", "disk="])
+        self.assertEqual(complete("", "ratios cpu=2 ", 13, 13), ["ram=", "disk="])
+        self.assertEqual(complete("d", "ratios d", 7, 8), ["disk="])
+        self.assertEqual(complete("-", "status -", 7, 8), ["--json"])
+        self.assertEqual(complete("", "status --json ", 14, 14), [])
+        self.assertEqual(complete("", "prune ", 6, 6), [])
 
 
 class Piped(protocol.ProcessProtocol):
@@ -601,12 +607,11 @@ class AdminExecutableTests(TestCase):
         target = Target("127.0.0.1", daemon.admin_port, "admin", daemon.admin_password)
         connection = AdminConnection(reactor, target)
         self.addCleanup(connection.close)
-        commands = Commands(connection)
         await connection.open()
-        self.assertEqual(await commands.policy(), "first-fit")
+        self.assertEqual(await connection.run("policy", {}), "first-fit")
         connection._factory.disconnect()
         await task.deferLater(reactor, 0.1, lambda: None)
-        self.assertEqual(await commands.policy("worst-fit"), "worst-fit")
+        self.assertEqual(await connection.run("policy", {"name": "worst-fit"}), "worst-fit")
 
     async def test_prompt_from_stdin(self):
         """
@@ -647,8 +652,6 @@ def test_format_pruned():
     prune says, PM by PM, which base copies went, that none did, or that the PM was out
     of reach.
     """
-    from vorchd.cli.admin import format_pruned
-
     text = format_pruned({2: None, 1: ["vorchd-ab-image-1-0123.img"], 3: []})
     assert text.splitlines() == [
         "PM 1: vorchd-ab-image-1-0123.img",

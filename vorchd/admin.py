@@ -1,8 +1,9 @@
 """
 The admin port: Perspective Broker behind twisted.cred, in the daemon's own reactor.
 
-An administrator logs in with a user and password from a password file and tunes the
-running fleet: status, policy, overcommit ratios, drain and enable, rediscovery.
+An administrator logs in with a user and password from a password file and runs the
+commands of L{vorchd.admincmds.COMMANDS} on the running fleet: status, policy,
+overcommit ratios, drain and enable, rediscovery, pruning.
 Changes are stored in Redis, so they apply from the next request, reach every daemon
 sharing that Redis, and survive restarts.
 """
@@ -20,6 +21,7 @@ from twisted.spread import pb
 from zope.interface import implementer
 
 from vorchd import room
+from vorchd.admincmds import BadArgument, bind, command_named
 from vorchd.fleet import Fleet
 from vorchd.model import RESOURCES
 from vorchd.policies import UnknownPolicy, available_policies, policy_named
@@ -53,7 +55,9 @@ def password_checker(path: str) -> checkers.FilePasswordDB:
 
 class Admin(pb.Avatar):
     """
-    What a logged-in administrator may do. Each C{perspective_} method is a remote call.
+    What a logged-in administrator may do: the commands of the table
+    (L{vorchd.admincmds.COMMANDS}), each an C{async} method of the same name that takes
+    the command's arguments by name, already checked against the table.
     """
 
     log = Logger()
@@ -62,17 +66,29 @@ class Admin(pb.Avatar):
         self.fleet = fleet
         self.user = user
 
+    def perspectiveMessageReceived(self, broker, message, args, kw):
+        """
+        Run the command C{message} of the table, its arguments checked and named by the
+        table (L{bind}); refuse anything else with an L{AdminError} saying why.
+        """
+        args = broker.unserialize(args, self)
+        kw = broker.unserialize(kw, self)
+        try:
+            command = command_named(message)
+            values = bind(command, args, kw)
+        except BadArgument as e:
+            raise AdminError(str(e)) from None
+        method = getattr(self, command.name)
+        return broker.serialize(defer.ensureDeferred(method(**values)), self, method, args, kw)
+
     def _audit(self, message: str, **kw) -> None:
         self.log.info("admin {user}: " + message, user=self.user, **kw)
 
-    def perspective_status(self):
+    async def status(self) -> dict:
         """
         Every PM (capacity, free, VMs, missing VMs, up / down / drained, or retired: out
         of the pm_file but still holding VMs) and the policy and ratios in force.
         """
-        return defer.ensureDeferred(self._status())
-
-    async def _status(self) -> dict:
         fleet = self.fleet
         policy, ratios = fleet.current()
         state = fleet._ready()
@@ -107,19 +123,22 @@ class Admin(pb.Avatar):
             "reconciled": fleet.last_reconcile,
         }
 
-    def perspective_policies(self) -> list[str]:
+    # tests/test_reconcile.py calls the status answer by its former name.
+    _status = status
+
+    async def policies(self) -> list[str]:
         """
         The names of the policies this daemon can use.
         """
         return available_policies(self.fleet.policy_options)
 
-    def perspective_policy(self, name: str):
+    async def policy(self, name: str | None) -> str:
         """
-        Switch the allocation policy for every later request.
+        Switch the allocation policy for every later request; with no name, answer the
+        one in force.
         """
-        return defer.ensureDeferred(self._policy(name))
-
-    async def _policy(self, name: str) -> str:
+        if name is None:
+            return self.fleet.current()[0].name
         try:
             policy_named(name, self.fleet.policy_options)
         except (UnknownPolicy, ValueError) as e:
@@ -128,59 +147,42 @@ class Admin(pb.Avatar):
         self._audit("policy set to {name}", name=name)
         return name
 
-    def perspective_ratios(self, cpu=None, ram=None, disk=None):
+    async def ratios(self, wanted: dict[str, float]) -> dict:
         """
-        Set overcommit ratios (those given); answer the ratios now in force.
+        Set the overcommit ratios C{wanted} (maybe none); answer the ratios now in force.
         """
-        return defer.ensureDeferred(self._ratios({"cpu": cpu, "ram": ram, "disk": disk}))
-
-    async def _ratios(self, wanted: dict) -> dict:
-        checked = {}
-        for r, value in wanted.items():
-            if value is None:
-                continue
-            try:
-                ratio = float(value)
-            except (TypeError, ValueError):
-                raise AdminError(f"{r} ratio {value!r} is not a number") from None
-            if not 0 < ratio < 1e6:
-                raise AdminError(f"{r} ratio must be positive, not {value!r}")
-            checked[r] = ratio
-        for r, ratio in checked.items():
+        for r, ratio in wanted.items():
             await self.fleet.store.set_setting(f"{r}_ratio", repr(ratio))
-        if checked:
-            self._audit("ratios set: {ratios}", ratios=checked)
+        if wanted:
+            self._audit("ratios set: {ratios}", ratios=wanted)
         _, ratios = self.fleet.current()
         return {r: ratios[r] for r in RESOURCES}
 
-    def perspective_drain(self, pmid: int):
+    async def drain(self, pmid: int) -> int:
         """
         Give PM C{pmid} no new VMs; its VMs stay.
         """
-        return defer.ensureDeferred(self._drain(pmid, True))
+        return await self._drain(pmid, True)
 
-    def perspective_enable(self, pmid: int):
+    async def enable(self, pmid: int) -> int:
         """
         Open a drained PM to new VMs again.
         """
-        return defer.ensureDeferred(self._drain(pmid, False))
+        return await self._drain(pmid, False)
 
-    async def _drain(self, pmid, drained: bool) -> int:
-        if not isinstance(pmid, int) or not await self.fleet.store.set_drained(pmid, drained):
+    async def _drain(self, pmid: int, drained: bool) -> int:
+        if not await self.fleet.store.set_drained(pmid, drained):
             raise AdminError(f"no PM {pmid!r}")
         self._audit("PM {pmid} {change}", pmid=pmid, change="drained" if drained else "enabled")
         return pmid
 
-    def perspective_prune(self):
+    async def prune(self) -> dict:
         """
         Delete the image base copies no VM uses any more on every reachable PM; answer
         what was deleted where.
         """
-        return defer.ensureDeferred(self._prune())
-
-    async def _prune(self) -> dict:
         fleet, out = self.fleet, {}
-        for pmid in fleet.pm_ids():
+        for pmid in list(fleet._ready().pm_ids):
             if fleet.hypervisors.is_up(pmid):
                 fleet.creator.forget_bases(pmid)
                 out[pmid] = await fleet.hypervisors.call(pmid, "prune_bases", fleet.fleet_id)
@@ -190,13 +192,10 @@ class Admin(pb.Avatar):
         self._audit("pruned base copies: {out}", out=out)
         return out
 
-    def perspective_rediscover(self, pmid: int | None = None):
+    async def rediscover(self, pmid: int | None) -> dict:
         """
         Reconnect to and rediscover PM C{pmid} (or every PM); answer what each reports.
         """
-        return defer.ensureDeferred(self._rediscover(pmid))
-
-    async def _rediscover(self, pmid) -> dict:
         pmids = self.fleet.connected_pmids()
         if pmid is not None:
             if pmid not in pmids:

@@ -69,6 +69,9 @@ CALLS = {
 }
 # Answered with the number of the last change it holds, which the model cannot know.
 UNNUMBERED = {b"/v1/fleet"}
+# Event streams: a GET never ends, so it is never sent here (tests/test_fleet_view.py
+# reads the stream); every other method answers 0.
+STREAMS = {b"/v1/events"}
 CHANGES = {b"/vm/create", b"/vm/destroy"}
 # The dashboard's files, served as they are on disk.
 UI = Path(__file__).resolve().parent.parent / "vorchd" / "ui"
@@ -256,6 +259,9 @@ class Model:
         path = target.partition(b"?")[0]
         if path in PAGES:
             return (PAGE, True) if method in (b"GET", b"HEAD") else (0, False)
+        if path in STREAMS:
+            assert method != b"GET", "a GET of an event stream is never generated"
+            return 0, False
         if path not in CALLS:
             return 0, False
         if method not in (b"GET", b"HEAD") or (method == b"HEAD" and path in CHANGES):
@@ -469,7 +475,7 @@ def paths(draw) -> bytes:
     """
     One of the API's paths, or one a little or very wrong.
     """
-    call = draw(st.sampled_from(sorted(CALLS | set(PAGES))))
+    call = draw(st.sampled_from(sorted(CALLS | STREAMS | set(PAGES))))
     kind = draw(st.sampled_from(["call", "suffix", "prefix", "escape", "upper", "junk"]))
     if kind == "call":
         return call
@@ -538,6 +544,8 @@ def anything(draw):
         | st.sampled_from([b"get", b"TRACE", b"CONNECT", b"X-Y"])
     )
     path = draw(paths())
+    if path in STREAMS and method == b"GET":
+        method = b"HEAD"
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
     body = draw(st.none() | st.binary(max_size=100))
     return method, path + draw(queries(path)), version, draw(hosts), body

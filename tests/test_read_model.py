@@ -23,6 +23,7 @@ from vorchd.state import views
 from vorchd.state.feed import ChangeFeed
 from vorchd.state.model import FleetState
 from vorchd.store import Store
+from vorchd.store.fake import FakeStore
 
 ONE = {"cpu": 1.0, "ram": 1.0, "disk": 1.0}
 # Every kind of change the store makes, each emitting its own op on the stream.
@@ -77,14 +78,21 @@ async def until(condition, deadline: float = 10.0):
     raise AssertionError("condition never held")
 
 
-class ModelTests(TestCase):
+class ModelTestsMixin:
+    """
+    The read model over a store: the real one on Redis, or the in-memory fake, which must
+    emit the same changes for the model to follow.
+    """
+
+    def make_store(self):
+        raise NotImplementedError
+
     async def setUp(self):
-        self.address = RedisAddress("127.0.0.1", shared_redis().port, 0)
         self.prefix = unique_prefix()
         self.store, self.state, self.feed = await self.daemon()
 
     async def daemon(self):
-        store = Store.connect(self.address, self.prefix)
+        store = self.make_store()
         state = FleetState()
         feed = ChangeFeed(store, state, reactor, block_ms=200)
         feed.start()
@@ -209,6 +217,24 @@ class ModelTests(TestCase):
             else:
                 self.assertEqual(answer["name"], rec["name"])
                 self.assertEqual(answer["pmid"], int(rec["pmid"]))
+
+
+class FakeModelTests(ModelTestsMixin, TestCase):
+    """
+    The model followed over the in-memory fake store.
+    """
+
+    def make_store(self):
+        return FakeStore(self.prefix)
+
+
+class RedisModelTests(ModelTestsMixin, TestCase):
+    """
+    The model followed over real Redis, and what only a real Redis can do to it.
+    """
+
+    def make_store(self):
+        return Store.connect(RedisAddress("127.0.0.1", shared_redis().port, 0), self.prefix)
 
     async def test_gap_forces_snapshot(self):
         """

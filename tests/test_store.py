@@ -12,19 +12,23 @@ from tests.harness import RedisServer, free_port, shared_redis, unique_prefix
 from vorchd.config import RedisAddress
 from vorchd.model import Flavor, Resources
 from vorchd.store import Store, StoreUnavailable
+from vorchd.store.fake import FakeStore
 
 ONE = {"cpu": 1.0, "ram": 1.0, "disk": 1.0}
 SMALL = Resources(1, 512, 1)
 
 
-class StoreTests(TestCase):
+class StoreTestsMixin:
     """
-    The state store's promises, on real Redis.
+    The state store's promises: the interface tests every store passes, the real one on
+    Redis and the in-memory fake (L{vorchd.store.fake.FakeStore}) alike.
     """
 
+    def make_store(self):
+        raise NotImplementedError
+
     async def setUp(self):
-        redis = shared_redis()
-        self.store = Store.connect(RedisAddress("127.0.0.1", redis.port, 0), unique_prefix())
+        self.store = self.make_store()
         self.addCleanup(self.store.disconnect)
         [self.pmid] = await self.store.register_pms([("pm-a", "test:///a")])
         await self.store.set_capacity(self.pmid, Resources(4, 4096, 100))
@@ -113,7 +117,7 @@ class StoreTests(TestCase):
         """
         A drained PM takes no claims.
         """
-        await self.store._call("hset", f"{self.store._prefix}:pm:{self.pmid}", "drained", "1")
+        self.assertTrue(await self.store.set_drained(self.pmid, True))
         _, why = await self.claim()
         self.assertEqual(why.kind, "drained")
 
@@ -133,6 +137,25 @@ class StoreTests(TestCase):
         self.assertEqual(await self.used(self.pmid), Resources())
         self.assertEqual(await self.store.pm_vmids(self.pmid), [])
         self.assertFalse(await self.store.commit(vmid, self.pmid))
+
+
+class RedisStoreTests(StoreTestsMixin, TestCase):
+    """
+    The real store, on a real redis-server.
+    """
+
+    def make_store(self):
+        redis = shared_redis()
+        return Store.connect(RedisAddress("127.0.0.1", redis.port, 0), unique_prefix())
+
+
+class FakeStoreTests(StoreTestsMixin, TestCase):
+    """
+    The in-memory fake, held to the same tests.
+    """
+
+    def make_store(self):
+        return FakeStore(unique_prefix())
 
 
 class UnavailableTests(TestCase):

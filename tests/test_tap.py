@@ -9,11 +9,14 @@ import os
 import signal
 import subprocess
 
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IServiceMaker
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
 
 import twisted.plugins
 from tests.harness import (
@@ -29,6 +32,7 @@ from tests.harness import (
     write_fleet,
 )
 from vorchd import tap
+from vorchd.rest import SeedResource
 
 
 def _options(daemon: Daemon, *extra: str) -> tap.Options:
@@ -67,11 +71,27 @@ class OptionsTests(TestCase):
         """
         options = _options(self.daemon, "--port", "8123", "--redis", "redis://10.1.2.3:7000/2")
         service = tap.makeService(options)
-        self.assertEqual([s.name for s in service], ["hypervisors", "fleet", "admin"])
+        self.assertEqual([s.name for s in service], ["hypervisors", "fleet", "rest", "admin"])
         admin = service.getServiceNamed("admin").endpoint
         # The admin port defaults to loopback, on an ephemeral port in the harness's ini.
         self.assertEqual((admin._interface, admin._port), ("127.0.0.1", 0))
-        settings = service.getServiceNamed("fleet").settings
+        # The REST port: an endpoint service on the port the command line gave, on the
+        # ini's interface, serving the seed API's site.
+        rest = service.getServiceNamed("rest")
+        self.assertIsInstance(rest, StreamServerEndpointService)
+        self.assertIsInstance(rest.endpoint, TCP4ServerEndpoint)
+        self.assertEqual((rest.endpoint._interface, rest.endpoint._port), ("127.0.0.1", 8123))
+        self.assertIsInstance(rest.factory, Site)
+        self.assertIsInstance(rest.factory.resource, SeedResource)
+        # The periodic work: timers under the fleet service, at the ini's intervals.
+        fleet = service.getServiceNamed("fleet")
+        timers = {s.name: s for s in fleet}
+        self.assertEqual(set(timers), {"heartbeat", "reconcile", "undo"})
+        for timer in timers.values():
+            self.assertIsInstance(timer, TimerService)
+        self.assertEqual(timers["heartbeat"].step, fleet.settings.lease / 3)
+        self.assertEqual(timers["reconcile"].step, fleet.settings.reconcile_interval)
+        settings = fleet.settings
         self.assertEqual(settings.port, 8123)
         self.assertEqual(
             (settings.redis.host, settings.redis.port, settings.redis.db), ("10.1.2.3", 7000, 2)
@@ -85,7 +105,7 @@ class OptionsTests(TestCase):
         """
         (self.dir / "admin.passwd").unlink()
         service = tap.makeService(_options(self.daemon))
-        self.assertEqual([s.name for s in service], ["hypervisors", "fleet"])
+        self.assertEqual([s.name for s in service], ["hypervisors", "fleet", "rest"])
 
     def test_readable_password_file_refused(self):
         """

@@ -1,6 +1,9 @@
 """
 The twistd plugin's C{Options} and C{makeService}: settings and input files in, a
-service tree out (the libvirt service and the fleet service with its REST listener).
+service tree out: C{hypervisors} (the libvirt connections and their thread pool),
+C{fleet} (the inventory's load and discovery, with the timers C{heartbeat},
+C{reconcile} and C{undo}), C{rest} (the REST port, an endpoint service) and C{admin}
+(the PB port).
 """
 
 from __future__ import annotations
@@ -8,7 +11,8 @@ from __future__ import annotations
 import gc
 import os
 
-from twisted.application.service import MultiService, Service
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import MultiService
 from twisted.internet import defer, endpoints, task, threads
 from twisted.logger import Logger
 from twisted.python import usage
@@ -72,30 +76,72 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-class FleetService(Service):
+class RestService(StreamServerEndpointService):
     """
-    Loads the inventory into Redis, discovers the PMs, then serves the REST API.
+    The REST port: the seed API's site on an endpoint, listening as soon as the daemon
+    starts (calls answer their failure values until the inventory is loaded). A port
+    that cannot be opened stops start-up.
 
-    If Redis is down at start-up the API is served anyway (answering the seed's failure
-    values) and loading is retried until it succeeds.
+    @ivar port: the listening port, once listening.
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint, factory):
+        super().__init__(endpoint, factory)
+        self.port = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port):
+        self.port = port
+        log.info("vorchd serving the seed API on port {port}", port=port.getHost().port)
+        return port
+
+
+class FleetService(MultiService):
+    """
+    Loads the inventory into Redis and discovers the PMs; its children are the timers
+    of the daemon's periodic work (lease, reconciliation, undoing failed creates).
+
+    If Redis is down at start-up, loading is retried until it succeeds.
     """
 
     log = Logger()
     retry_delay = 2.0
 
     def __init__(self, fleet: Fleet, settings: Settings, pms, images, flavors, reactor):
+        super().__init__()
         self.fleet = fleet
         self.settings = settings
         self.inventory = (pms, images, flavors)
         self.reactor = reactor
-        self.port = None
+        self.rest: RestService | None = None
         self.loaded = defer.Deferred()
         # Fires once the image cache has been swept of what crashed fetches left.
         self.swept = defer.succeed(None)
         self._stopping = False
         self._retry = None
-        self._loops = None
-        self._rounds: set[defer.Deferred] = set()
+        for name, interval, work in (
+            # Renew the lease well before it runs out.
+            ("heartbeat", settings.lease / 3, self.heartbeat),
+            ("reconcile", settings.reconcile_interval, self.reconcile),
+            # Failed creates Redis could not record are undone as soon as it answers.
+            ("undo", 2.0, self.retry_undos),
+        ):
+            timer = TimerService(interval, work)
+            timer.clock = reactor
+            timer.setName(name)
+            timer.setServiceParent(self)
+
+    @property
+    def port(self):
+        """
+        The REST port, once it listens.
+        """
+        return self.rest.port if self.rest is not None else None
 
     def startService(self) -> None:
         super().startService()
@@ -107,10 +153,6 @@ class FleetService(Service):
             self.swept = defer.ensureDeferred(self._sweep_image_cache(self.fleet.images))
         # The read model follows Redis from the start (the load's writes wait for it).
         self.fleet.feed.start()
-        # Serve at once: until the inventory is loaded, calls answer their failure values.
-        await self._listen()
-        if self.port is None:
-            return
         while not self._stopping:
             try:
                 await self.fleet.load(*self.inventory)
@@ -131,29 +173,10 @@ class FleetService(Service):
         # as the daemon: out of the collector's way, so that its full passes, which
         # stall the reactor, do not grow with the fleet.
         gc.freeze()
-        self._start_loops()
         if not self.loaded.called:
             self.loaded.callback(None)
-
-    async def _listen(self) -> None:
-        site = Site(SeedAPI(self.fleet).resource())
-        site.noisy = False
-        try:
-            accesslog.configure(site, self.settings)
-        except OSError as e:
-            self.log.error("cannot open the access log: {e}", e=e)
-            self.reactor.stop()
-            return
-        endpoint = endpoints.TCP4ServerEndpoint(
-            self.reactor, self.settings.port, interface=self.settings.interface
-        )
-        try:
-            self.port = await endpoint.listen(site)
-        except Exception:
-            self.log.failure("cannot listen on port {port}", port=self.settings.port)
-            self.reactor.stop()
-            return
-        self.log.info("vorchd serving the seed API on port {port}", port=self.port.getHost().port)
+        # The first reconciliation at once; the timer does the next ones.
+        self._first_round = defer.ensureDeferred(self.reconcile())
 
     async def _sweep_image_cache(self, images) -> None:
         try:
@@ -166,34 +189,10 @@ class FleetService(Service):
         for path in removed:
             self.log.info("removed {path}, left by a fetch cut short", path=path)
 
-    def _start_loops(self) -> None:
-        self._loops = [
-            task.LoopingCall(self._tracked, self._heartbeat),
-            task.LoopingCall(self._tracked, self._reconcile),
-            task.LoopingCall(self._tracked, self._retry_undos),
-        ]
-        for loop in self._loops:
-            loop.clock = self.reactor
-        # Renew the lease well before it runs out; reconcile at once, then now and then.
-        self._loops[0].start(self.settings.lease / 3, now=True)
-        self._loops[1].start(self.settings.reconcile_interval, now=True)
-        # Failed creates Redis could not record are undone as soon as it answers.
-        self._loops[2].start(2.0, now=False)
+    # The timers' work: an error is logged and the timer goes on (a LoopingCall whose
+    # call fails stops for good).
 
-    def _tracked(self, work) -> defer.Deferred:
-        """
-        Run one round of a loop's C{work}, remembered until it ends, so that stopping
-        waits for it rather than closing connections under it.
-        """
-        d = defer.ensureDeferred(work())
-        self._rounds.add(d)
-        d.addBoth(lambda r: self._rounds.discard(d) or r)
-        return d
-
-    # The loops' work: an error is logged and the loop goes on (a LoopingCall whose call
-    # fails stops for good).
-
-    async def _heartbeat(self) -> None:
+    async def heartbeat(self) -> None:
         try:
             await self.fleet.store.heartbeat(self.fleet.daemon_id, self.settings.lease)
         except StoreUnavailable as e:
@@ -201,7 +200,9 @@ class FleetService(Service):
         except Exception:
             self.log.failure("lease not renewed")
 
-    async def _reconcile(self) -> None:
+    async def reconcile(self) -> None:
+        if not self.loaded.called or self._stopping:
+            return
         try:
             report = await self.fleet.reconcile()
         except StoreUnavailable as e:
@@ -213,7 +214,9 @@ class FleetService(Service):
         if any(report.values()):
             self.log.info("reconciled: {report}", report=report)
 
-    async def _retry_undos(self) -> None:
+    async def retry_undos(self) -> None:
+        if not self.loaded.called:
+            return
         try:
             await self.fleet.retry_undos()
         except Exception:
@@ -223,18 +226,15 @@ class FleetService(Service):
         self._stopping = True
         if self._retry is not None and not self._retry.called:
             self._retry.cancel()
-        for loop in self._loops or ():
-            if loop.running:
-                loop.stop()
+        # The timers stop once their round in progress ends (not under its feet).
+        await MultiService.stopService(self)
         await self._started
-        await defer.DeferredList(list(self._rounds), consumeErrors=True)
-        if self.port is not None:
-            await self.port.stopListening()
+        if getattr(self, "_first_round", None) is not None:
+            await self._first_round
         await self.fleet.feed.stop()
         await self.fleet.store.disconnect()
 
     def stopService(self):
-        super().stopService()
         return defer.ensureDeferred(self._stop())
 
 
@@ -274,6 +274,20 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
     service = FleetService(fleet, settings, pms, images, flavors, reactor)
     service.setName("fleet")
     service.setServiceParent(top)
+    site = Site(SeedAPI(fleet).resource())
+    site.noisy = False
+    try:
+        accesslog.configure(site, settings)
+    except OSError as e:
+        log.error("cannot open the access log: {e}", e=e)
+        raise SystemExit(f"vorchd: cannot open the access log: {e}") from None
+    description = f"tcp:{settings.port}"
+    if settings.interface:
+        description += f":interface={_escape(settings.interface)}"
+    rest = RestService(endpoints.serverFromString(reactor, description), site)
+    rest.setName("rest")
+    rest.setServiceParent(top)
+    service.rest = rest
     if settings.admin_port is not None:
         try:
             checker = password_checker(settings.admin_passwd_file)
@@ -286,6 +300,13 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
             admin.setName("admin")
             admin.setServiceParent(top)
     return top
+
+
+def _escape(value: str) -> str:
+    """
+    C{value} as one field of an endpoint description (colons and backslashes escaped).
+    """
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

@@ -15,6 +15,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
+from twisted.spread import pb
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
@@ -72,9 +73,12 @@ class OptionsTests(TestCase):
         options = _options(self.daemon, "--port", "8123", "--redis", "redis://10.1.2.3:7000/2")
         service = tap.makeService(options)
         self.assertEqual([s.name for s in service], ["hypervisors", "fleet", "rest", "admin"])
-        admin = service.getServiceNamed("admin").endpoint
-        # The admin port defaults to loopback, on an ephemeral port in the harness's ini.
-        self.assertEqual((admin._interface, admin._port), ("127.0.0.1", 0))
+        admin = service.getServiceNamed("admin")
+        # The admin port: an endpoint service too, on loopback by default (an ephemeral
+        # port in the harness's ini), serving PB.
+        self.assertIsInstance(admin, StreamServerEndpointService)
+        self.assertIsInstance(admin.factory, pb.PBServerFactory)
+        self.assertEqual((admin.endpoint._interface, admin.endpoint._port), ("127.0.0.1", 0))
         # The REST port: an endpoint service on the port the command line gave, on the
         # ini's interface, serving the seed API's site.
         rest = service.getServiceNamed("rest")

@@ -13,16 +13,16 @@ from __future__ import annotations
 import os
 import stat
 
-from twisted.application.service import Service
 from twisted.cred import checkers, portal
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer
 
-from vorchd import room
+from vorchd import listening, room
 from vorchd.admincmds import BadArgument, bind, command_named
 from vorchd.fleet import Fleet
+from vorchd.listening import ListeningService
 from vorchd.model import RESOURCES
 from vorchd.policies import UnknownPolicy, available_policies, policy_named
 from vorchd.state import views
@@ -225,32 +225,11 @@ class AdminRealm:
         return pb.IPerspective, Admin(self.fleet, user), lambda: None
 
 
-class AdminService(Service):
+class AdminService(ListeningService):
     """
     Listens for admin logins on C{interface}:C{port} (127.0.0.1 unless configured).
     """
 
-    log = Logger()
-
     def __init__(self, fleet: Fleet, port: int, interface: str, checker, reactor):
-        self.factory = pb.PBServerFactory(portal.Portal(AdminRealm(fleet), [checker]))
-        self.endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface=interface)
-        self.port = None
-
-    def startService(self) -> None:
-        super().startService()
-        d = self.endpoint.listen(self.factory)
-
-        def listening(port):
-            self.port = port
-            address = port.getHost()
-            self.log.info("admin port on {host}:{port}", host=address.host, port=address.port)
-
-        d.addCallbacks(listening, lambda f: self.log.failure("admin port not opened", f))
-        self._listening = d
-
-    def stopService(self):
-        super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
-        return None
+        factory = pb.PBServerFactory(portal.Portal(AdminRealm(fleet), [checker]))
+        super().__init__(listening.endpoint(reactor, port, interface), factory, "admin port")

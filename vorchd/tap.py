@@ -11,19 +11,20 @@ from __future__ import annotations
 import gc
 import os
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet import defer, endpoints, task, threads
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from vorchd import accesslog, inventory
+from vorchd import accesslog, inventory, listening
 from vorchd.admin import AdminService, password_checker
 from vorchd.config import ConfigError, RedisAddress, Settings, load_settings
 from vorchd.fleet import Fleet, HostSettings
 from vorchd.hypervisor.service import Hypervisors
 from vorchd.images import ImageCache
+from vorchd.listening import ListeningService
 from vorchd.policies import UnknownPolicy, policy_named
 from vorchd.rest import SeedAPI
 from vorchd.store import Store, StoreUnavailable
@@ -76,31 +77,6 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-class RestService(StreamServerEndpointService):
-    """
-    The REST port: the seed API's site on an endpoint, listening as soon as the daemon
-    starts (calls answer their failure values until the inventory is loaded). A port
-    that cannot be opened stops start-up.
-
-    @ivar port: the listening port, once listening.
-    """
-
-    _raiseSynchronously = True
-
-    def __init__(self, endpoint, factory):
-        super().__init__(endpoint, factory)
-        self.port = None
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._waitingForPort.addCallback(self._listening)
-
-    def _listening(self, port):
-        self.port = port
-        log.info("vorchd serving the seed API on port {port}", port=port.getHost().port)
-        return port
-
-
 class FleetService(MultiService):
     """
     Loads the inventory into Redis and discovers the PMs; its children are the timers
@@ -118,7 +94,7 @@ class FleetService(MultiService):
         self.settings = settings
         self.inventory = (pms, images, flavors)
         self.reactor = reactor
-        self.rest: RestService | None = None
+        self.rest: ListeningService | None = None
         self.loaded = defer.Deferred()
         # Fires once the image cache has been swept of what crashed fetches left.
         self.swept = defer.succeed(None)
@@ -281,10 +257,12 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
     except OSError as e:
         log.error("cannot open the access log: {e}", e=e)
         raise SystemExit(f"vorchd: cannot open the access log: {e}") from None
-    description = f"tcp:{settings.port}"
-    if settings.interface:
-        description += f":interface={_escape(settings.interface)}"
-    rest = RestService(endpoints.serverFromString(reactor, description), site)
+    rest = ListeningService(
+        listening.endpoint(reactor, settings.port, settings.interface),
+        site,
+        "the seed API",
+        required=True,
+    )
     rest.setName("rest")
     rest.setServiceParent(top)
     service.rest = rest
@@ -300,13 +278,6 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
             admin.setName("admin")
             admin.setServiceParent(top)
     return top
-
-
-def _escape(value: str) -> str:
-    """
-    C{value} as one field of an endpoint description (colons and backslashes escaped).
-    """
-    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

@@ -282,54 +282,33 @@ link_commands() {
 # ---------------------------------------------------------------------------------------
 # settings
 
-# Reads the settings the daemon itself will use (vorchd.config.load_settings: ini, then
-# VORCHD_PORT and VORCHD_REDIS). Sets PORT, INTERFACE, REDIS_HOST, REDIS_PORT and
-# REDIS_PASSWORD.
-PY_SETTINGS='
-import sys
-from vorchd.config import ConfigError, load_settings
-try:
-    s = load_settings(sys.argv[1])
-except ConfigError as e:
-    sys.exit(str(e))
-r = s.redis
-print(s.port, s.interface or "-", r.host, r.port, r.password or "-")
-'
+# The settings and the input files are read by vorchd itself, through its command-line
+# entry for scripts (vorchd/config_cli.py): never parsed again here.
+config_cli() { (cd "$REPO" && "$VENV/bin/python" -m vorchd.config_cli "$@"); }
+
+# Reads the settings the daemon itself will use (the ini, then VORCHD_PORT and
+# VORCHD_REDIS). Sets PORT, INTERFACE, REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, ADMIN_PORT
+# (empty: no admin port) and ADMIN_PASSWD_FILE. One value a line; the last key asked for
+# is never empty, since $(...) drops trailing empty lines.
 read_settings() {
-    local out rc=0
-    out=$(cd "$REPO" && "$VENV/bin/python" -c "$PY_SETTINGS" "$CONFIG" 2>&1) || rc=$?
+    local out rc=0 v
+    out=$(config_cli get --config "$CONFIG" port interface redis.host redis.port \
+        redis.password admin_port admin_passwd_file 2>&1 </dev/null) || rc=$?
     [[ $rc -eq 0 ]] || die "${out:-cannot read the settings from $CONFIG}"
-    local iface pw
-    read -r PORT iface REDIS_HOST REDIS_PORT pw <<<"$out"
-    INTERFACE=${iface#-}
-    REDIS_PASSWORD=${pw#-}
-    [[ $PORT =~ ^[0-9]+$ ]] || die "cannot read the settings: $out"
+    mapfile -t v <<<"$out"
+    [[ ${#v[@]} -eq 7 && ${v[0]} =~ ^[0-9]+$ ]] || die "cannot read the settings: $out"
+    PORT=${v[0]} INTERFACE=${v[1]} REDIS_HOST=${v[2]} REDIS_PORT=${v[3]}
+    REDIS_PASSWORD=${v[4]} ADMIN_PORT=${v[5]} ADMIN_PASSWD_FILE=${v[6]}
 }
 
-# Parses the twistd plugin's options (the settings and the three input files) without
-# starting anything: exits 1 with the daemon's own message if something is wrong.
-PY_CHECK='
-import sys
-from twisted.python import usage
-from vorchd.tap import Options
-try:
-    Options().parseOptions(sys.argv[1:])
-except usage.UsageError as e:
-    sys.exit("vorchd: %s" % e)
-'
-
-# Without the venv (stop before any install): VORCHD_PORT, else the ini's [server] port, else 80.
+# Without vorchd in the venv (say, stop before any install) nothing here reads the ini:
+# the port is VORCHD_PORT, else the default, and we say so rather than guess.
 read_port_fallback() {
-    if [[ -n ${VORCHD_PORT:-} ]]; then
-        PORT=$VORCHD_PORT
-    else
-        PORT=$(awk -F= '
-            /^[ \t]*\[/ { sec = $0; gsub(/[][ \t]/, "", sec); next }
-            sec == "server" && $1 ~ /^[ \t]*port[ \t]*$/ { v = $2; gsub(/[ \t\r]/, "", v); print v; exit }
-        ' "$CONFIG" 2>/dev/null || true)
-        PORT=${PORT:-80}
-    fi
+    PORT=${VORCHD_PORT:-80}
     [[ $PORT =~ ^[0-9]+$ ]] || die "VORCHD_PORT=$PORT is not a port"
+    if [[ -z ${VORCHD_PORT:-} ]]; then
+        say "no vorchd in $VENV to read $CONFIG with: using port 80 (set VORCHD_PORT for another)"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------
@@ -486,8 +465,7 @@ set_daemon_args() {
 # a malformed file stops us here, before anything (Redis, the running daemon) is touched.
 check_inputs() {
     local out rc=0
-    out=$(cd "$REPO" && "$VENV/bin/python" -c "$PY_CHECK" "${DAEMON_ARGS[@]:1}" 2>&1 </dev/null) ||
-        rc=$?
+    out=$(config_cli check "${DAEMON_ARGS[@]:1}" 2>&1 </dev/null) || rc=$?
     if [[ $rc -ne 0 ]]; then
         printf '%s\n' "$out" | tail -n 5 | sed 's/^/install.sh: /' >&2
         die "vorchd was not (re)started: fix the input above (nothing was changed)"
@@ -563,16 +541,9 @@ CONFIG=${VORCHD_CONFIG:-$REPO/etc/vorchd.ini}
 
 # The admin port's password file: made once with a random password (no default password
 # ever works), readable by root alone. vorchd-admin reads it when run as root here.
-PY_ADMIN='
-import sys
-from vorchd.config import load_settings
-s = load_settings(sys.argv[1])
-print(s.admin_passwd_file if s.admin_port is not None else "-")
-'
 ensure_admin_passwd() {
-    local file
-    file=$(cd "$REPO" && "$VENV/bin/python" -c "$PY_ADMIN" "$CONFIG") || die "cannot read the admin settings"
-    [[ $file == - ]] && return 0
+    [[ -n $ADMIN_PORT ]] || return 0
+    local file=$ADMIN_PASSWD_FILE
     if [[ ! -e $file ]]; then
         mkdir -p "$(dirname "$file")"
         (
@@ -616,8 +587,7 @@ cmd_example() {
 }
 
 cmd_stop() {
-    if [[ -r $CONFIG ]] && venv_python_ok &&
-        (cd "$REPO" && "$VENV/bin/python" -c 'import vorchd.config') >/dev/null 2>&1; then
+    if [[ -r $CONFIG ]] && venv_python_ok && config_cli --help >/dev/null 2>&1; then
         read_settings
     else
         read_port_fallback

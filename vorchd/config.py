@@ -2,7 +2,8 @@
 The ini file and the C{VORCHD_*} environment overrides, read into one frozen L{Settings}.
 
 Pure apart from reading the one file: the daemon, install.sh and the tests all build
-their settings here, so a setting means the same thing everywhere.
+their settings here, so a setting means the same thing everywhere. install.sh reads them
+through L{vorchd.config_cli} (C{python -m vorchd.config_cli get KEY...}).
 """
 
 from __future__ import annotations

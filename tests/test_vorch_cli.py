@@ -20,23 +20,17 @@ from twisted.web.server import Site
 
 from tests.clients import LoopbackClient
 from tests.harness import free_port, start_daemon, tmpdir
-from vorchd.cli.vorch import (
-    TREE,
+from vorchd.cli.vorch import TREE, bash_completion, build_parser, main
+from vorchd.cli.vorch_events import ServerEvent, event_json, format_event, parse_event_stream
+from vorchd.cli.vorch_format import (
     Progress,
-    ServerEvent,
-    bash_completion,
-    build_parser,
     cell,
-    event_json,
-    format_event,
     format_images,
     format_pms,
     format_table,
     format_types,
     format_vmids,
     format_vms,
-    main,
-    parse_event_stream,
 )
 
 EXE = str(Path(sys.executable).parent / "vorch")

@@ -277,6 +277,7 @@ link_commands() {
     [[ -d /usr/local/bin ]] || return 0
     ln -sf "$VENV/bin/vorchd-admin" /usr/local/bin/vorchd-admin
     ln -sf "$VENV/bin/vorch" /usr/local/bin/vorch
+    ln -sf "$VENV/bin/vorchd-sim" /usr/local/bin/vorchd-sim
 }
 
 # ---------------------------------------------------------------------------------------

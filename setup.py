@@ -26,6 +26,8 @@ setup(
         # txredisapi parses replies with hiredis when it is installed (much less work
         # on the reactor thread per reply than its pure-Python parser).
         "hiredis>=2.0",
+        # vorchd-sim --plot only.
+        "matplotlib>=3.7",
     ],
     extras_require={
         "test": [
@@ -42,6 +44,7 @@ setup(
         "console_scripts": [
             "vorchd-admin = vorchd.cli.admin:main",
             "vorch = vorchd.cli.vorch:main",
+            "vorchd-sim = vorchd.sim.cli:main",
         ]
     },
 )

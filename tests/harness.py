@@ -22,6 +22,9 @@ from twisted.internet import defer, reactor, task
 
 from vorchd import bootimage, inventory, tap
 from vorchd.config import load_settings
+from vorchd.hypervisor.fake import FakeHypervisor
+from vorchd.hypervisor.interface import IHypervisor
+from vorchd.model import Resources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,6 +161,17 @@ def write_fleet(directory: Path, sizes) -> list[str]:
     return uris
 
 
+def fake_hosts(uris, sizes) -> dict[int, FakeHypervisor]:
+    """
+    In-memory PMs standing in for the test-driver PMs C{uris} of C{sizes} (as
+    L{write_fleet}), by pmid (1..n in order), for L{Daemon}'s C{hosts}.
+    """
+    return {
+        pmid: FakeHypervisor(uri, Resources(cpu=size[0], ram=size[1], disk=TEST_POOL_GIB))
+        for pmid, (uri, size) in enumerate(zip(uris, sizes, strict=True), 1)
+    }
+
+
 FLAVORS = [
     {"tid": 1, "cpu": 1, "ram": 512, "disk": 1},
     {"tid": 2, "cpu": 2, "ram": 1024, "disk": 2},
@@ -169,6 +183,11 @@ class Daemon:
     """
     A whole vorchd (its twistd service tree) in this process, built from an ini file and
     input files written to C{directory}, against real Redis and the given PM URIs.
+
+    C{hosts} (pmid -> an L{IHypervisor}, such as L{fake_hosts}) stand in for the PMs of
+    those ids: the daemon is given them before it starts, and keeps a PM's hypervisor it
+    already has when it loads the inventory. PM ids are the pm_file's line numbers on a
+    fresh key prefix.
     """
 
     def __init__(
@@ -182,7 +201,9 @@ class Daemon:
         libvirt: dict | None = None,
         allocation: dict | None = None,
         images: dict | None = None,
+        hosts: dict[int, IHypervisor] | None = None,
     ):
+        self.hosts = hosts or {}
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         image = self.dir / "images" / "hello.img"
@@ -249,6 +270,9 @@ class Daemon:
             inventory.parse_flavor_file(settings.flavor_file),
             reactor,
         )
+        hypervisors = self.service.getServiceNamed("hypervisors")
+        for pmid, host in self.hosts.items():
+            hypervisors.add(pmid, host)
         self.service.startService()
 
     async def start(self) -> Daemon:
@@ -268,20 +292,18 @@ class Daemon:
             await defer.maybeDeferred(self.service.stopService)
 
 
-async def start_daemon(testcase, sizes, **options) -> Daemon:
+async def start_daemon(testcase, sizes, fake: bool = False, **options) -> Daemon:
     """
-    A daemon in this process over test-driver PMs of C{sizes} (as L{write_fleet}), in a
-    fresh directory, on the shared Redis under a key prefix of its own: started, and
-    stopped when C{testcase} ends. C{options} go to L{Daemon}.
+    A daemon in this process over test-driver PMs of C{sizes} (as L{write_fleet}), or
+    in-memory ones if C{fake} (L{fake_hosts}), in a fresh directory, on the shared Redis
+    under a key prefix of its own: started, and stopped when C{testcase} ends. C{options}
+    go to L{Daemon}.
     """
     directory = tmpdir(testcase)
-    daemon = Daemon(
-        directory / "daemon",
-        shared_redis().url,
-        unique_prefix(),
-        write_fleet(directory, sizes),
-        **options,
-    )
+    uris = write_fleet(directory, sizes)
+    if fake:
+        options["hosts"] = fake_hosts(uris, sizes)
+    daemon = Daemon(directory / "daemon", shared_redis().url, unique_prefix(), uris, **options)
     await daemon.start()
     testcase.addCleanup(daemon.stop)
     return daemon
@@ -385,8 +407,8 @@ def wait_answering(url: str, proc: subprocess.Popen | None = None, deadline: flo
 async def daemon_domains(daemon: Daemon, pmid: int) -> dict[str, dict]:
     """
     The domains PM C{pmid} really has, read through C{daemon}'s own libvirt connection
-    (a test-driver PM's state lives in the connection that made it): by name, with their
-    vorchd metadata and whether they run.
+    (a test-driver PM's state lives in the connection that made it), or from the fake PM
+    itself: by name, with their vorchd metadata and whether they run.
     """
     from twisted.internet.threads import deferToThread
 
@@ -395,6 +417,10 @@ async def daemon_domains(daemon: Daemon, pmid: int) -> dict[str, dict]:
     host = daemon.fleet.hypervisors.host(pmid)
 
     def read():
+        if isinstance(host, FakeHypervisor):
+            with host.lock:
+                domains = list(host.domains.items())
+            return {name: {**d.metadata, "running": d.running} for name, d in domains}
         out = {}
         for dom in host.conn.listAllDomains(0):
             meta = parse_metadata(dom.XMLDesc(0))

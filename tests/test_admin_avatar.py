@@ -95,9 +95,19 @@ class FakeHypervisors:
     def is_up(self, pmid: int) -> bool:
         return self.state.is_up(pmid)
 
-    async def call(self, pmid: int, method: str, *args):
-        self.calls.append((pmid, method, *args))
-        return [f"vorchd-f1-image-{pmid}.img"]
+    def on(self, pmid: int):
+        """
+        PM C{pmid}'s operations, as the real service's adapter gives them (those the
+        avatar uses).
+        """
+        calls = self.calls
+
+        class Operations:
+            async def prune_bases(self, fleet: str) -> list[str]:
+                calls.append((pmid, "prune_bases", fleet))
+                return [f"vorchd-f1-image-{pmid}.img"]
+
+        return Operations()
 
     async def connect(self, pmid: int) -> Resources | None:
         self.calls.append((pmid, "connect"))

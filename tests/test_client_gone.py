@@ -6,11 +6,12 @@ leaves no claim behind; the destroy finishes too.
 
 from __future__ import annotations
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import protocol, reactor, task
 from twisted.trial.unittest import TestCase
 
 from tests.clients import LoopbackClient
 from tests.harness import start_daemon
+from vorchd.hypervisor.fake import Gate
 
 SIZES = [(4, 4096), (4, 4096)]
 
@@ -28,46 +29,42 @@ class Hangup(protocol.Protocol):
 
 
 class ClientGoneTests(TestCase):
+    """
+    A daemon over two in-memory PMs, whose hypervisor calls a test holds at a gate.
+    """
+
     async def setUp(self):
-        self.daemon = await start_daemon(self, SIZES)
+        self.daemon = await start_daemon(self, SIZES, fake=True)
         self.client = LoopbackClient(self.daemon)
         self.addCleanup(self.client.close)
-        self.held: list[defer.Deferred] = []
         hypervisors = self.daemon.fleet.hypervisors
-        real_call = hypervisors.call
-
-        def call(pmid, method, *args, **kwargs):
-            if method in ("create_vm", "destroy_vm") and self.holding:
-                gate = defer.Deferred()
-                self.held.append(gate)
-                return gate.addCallback(lambda _: real_call(pmid, method, *args, **kwargs))
-            return real_call(pmid, method, *args, **kwargs)
-
-        self.holding = False
-        self.patch(hypervisors, "call", call)
+        self.pms = [hypervisors.host(pmid) for pmid in range(1, len(SIZES) + 1)]
 
     async def json(self, path: str):
         return (await self.client.call(path)).json
 
-    async def hang_up_during(self, path: str) -> None:
+    async def hang_up_during(self, path: str, method: str) -> None:
         """
-        Send C{path} and close the connection while its hypervisor call is held.
+        Send C{path} and close the connection while its hypervisor call of C{method} is
+        held.
         """
-        self.holding = True
+        gate = Gate(limit=1)
+        self.addCleanup(gate.release)
+        for pm in self.pms:
+            pm.gates[method] = gate
         port = int(self.daemon.url.rsplit(":", 1)[1])
         request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
         creator = protocol.ClientCreator(reactor, Hangup, request)
         conn = await creator.connectTCP("127.0.0.1", port)
         for _ in range(1000):
-            if self.held:
+            if gate.held:
                 break
             await task.deferLater(reactor, 0.01, lambda: None)
-        self.assertEqual(len(self.held), 1, "the call never reached the hypervisor")
-        self.holding = False
+        self.assertEqual(gate.held, 1, "the call never reached the hypervisor")
         conn.transport.loseConnection()
         # Let the server notice the client is gone before the hypervisor answers.
         await task.deferLater(reactor, 0.2, lambda: None)
-        self.held.pop().callback(None)
+        gate.release()
 
     async def settled(self, condition) -> None:
         for _ in range(1000):
@@ -81,7 +78,7 @@ class ClientGoneTests(TestCase):
         The VM is made, listed once, its room counted, and Redis holds no claim still
         "creating".
         """
-        await self.hang_up_during("/vm/create?name=orphan&instance_type=1&image_id=1")
+        await self.hang_up_during("/vm/create?name=orphan&instance_type=1&image_id=1", "create_vm")
         store = self.daemon.fleet.store
 
         async def made():
@@ -102,7 +99,7 @@ class ClientGoneTests(TestCase):
         The VM is gone from every answer and its room is back.
         """
         vmid = (await self.json("/vm/create?name=doomed&instance_type=1&image_id=1"))["vmid"]
-        await self.hang_up_during(f"/vm/destroy?vmid={vmid}")
+        await self.hang_up_during(f"/vm/destroy?vmid={vmid}", "destroy_vm")
         store = self.daemon.fleet.store
 
         async def gone():

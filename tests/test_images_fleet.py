@@ -18,7 +18,8 @@ from tests.clients import LoopbackClient
 from tests.harness import Daemon, require, shared_redis, tmpdir, unique_prefix
 from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
 from vorchd.bootimage import BOOT_MESSAGE, write_image
-from vorchd.hypervisor.host import HypervisorError, LibvirtHost
+from vorchd.hypervisor import base_copies
+from vorchd.hypervisor.interface import HypervisorError
 
 POOL = "/var/lib/libvirt/vorchd-pool"
 FLAVORS = [{"tid": 1, "cpu": 1, "ram": 64, "disk": 1}]
@@ -103,13 +104,14 @@ class ImagesOnFleetTests(TestCase):
         10 creates of one image at once on a fresh PM upload the image exactly once.
         """
         uploads = []
-        original = LibvirtHost._upload
+        original = base_copies.upload
 
+        # Counted inside the real LibvirtHost: an in-memory PM cannot race two uploads.
         def counting(host, vol, source, size):
             uploads.append(source)
             return original(host, vol, source, size)
 
-        self.patch(LibvirtHost, "_upload", counting)
+        self.patch(base_copies, "upload", counting)
         answers = await defer.gatherResults(
             [
                 defer.ensureDeferred(
@@ -130,6 +132,8 @@ class ImagesOnFleetTests(TestCase):
         and no claim behind.
         """
 
+        # A real stream, really aborted halfway: no outside failure cuts the upload of an
+        # image this small at a chosen point.
         def cut(host, vol, source, size):
             stream = host.conn.newStream(0)
             vol.upload(stream, 0, size, 0)
@@ -137,7 +141,7 @@ class ImagesOnFleetTests(TestCase):
             stream.abort()
             raise HypervisorError("injected: connection cut during upload")
 
-        self.patch(LibvirtHost, "_upload", cut)
+        self.patch(base_copies, "upload", cut)
         answer = await self.client.call("/vm/create?name=i&instance_type=1&image_id=1")
         self.assertEqual(answer.json, {"vmid": 0})
         self.assertIn("cut during upload", answer.reason)

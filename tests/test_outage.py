@@ -23,12 +23,14 @@ from tests.harness import (
     Daemon,
     RedisServer,
     daemon_domains,
+    fake_hosts,
     snapshot,
     tmpdir,
     unique_prefix,
     write_fleet,
 )
 from vorchd.domain import domain_name
+from vorchd.hypervisor.fake import Gate
 
 # Roomy enough that every create below fits: a refusal can only come from the outage.
 SIZES = [(64, 65536), (32, 32768), (96, 98304), (48, 49152)]
@@ -100,13 +102,18 @@ class OutageTests(TestCase):
 
     # -- the daemon -------------------------------------------------------------------------
 
-    def make_daemon(self) -> Daemon:
-        daemon = Daemon(self.dir / "daemon", self.redis.url, self.prefix, self.uris)
+    def make_daemon(self, fake: bool = False) -> Daemon:
+        """
+        A daemon over the test-driver PMs, or over in-memory ones of the same sizes if
+        C{fake}.
+        """
+        hosts = fake_hosts(self.uris, SIZES) if fake else None
+        daemon = Daemon(self.dir / "daemon", self.redis.url, self.prefix, self.uris, hosts=hosts)
         self.addCleanup(daemon.stop)
         return daemon
 
-    async def start_daemon(self) -> Daemon:
-        daemon = self.make_daemon()
+    async def start_daemon(self, fake: bool = False) -> Daemon:
+        daemon = self.make_daemon(fake)
         await daemon.start()
         self.client = LoopbackClient(daemon)
         self.addCleanup(self.client.close)
@@ -267,15 +274,15 @@ class OutageTests(TestCase):
 
     async def burst_across_outage(self):
         """
-        Start a daemon with two VMs, fire 120 creates (25 at a time), stop Redis while
-        they run, bring it back after OUTAGE seconds, wait for every answer and for the
-        daemon to serve again.
+        Start a daemon (over in-memory PMs) with two VMs, fire 120 creates (25 at a
+        time), stop Redis while they run, bring it back after OUTAGE seconds, wait for
+        every answer and for the daemon to serve again.
 
         @return: the daemon, the acknowledged VMs (vmid -> (tid, name), the two first
             included) and the number of creates refused.
         """
         await deferToThread(self.redis.start)
-        daemon = await self.start_daemon()
+        daemon = await self.start_daemon(fake=True)
         created = {}
         for n, tid in enumerate([1, 3]):
             vmid = await self.create(f"before {n}", tid)
@@ -283,20 +290,11 @@ class OutageTests(TestCase):
             created[vmid] = (tid, f"before {n}")
 
         # Real hypervisors take seconds to build a VM, so an outage finds some creates
-        # between their claim and their commit. The test driver builds in milliseconds:
-        # hold a few builds until Redis is down to make sure of it.
-        hypervisors = daemon.fleet.hypervisors
-        real_call = hypervisors.call
-        holding, held = [False], []
-
-        def call(pmid, method, *args, **kwargs):
-            if method == "create_vm" and holding[0]:
-                gate = defer.Deferred()
-                held.append(gate)
-                return gate.addCallback(lambda _: real_call(pmid, method, *args, **kwargs))
-            return real_call(pmid, method, *args, **kwargs)
-
-        self.patch(hypervisors, "call", call)
+        # between their claim and their commit. In-memory PMs build at once: hold a few
+        # builds at a gate until Redis is down to make sure of it.
+        pms = [daemon.fleet.hypervisors.host(pmid) for pmid in range(1, len(SIZES) + 1)]
+        gate = Gate(limit=HELD)
+        self.addCleanup(gate.release)
 
         total, in_flight = 120, 25
         limit = defer.DeferredSemaphore(in_flight)
@@ -318,15 +316,14 @@ class OutageTests(TestCase):
             consumeErrors=True,
         )
         await first_answers
-        holding[0] = True
+        for pm in pms:
+            pm.gates["create_vm"] = gate
         start = time.monotonic()
-        while len(held) < HELD:
-            self.assertLess(time.monotonic() - start, 10, f"only {len(held)} builds held")
+        while gate.held < HELD:
+            self.assertLess(time.monotonic() - start, 10, f"only {gate.held} builds held")
             await task.deferLater(reactor, 0.01, lambda: None)
-        holding[0] = False
         await self.redis_down()
-        for gate in held:
-            gate.callback(None)
+        gate.release()
         # Down for longer than a commit and then its undo take to give up on Redis.
         await task.deferLater(reactor, OUTAGE, lambda: None)
         await self.redis_up()

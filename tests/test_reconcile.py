@@ -50,8 +50,7 @@ class ReconcileTests(TestCase):
         return (await self.client.call(path)).json
 
     async def domains(self, pmid):
-        host = self.fleet.hypervisors.host(pmid)
-        return await deferToThread(lambda: {d.name() for d in host.conn.listAllDomains(0)})
+        return await self.fleet.hypervisors.on(pmid).domain_names()
 
     async def half_made(self, owner: str) -> int:
         """
@@ -70,11 +69,10 @@ class ReconcileTests(TestCase):
         }
         _, why = await self.fleet.store.claim(vmid, 1, SMALL.resources, ONE, record)
         self.assertIsNone(why)
-        path, fmt = await self.fleet.hypervisors.call(
-            1, "ensure_base", fleet, 1, str(self.daemon.dir / "images" / "hello.img")
-        )
+        pm1 = self.fleet.hypervisors.on(1)
+        path, fmt = await pm1.ensure_base(fleet, 1, str(self.daemon.dir / "images" / "hello.img"))
         spec = VMSpec(fleet, vmid, "half", SMALL, 1, 1, "auto", "")
-        await self.fleet.hypervisors.call(1, "create_vm", spec, path, fmt)
+        await pm1.create_vm(spec, path, fmt)
         return vmid
 
     async def test_dead_daemons_claim_rolled_back(self):

@@ -4,7 +4,9 @@ test-driver PMs of different sizes; every test runs in memory and over a real po
 
 What the API answers is checked against what really happened on the hypervisors,
 through the daemon's own libvirt connections (a test-driver PM's state lives in the
-connection that made it).
+connection that made it). The tests of hypervisor failures restart the daemon over
+in-memory PMs of the same sizes (L{vorchd.hypervisor.fake.FakeHypervisor}), which fail
+on demand as the real ones can.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import time
 import urllib.parse
 
 from twisted.internet import defer, reactor, task
-from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.clients import InMemoryClient, LoopbackClient
@@ -22,13 +23,14 @@ from tests.harness import (
     TEST_POOL_GIB,
     Daemon,
     daemon_domains,
+    fake_hosts,
     shared_redis,
     snapshot,
     tmpdir,
     unique_prefix,
     write_fleet,
 )
-from vorchd.hypervisor.host import HypervisorError, LibvirtHost
+from vorchd.hypervisor.fake import FakeHypervisor
 
 # Three PMs of different sizes: (cpus, ram MiB); the third has no pool of vorchd's
 # yet, so the daemon defines one. Every test-driver pool is TEST_POOL_GIB.
@@ -66,6 +68,15 @@ class SeedAPITestsMixin:
         await self.daemon.stop()
         self.daemon = await self.start_daemon(**kwargs)
 
+    async def restart_on_fakes(self, **kwargs) -> list[FakeHypervisor]:
+        """
+        Restart the daemon over in-memory PMs of the same sizes, whose failures a test
+        switches on; return them (PM 1 first).
+        """
+        fakes = fake_hosts(self.uris, SIZES)
+        await self.restart(hosts=fakes, **kwargs)
+        return list(fakes.values())
+
     async def get(self, path: str, method: str = "GET"):
         answer = await self.client.call(path, method)
         self.assertEqual(answer.status, 200, answer)
@@ -84,8 +95,7 @@ class SeedAPITestsMixin:
         return await daemon_domains(self.daemon, pmid)
 
     async def volumes(self, pmid: int) -> set[str]:
-        host = self.daemon.fleet.hypervisors.host(pmid)
-        return set(await deferToThread(lambda: host.pool().listVolumes()))
+        return await self.daemon.fleet.hypervisors.on(pmid).volume_names()
 
     async def snapshot(self) -> dict:
         return await snapshot(self.json)
@@ -388,11 +398,8 @@ class SeedAPITestsMixin:
         When the hypervisor fails after the claim, the create answers {"vmid": 0} and
         nothing is left: no claim, no domain, no disk.
         """
-
-        def fail(self, spec):
-            raise HypervisorError("injected: domain would not start")
-
-        self.patch(LibvirtHost, "_define_and_start", fail)
+        for pm in await self.restart_on_fakes():
+            pm.start_failure = "injected: domain would not start"
         vmid, answer = await self.create()
         self.assertEqual(vmid, 0)
         self.assertIn("injected", answer.reason)
@@ -410,28 +417,28 @@ class SeedAPITestsMixin:
         A create whose hypervisor answers only after the call's time is up answers
         {"vmid": 0}, and the domains that start late anyway are removed.
         """
-        await self.restart(libvirt={"call_timeout": 1})
-        original = LibvirtHost._define_and_start
-
-        def slow(host, spec):
-            time.sleep(1.5)
-            return original(host, spec)
-
-        self.patch(LibvirtHost, "_define_and_start", slow)
+        pms = await self.restart_on_fakes(libvirt={"call_timeout": 1})
+        for pm in pms:
+            pm.delays["create_vm"] = 1.5
         vmid, answer = await self.create()
         self.assertEqual(vmid, 0)
         self.assertIn("took too long", answer.reason)
-        # The late domains are undone in the background: domain first, then its disk.
+        # Each PM was tried in turn; each late domain is undone in the background once its
+        # create finishes: domain first, then its disk.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            leftovers = []
-            for pmid in (1, 2, 3):
-                leftovers += list(await self.domains(pmid))
-                leftovers += [v for v in await self.volumes(pmid) if v.endswith(".qcow2")]
-            if not leftovers:
+            undone = [
+                [c for c in pm.done if c in ("create_vm", "destroy_vm")]
+                == ["create_vm", "destroy_vm"]
+                for pm in pms
+            ]
+            if all(undone):
                 break
             await task.deferLater(reactor, 0.2, lambda: None)
-        self.assertEqual(leftovers, [])
+        self.assertEqual(undone, [True] * len(pms))
+        for pmid in (1, 2, 3):
+            self.assertEqual(await self.domains(pmid), {})
+            self.assertEqual({v for v in await self.volumes(pmid) if v.endswith(".qcow2")}, set())
         for pmid in (1, 2, 3):
             pm = await self.json(f"/pm/query?pmid={pmid}")
             self.assertEqual(pm["free"], pm["capacity"])
@@ -440,14 +447,8 @@ class SeedAPITestsMixin:
         """
         When the first PM's hypervisor fails, the VM is placed on the next PM instead.
         """
-        original = LibvirtHost._define_and_start
-
-        def fail_on_first(host, spec):
-            if host.uri == self.uris[0]:
-                raise HypervisorError("injected: PM 1 broken")
-            return original(host, spec)
-
-        self.patch(LibvirtHost, "_define_and_start", fail_on_first)
+        pm1, *_ = await self.restart_on_fakes()
+        pm1.start_failure = "injected: PM 1 broken"
         vmid, _ = await self.create()
         self.assertEqual((await self.json(f"/vm/query?vmid={vmid}"))["pmid"], 2)
         self.assertEqual(await self.domains(1), {})

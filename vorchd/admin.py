@@ -185,7 +185,7 @@ class Admin(pb.Avatar):
         for pmid in list(fleet._ready().pm_ids):
             if fleet.hypervisors.is_up(pmid):
                 fleet.creator.forget_bases(pmid)
-                out[pmid] = await fleet.hypervisors.call(pmid, "prune_bases", fleet.fleet_id)
+                out[pmid] = await fleet.hypervisors.on(pmid).prune_bases(fleet.fleet_id)
                 fleet.creator.forget_bases(pmid)
             else:
                 out[pmid] = None

@@ -17,7 +17,7 @@ from vorchd.domain import VMSpec, fleet_prefix
 from vorchd.fleet.parts import Parts, Refused
 from vorchd.fleet.settings import LiveSettings
 from vorchd.fleet.undo import Undo
-from vorchd.hypervisor.host import HypervisorError
+from vorchd.hypervisor.interface import HypervisorError
 from vorchd.images import ImageUnavailable
 from vorchd.inventory import InputFileError, parse_image_text
 from vorchd.metrics import placement_reason
@@ -204,7 +204,7 @@ class Creator:
         lock = self._base_locks.setdefault((pmid, image_id), defer.DeferredLock())
         # One upload per image and PM, however many creates wait for it.
         path, fmt = await lock.run(
-            self.parts.hypervisors.call, pmid, "ensure_base", self.parts.fleet_id, image_id, source
+            self.parts.hypervisors.on(pmid).ensure_base, self.parts.fleet_id, image_id, source
         )
         self._bases[key] = (path, fmt, clock + BASE_TRUSTED)
         return path, fmt
@@ -223,17 +223,13 @@ class Creator:
         base_path, base_format = await self._base(pmid, image_id, source)
         spec = VMSpec(fleet, vmid, name, flavor, image_id, pmid, "auto", "")
         try:
-            return await hypervisors.call(
+            return await hypervisors.on(
                 pmid,
-                "create_vm",
-                spec,
-                base_path,
-                base_format,
                 # Answered as failed already: a domain that starts anyway must not stay.
-                undo=lambda _kind: hypervisors.call(
-                    pmid, "destroy_vm", spec.domain_name, spec.volume_name
+                undo=lambda _kind: hypervisors.on(pmid).destroy_vm(
+                    spec.domain_name, spec.volume_name
                 ),
-            )
+            ).create_vm(spec, base_path, base_format)
         except HypervisorError:
             # Its base copy may be what failed: ask the PM again next time.
             self.forget_bases(pmid)

@@ -9,7 +9,7 @@ import time
 from twisted.logger import Logger
 
 from vorchd.fleet.parts import Parts, Refused
-from vorchd.hypervisor.host import HypervisorError
+from vorchd.hypervisor.interface import HypervisorError
 
 log = Logger()
 
@@ -56,7 +56,7 @@ async def _destroy(parts: Parts, vmid: int, where: dict) -> None:
         raise Refused(f"no VM {vmid}")
     pmid = where["pmid"] = rec.pmid
     try:
-        await parts.hypervisors.call(pmid, "destroy_vm", rec.domain, rec.volume)
+        await parts.hypervisors.on(pmid).destroy_vm(rec.domain, rec.volume)
     except HypervisorError as e:
         raise Refused(f"PM {pmid}: {e}") from None
     if not await parts.store.release(vmid):

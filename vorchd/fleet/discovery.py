@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from vorchd.fleet.parts import Parts
-from vorchd.hypervisor.host import HypervisorError
+from vorchd.hypervisor.interface import HypervisorError
 from vorchd.model import Resources
 from vorchd.store import StoreUnavailable
 
@@ -36,7 +36,7 @@ async def check_domains(parts: Parts, pmid: int, present: set[str] | None = None
     @return: the vmids now missing on that PM.
     """
     if present is None:
-        present = await parts.hypervisors.call(pmid, "domain_names")
+        present = await parts.hypervisors.on(pmid).domain_names()
     state = parts.state
     missing = []
     pm = state.pms.get(pmid)

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from vorchd.domain import domain_name, volume_name
 from vorchd.fleet.discovery import check_domains
 from vorchd.fleet.parts import Parts
-from vorchd.hypervisor.host import HypervisorError
+from vorchd.hypervisor.interface import HypervisorError
 
 
 class Reconciler:
@@ -65,7 +65,7 @@ class Reconciler:
             if not hypervisors.is_up(pmid):
                 continue
             try:
-                await hypervisors.call(pmid, "destroy_vm", rec.domain, rec.volume)
+                await hypervisors.on(pmid).destroy_vm(rec.domain, rec.volume)
             except HypervisorError as e:
                 self.log.warn("vm {vmid}: stale claim not rolled back yet: {e}", vmid=vmid, e=e)
                 continue
@@ -85,7 +85,7 @@ class Reconciler:
             if not hypervisors.is_up(pmid):
                 continue
             try:
-                found = await hypervisors.call(pmid, "fleet_domains", parts.fleet_id, known)
+                found = await hypervisors.on(pmid).fleet_domains(parts.fleet_id, known)
                 for meta in found:
                     if await self._adopt(pmid, meta):
                         report["adopted"].append(meta["vmid"])

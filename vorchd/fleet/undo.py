@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from vorchd.domain import domain_name, volume_name
 from vorchd.fleet.parts import Parts
-from vorchd.hypervisor.host import HypervisorError
+from vorchd.hypervisor.interface import HypervisorError
 from vorchd.store import StoreUnavailable
 
 
@@ -68,8 +68,8 @@ class Undo:
         """
         fleet = self.parts.fleet_id
         try:
-            await self.parts.hypervisors.call(
-                pmid, "destroy_vm", domain_name(fleet, vmid), volume_name(fleet, vmid)
+            await self.parts.hypervisors.on(pmid).destroy_vm(
+                domain_name(fleet, vmid), volume_name(fleet, vmid)
             )
             await self.parts.store.release(vmid)
         except (HypervisorError, StoreUnavailable):

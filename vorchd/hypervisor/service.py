@@ -6,6 +6,7 @@ used from, started and stopped with the daemon (like C{twisted.enterprise.adbapi
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -14,15 +15,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from vorchd.domain import VMSpec
 from vorchd.hypervisor.events import start_event_loop
-from vorchd.hypervisor.host import HostUnreachable, HypervisorError, LibvirtHost
+from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.hypervisor.threaded import methods_of, threaded
 from vorchd.model import Resources
+
+_METHODS = frozenset(methods_of(IHypervisor))
 
 
 class Hypervisors(Service):
     """
-    One L{LibvirtHost} per PM, each reached only through C{call}, which runs the blocking
-    method in this service's thread pool and gives its result as a Deferred.
+    One L{IHypervisor} per PM, each reached only through L{on}, which runs its blocking
+    methods in this service's thread pool and gives their results as Deferreds.
 
     A PM whose connection fails is marked down and reconnected with exponential backoff;
     C{on_up} is told its freshly discovered capacity each time it (re)connects.
@@ -38,10 +43,15 @@ class Hypervisors(Service):
         call_timeout: float = 120.0,
         reconnect_max_delay: float = 60.0,
         on_up: Callable[[int, Resources], object] | None = None,
+        pool: ThreadPool | None = None,
     ):
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="vorchd-libvirt")
-        self._hosts: dict[int, LibvirtHost] = {}
+        # The threads libvirt's blocking calls run in (a test may give one of its own
+        # that runs them when it says, with a clock for the reactor).
+        if pool is None:
+            pool = ThreadPool(minthreads=1, maxthreads=threads, name="vorchd-libvirt")
+        self._pool = pool
+        self._hosts: dict[int, IHypervisor] = {}
         self._up: dict[int, bool] = {}
         self._retry: dict[int, object] = {}
         self._delay: dict[int, float] = {}
@@ -86,7 +96,7 @@ class Hypervisors(Service):
 
     # -- hosts ----------------------------------------------------------------------------
 
-    def add(self, pmid: int, host: LibvirtHost) -> None:
+    def add(self, pmid: int, host: IHypervisor) -> None:
         """
         Manage C{host} as PM C{pmid} (not connected until L{connect}).
         """
@@ -94,11 +104,33 @@ class Hypervisors(Service):
         self._up[pmid] = False
         host.on_close = lambda why: self._reactor.callFromThread(self._mark_down, pmid, why)
 
-    def host(self, pmid: int) -> LibvirtHost | None:
+    def host(self, pmid: int) -> IHypervisor | None:
+        """
+        PM C{pmid}'s hypervisor itself (blocking: call it from a thread), or None.
+        """
         return self._hosts.get(pmid)
 
     def is_up(self, pmid: int) -> bool:
         return self._up.get(pmid, False)
+
+    def on(
+        self,
+        pmid: int,
+        *,
+        timeout: float | None = None,
+        undo: Callable[[Any], object] | None = None,
+        finished: Callable[[], object] | None = None,
+    ) -> ThreadedHypervisor:
+        """
+        PM C{pmid}'s hypervisor, each of its L{IHypervisor} methods run in this service's
+        thread pool and answered as a Deferred: C{await hypervisors.on(pmid).domain_names()}.
+
+        @param timeout: how long a call may take (default: the service's C{call_timeout}).
+        @param undo: called with the result of a call that succeeds after its time was up.
+        @param finished: called when a call's thread is done, in time or not.
+        @see: L{ThreadedHypervisor}
+        """
+        return ThreadedHypervisor(self, pmid, timeout, undo, finished)
 
     def call(
         self,
@@ -106,62 +138,19 @@ class Hypervisors(Service):
         method: str,
         *args,
         timeout: float | None = None,
-        undo: Callable[[object], object] | None = None,
+        undo: Callable[[Any], object] | None = None,
         finished: Callable[[], object] | None = None,
-    ):
+    ) -> defer.Deferred:
         """
-        Run C{method} of PM C{pmid}'s L{LibvirtHost} in the thread pool.
+        C{on(pmid, ...).<method>(*args)}, for a caller that still names the method by a
+        string. Prefer L{on}, which a reader and a type checker can follow.
 
-        A call that finds the connection gone marks the PM down and starts reconnecting.
-        A call still running after C{timeout} fails at once; a thread cannot be stopped,
-        so if it succeeds later after all, C{undo(result)} takes back what it did (a
-        domain started after its create was answered with a failure, say).
-        C{finished()} is called when the thread is done, in time or not.
+        @raise AttributeError: C{method} is not a method of L{IHypervisor}.
         """
-        host = self._hosts.get(pmid)
-        if host is None:
-            return defer.fail(HostUnreachable(f"PM {pmid} is not managed by this daemon"))
-        if not self.running:
-            return defer.fail(HypervisorError("the daemon is stopping"))
-        answer = defer.Deferred()
-        timer = self._reactor.callLater(
-            timeout or self.call_timeout,
-            lambda: answer.errback(HypervisorError(f"{host.uri}: {method} took too long")),
-        )
-        self._pending[answer] = timer
-
-        def done(result):
-            self._pending.pop(answer, None)
-            if finished is not None:
-                finished()
-            if timer.active():
-                timer.cancel()
-                answer.callback(result)
-            elif isinstance(result, Failure):
-                self.log.info(
-                    "PM {pmid}: late {method} failed: {e}",
-                    pmid=pmid,
-                    method=method,
-                    e=result.getErrorMessage(),
-                )
-            elif undo is not None:
-                self.log.warn(
-                    "PM {pmid}: {method} finished after its time; undoing it",
-                    pmid=pmid,
-                    method=method,
-                )
-                late = defer.maybeDeferred(undo, result)
-                late.addErrback(lambda f: self.log.failure("undoing late {m}", f, m=method))
-
-        deferToThreadPool(self._reactor, self._pool, getattr(host, method), *args).addBoth(done)
-
-        def failed(f):
-            if f.check(HostUnreachable):
-                self._mark_down(pmid, f.getErrorMessage())
-            return f
-
-        answer.addErrback(failed)
-        return answer
+        if method not in _METHODS:
+            raise AttributeError(f"{method!r} is not a method of IHypervisor")
+        calls = self.on(pmid, timeout=timeout, undo=undo, finished=finished)
+        return getattr(calls, method)(*args)
 
     async def connect(self, pmid: int) -> Resources | None:
         """
@@ -176,13 +165,12 @@ class Hypervisors(Service):
             return None
         self._connecting.add(pmid)
         try:
-            await self.call(
+            await self.on(
                 pmid,
-                "connect",
                 timeout=self.connect_timeout,
                 finished=lambda: self._connecting.discard(pmid),
-            )
-            capacity = await self.call(pmid, "discover")
+            ).connect()
+            capacity = await self.on(pmid).discover()
         except HypervisorError as e:
             self._mark_down(pmid, str(e))
             return None
@@ -215,3 +203,111 @@ class Hypervisors(Service):
         self._retry[pmid] = self._reactor.callLater(
             delay, lambda: defer.ensureDeferred(self.connect(pmid))
         )
+
+
+@threaded(IHypervisor)
+class ThreadedHypervisor:
+    """
+    One PM's L{IHypervisor} through a L{Hypervisors} service (made by L{Hypervisors.on}):
+    each method runs in the service's thread pool and answers a Deferred of its result.
+
+    A call that finds the connection gone marks the PM down and starts reconnecting. A
+    call still running after C{timeout} fails at once; a thread cannot be stopped, so if it
+    succeeds later after all, C{undo(result)} takes back what it did (a domain started
+    after its create was answered with a failure, say). C{finished()} is called when the
+    thread is done, in time or not.
+    """
+
+    __slots__ = ("_service", "_pmid", "_timeout", "_undo", "_finished")
+
+    def __init__(
+        self,
+        service: Hypervisors,
+        pmid: int,
+        timeout: float | None = None,
+        undo: Callable[[Any], object] | None = None,
+        finished: Callable[[], object] | None = None,
+    ):
+        self._service = service
+        self._pmid = pmid
+        self._timeout = timeout
+        self._undo = undo
+        self._finished = finished
+
+    # IHypervisor's methods, made by threaded(); declared here for their signatures.
+
+    def connect(self) -> defer.Deferred[None]: ...
+
+    def close(self) -> defer.Deferred[None]: ...
+
+    def alive(self) -> defer.Deferred[bool]: ...
+
+    def discover(self) -> defer.Deferred[Resources]: ...
+
+    def ensure_base(
+        self, fleet: str, image_id: int, source: str
+    ) -> defer.Deferred[tuple[str, str]]: ...
+
+    def prune_bases(self, fleet: str) -> defer.Deferred[list[str]]: ...
+
+    def create_vm(self, spec: VMSpec, base_path: str, base_format: str) -> defer.Deferred[str]: ...
+
+    def destroy_vm(self, domain_name: str, volume_name: str) -> defer.Deferred[bool]: ...
+
+    def domain_names(self) -> defer.Deferred[set[str]]: ...
+
+    def fleet_domains(
+        self, fleet: str, known: frozenset[str] = frozenset()
+    ) -> defer.Deferred[list[dict]]: ...
+
+    def volume_names(self) -> defer.Deferred[set[str]]: ...
+
+    def _call(self, method: str, args: tuple, kwargs: dict) -> defer.Deferred:
+        service, pmid = self._service, self._pmid
+        host = service._hosts.get(pmid)
+        if host is None:
+            return defer.fail(HostUnreachable(f"PM {pmid} is not managed by this daemon"))
+        if not service.running:
+            return defer.fail(HypervisorError("the daemon is stopping"))
+        undo, finished = self._undo, self._finished
+        answer: defer.Deferred = defer.Deferred()
+        timer = service._reactor.callLater(
+            self._timeout or service.call_timeout,
+            lambda: answer.errback(HypervisorError(f"{host.uri}: {method} took too long")),
+        )
+        service._pending[answer] = timer
+
+        def done(result):
+            service._pending.pop(answer, None)
+            if finished is not None:
+                finished()
+            if timer.active():
+                timer.cancel()
+                answer.callback(result)
+            elif isinstance(result, Failure):
+                service.log.info(
+                    "PM {pmid}: late {method} failed: {e}",
+                    pmid=pmid,
+                    method=method,
+                    e=result.getErrorMessage(),
+                )
+            elif undo is not None:
+                service.log.warn(
+                    "PM {pmid}: {method} finished after its time; undoing it",
+                    pmid=pmid,
+                    method=method,
+                )
+                late = defer.maybeDeferred(undo, result)
+                late.addErrback(lambda f: service.log.failure("undoing late {m}", f, m=method))
+
+        deferToThreadPool(
+            service._reactor, service._pool, getattr(host, method), *args, **kwargs
+        ).addBoth(done)
+
+        def failed(f):
+            if f.check(HostUnreachable):
+                service._mark_down(pmid, f.getErrorMessage())
+            return f
+
+        answer.addErrback(failed)
+        return answer

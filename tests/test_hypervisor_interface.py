@@ -1,0 +1,393 @@
+"""
+One set of tests for every provider of L{IHypervisor}: the in-memory fake, libvirt's test
+driver, and a real libvirtd PM (in namespaces of its own, L{tests.libvirtd_fleet}).
+
+The fake is trusted to stand in for a PM only because it passes the tests the real ones
+pass. Each failure a real PM can have is caused for real where the PM can have it (an
+address nobody listens on, a start that cannot open the guest's console file, a killed
+libvirtd) and switched on in the fake.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.harness import TEST_POOL_GIB, node_xml, require, tmpdir
+from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
+from vorchd.bootimage import write_image
+from vorchd.domain import VMSpec, base_volume_name
+from vorchd.hypervisor.base_copies import source_digest
+from vorchd.hypervisor.events import start_event_loop
+from vorchd.hypervisor.fake import FakeHypervisor
+from vorchd.hypervisor.host import LibvirtHost
+from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.model import Flavor, Resources
+
+FLAVOR = Flavor(1, 1, 64, 1)
+
+
+class Maker:
+    """
+    How to get one kind of hypervisor for a test (made for each test, given the
+    testcase): C{make()} a fresh one for the test's PM, not connected; C{unreachable()}
+    one for a PM that cannot be reached; C{break_start(hv)} makes the PM's next domain fail
+    to start once defined; C{kill(hv)} makes the PM go away under an open connection, and
+    C{revive(hv)} brings it back.
+
+    @ivar kinds: the domain types its VMs may run under.
+    @ivar capacity: what L{IHypervisor.discover} must answer, or None where the machine
+        decides.
+    @ivar cannot_fail_start: why its domains cannot fail to start once defined, if so.
+    @ivar cannot_go_away: why its PM cannot go away under an open connection, if so.
+    """
+
+    kinds: set[str]
+    capacity: Resources | None = None
+    cannot_fail_start: str | None = None
+    cannot_go_away: str | None = None
+
+    def __init__(self, testcase: SynchronousTestCase):
+        pass
+
+
+class FakeMaker(Maker):
+    """
+    L{FakeHypervisor}s, their failures switched on.
+    """
+
+    kinds = {"fake"}
+    capacity = Resources(cpu=4, ram=4096, disk=100)
+
+    def make(self) -> IHypervisor:
+        return FakeHypervisor("fake:///pm1", self.capacity)
+
+    def unreachable(self) -> IHypervisor:
+        fake = FakeHypervisor("fake:///gone")
+        fake.reachable = False
+        return fake
+
+    def break_start(self, hypervisor: FakeHypervisor) -> None:
+        hypervisor.start_failure = "could not open the console file"
+
+    def kill(self, hypervisor: FakeHypervisor) -> None:
+        hypervisor.die()
+
+    def revive(self, hypervisor: FakeHypervisor) -> None:
+        hypervisor.reachable = True
+
+
+class LibvirtTestDriverMaker(Maker):
+    """
+    libvirt's test driver, from a node XML without vorchd's pool: it runs no guest, and
+    its PM lives in its connection (it can neither fail a start nor go away).
+    """
+
+    kinds = {"test"}
+    capacity = Resources(cpu=4, ram=4096, disk=TEST_POOL_GIB)
+    cannot_fail_start = "libvirt's test driver starts every domain it defines"
+    cannot_go_away = "a test-driver PM lives in its connection"
+
+    def __init__(self, testcase):
+        super().__init__(testcase)
+        self.node = tmpdir(testcase) / "pm1.xml"
+        self.node.write_text(node_xml(4, 4096, with_pool=False))
+
+    def make(self) -> IHypervisor:
+        return LibvirtHost(f"test://{self.node}")
+
+    def unreachable(self) -> IHypervisor:
+        return LibvirtHost(f"test://{self.node.parent}/no-such-node.xml")
+
+
+class LibvirtdMaker(Maker):
+    """
+    A real libvirtd PM of its own for each test, reached over TCP; guests run emulated,
+    their consoles logged on the PM.
+    """
+
+    kinds = {"qemu"}
+
+    def __init__(self, testcase):
+        super().__init__(testcase)
+        require(libvirtd_fleet_unavailable())
+        # Close callbacks come through libvirt's event loop, as in the daemon.
+        start_event_loop()
+        self.fleet = LibvirtdFleet(1)
+        self.fleet.start()
+        testcase.addCleanup(self.fleet.stop)
+        [self.pm] = self.fleet.pms
+
+    def make(self) -> IHypervisor:
+        return LibvirtHost(
+            self.pm.uri,
+            pool_path="/var/lib/libvirt/vorchd-pool",
+            domain_type="qemu",
+            console_log_dir="/var/log/libvirt/qemu",
+        )
+
+    def unreachable(self) -> IHypervisor:
+        return LibvirtHost(f"qemu+tcp://{self.pm.address}:1/system")
+
+    def break_start(self, hypervisor: LibvirtHost) -> None:
+        # Defined without complaint; QEMU then cannot open the console file.
+        hypervisor.console_log_dir = "/nonexistent/console"
+
+    def kill(self, hypervisor: LibvirtHost) -> None:
+        self.pm.kill()
+
+    def revive(self, hypervisor: LibvirtHost) -> None:
+        self.pm.restart()
+
+
+def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
+    """
+    The tests every L{IHypervisor} must pass, against the hypervisors C{maker} makes.
+    """
+
+    class HypervisorTests(SynchronousTestCase):
+        def setUp(self):
+            self.maker = maker(self)
+            self.fleet = f"t{uuid.uuid4().hex[:8]}"
+            self.image = tmpdir(self) / "hello.img"
+            write_image(self.image)
+            self.hv = self.connected()
+
+        def connected(self) -> IHypervisor:
+            hv = self.maker.make()
+            hv.connect()
+            self.addCleanup(hv.close)
+            return hv
+
+        def spec(self, vmid: int, fleet: str | None = None) -> VMSpec:
+            return VMSpec(fleet or self.fleet, vmid, f"vm {vmid}", FLAVOR, 1, 1, "auto", "")
+
+        def create(self, vmid: int, fleet: str | None = None) -> VMSpec:
+            """
+            Make VM C{vmid} of C{fleet} (default: the test's) on its image's base copy;
+            it is destroyed when the test ends.
+            """
+            spec = self.spec(vmid, fleet)
+            path, fmt = self.hv.ensure_base(spec.fleet, 1, str(self.image))
+            self.addCleanup(self.destroy_quietly, spec)
+            self.assertIn(self.hv.create_vm(spec, path, fmt), self.maker.kinds)
+            return spec
+
+        def destroy_quietly(self, spec: VMSpec) -> None:
+            try:
+                self.hv.destroy_vm(spec.domain_name, spec.volume_name)
+                self.hv.prune_bases(spec.fleet)
+            except HypervisorError:
+                pass
+
+        def assert_unreachable(self, hv: IHypervisor) -> None:
+            spec = self.spec(1)
+            calls = {
+                "discover": hv.discover,
+                "ensure_base": lambda: hv.ensure_base(self.fleet, 1, str(self.image)),
+                "prune_bases": lambda: hv.prune_bases(self.fleet),
+                "create_vm": lambda: hv.create_vm(spec, "/nowhere.img", "raw"),
+                "destroy_vm": lambda: hv.destroy_vm(spec.domain_name, spec.volume_name),
+                "domain_names": hv.domain_names,
+                "fleet_domains": lambda: hv.fleet_domains(self.fleet),
+                "volume_names": hv.volume_names,
+            }
+            raised = {}
+            for name, call in calls.items():
+                try:
+                    raised[name] = call()
+                except Exception as e:
+                    raised[name] = type(e)
+            self.assertEqual(raised, dict.fromkeys(calls, HostUnreachable))
+            self.assertFalse(hv.alive())
+
+        # -- the connection ---------------------------------------------------------------
+
+        def test_provides_interface(self):
+            """
+            It provides L{IHypervisor}: every method, with the interface's parameters.
+            """
+            self.assertTrue(verifyObject(IHypervisor, self.maker.make()))
+
+        def test_connected(self):
+            """
+            A connected hypervisor is alive, and discovers its PM's capacity: CPUs, memory
+            in MiB and its pool's GiB.
+            """
+            self.assertTrue(self.hv.alive())
+            capacity = self.hv.discover()
+            self.assertIsInstance(capacity, Resources)
+            if self.maker.capacity is not None:
+                self.assertEqual(capacity, self.maker.capacity)
+            self.assertGreater(capacity.cpu, 0)
+            self.assertGreater(capacity.ram, 0)
+
+        def test_not_connected(self):
+            """
+            Before it connects, and after it closes, it is not alive and every call raises
+            L{HostUnreachable}; closing again changes nothing; it can connect again.
+            """
+            self.assert_unreachable(self.maker.make())
+            self.hv.close()
+            self.assert_unreachable(self.hv)
+            self.hv.close()
+            self.hv.connect()
+            self.assertTrue(self.hv.alive())
+            self.hv.discover()
+
+        def test_unreachable(self):
+            """
+            A PM that cannot be reached fails L{IHypervisor.connect} with
+            L{HostUnreachable}, and stays so.
+            """
+            hv = self.maker.unreachable()
+            self.assertRaises(HostUnreachable, hv.connect)
+            self.assert_unreachable(hv)
+
+        def test_goes_away(self):
+            """
+            A PM that goes away under an open connection (its libvirtd killed) is noticed
+            by itself: C{on_close} is told why, it is no longer alive, and every call
+            raises L{HostUnreachable}. Back, it can be connected again, its VMs still there.
+            """
+            if self.maker.cannot_go_away:
+                raise SkipTest(self.maker.cannot_go_away)
+            spec = self.create(1)
+            closed = []
+            self.hv.on_close = closed.append
+            self.maker.kill(self.hv)
+            deadline = time.monotonic() + 10
+            while not closed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.assertEqual(len(closed), 1)
+            self.assertIn(self.hv.uri, closed[0])
+            self.assert_unreachable(self.hv)
+            self.maker.revive(self.hv)
+            self.hv.connect()
+            self.assertIn(spec.domain_name, self.hv.domain_names())
+
+        # -- base copies ----------------------------------------------------------------
+
+        def test_base_copy(self):
+            """
+            An image's base copy is made once, named after its checksum, in the PM's
+            pool; it is answered with its path and the image's format.
+            """
+            self.hv.discover()
+            path, fmt = self.hv.ensure_base(self.fleet, 1, str(self.image))
+            self.addCleanup(self.hv.prune_bases, self.fleet)
+            name = base_volume_name(self.fleet, 1, source_digest(str(self.image))[0])
+            self.assertEqual((Path(path).name, fmt), (name, "raw"))
+            self.assertEqual(self.hv.ensure_base(self.fleet, 1, str(self.image)), (path, fmt))
+            self.assertEqual({v for v in self.hv.volume_names() if self.fleet in v}, {name})
+
+        def test_unreadable_source(self):
+            """
+            An image file that cannot be read fails with L{HypervisorError} naming it, and
+            leaves nothing on the PM, which stays connected.
+            """
+            missing = str(self.image) + ".gone"
+            e = self.assertRaises(HypervisorError, self.hv.ensure_base, self.fleet, 1, missing)
+            self.assertNotIsInstance(e, HostUnreachable)
+            self.assertIn(missing, str(e))
+            self.assertEqual({v for v in self.hv.volume_names() if self.fleet in v}, set())
+            self.assertTrue(self.hv.alive())
+
+        def test_prune_bases(self):
+            """
+            Pruning deletes the fleet's base copies no VM disk is built on, and only those:
+            not one a VM uses, nor another fleet's.
+            """
+            other = f"o{uuid.uuid4().hex[:8]}"
+            spec = self.create(1)
+            self.hv.ensure_base(other, 1, str(self.image))
+            self.addCleanup(self.hv.prune_bases, other)
+            self.assertEqual(self.hv.prune_bases(self.fleet), [])
+            self.hv.destroy_vm(spec.domain_name, spec.volume_name)
+            digest = source_digest(str(self.image))[0]
+            self.assertEqual(
+                self.hv.prune_bases(self.fleet), [base_volume_name(self.fleet, 1, digest)]
+            )
+            self.assertEqual(self.hv.prune_bases(self.fleet), [])
+            self.assertIn(base_volume_name(other, 1, digest), self.hv.volume_names())
+
+        # -- VMs --------------------------------------------------------------------------
+
+        def test_create_and_destroy(self):
+            """
+            A created VM has a running domain carrying its metadata and a disk of its own;
+            destroying it removes both and answers that the domain was there; destroying
+            it again answers that it was not.
+            """
+            spec = self.create(7)
+            self.assertIn(spec.domain_name, self.hv.domain_names())
+            self.assertIn(spec.volume_name, self.hv.volume_names())
+            [meta] = self.hv.fleet_domains(self.fleet)
+            expected = dict(fleet=self.fleet, vmid=7, name="vm 7", pmid=1, image_id=1)
+            expected.update(flavor=FLAVOR, domain=spec.domain_name)
+            self.assertEqual({k: meta.get(k) for k in expected}, expected)
+            self.assertTrue(self.hv.destroy_vm(spec.domain_name, spec.volume_name))
+            self.assertNotIn(spec.domain_name, self.hv.domain_names())
+            self.assertNotIn(spec.volume_name, self.hv.volume_names())
+            self.assertFalse(self.hv.destroy_vm(spec.domain_name, spec.volume_name))
+
+        def test_fleet_domains(self):
+            """
+            A fleet's domains are listed with their metadata, except those named as known
+            (their name only), and never another fleet's.
+            """
+            one, two = self.create(1), self.create(2)
+            other = self.create(3, fleet=f"o{uuid.uuid4().hex[:8]}")
+            self.assertEqual(
+                {other.domain_name, one.domain_name, two.domain_name} - self.hv.domain_names(),
+                set(),
+            )
+            found = self.hv.fleet_domains(self.fleet, frozenset({one.domain_name}))
+            by_name = {meta["domain"]: meta for meta in found}
+            self.assertEqual(set(by_name), {one.domain_name, two.domain_name})
+            self.assertEqual(by_name[one.domain_name], {"domain": one.domain_name})
+            self.assertEqual(by_name[two.domain_name]["vmid"], 2)
+
+        def test_start_fails_after_define(self):
+            """
+            A domain that is defined but will not start fails the create with
+            L{HypervisorError}, and leaves neither the domain nor its disk; the PM stays
+            connected.
+            """
+            if self.maker.cannot_fail_start:
+                raise SkipTest(self.maker.cannot_fail_start)
+            self.maker.break_start(self.hv)
+            spec = self.spec(5)
+            path, fmt = self.hv.ensure_base(self.fleet, 1, str(self.image))
+            self.addCleanup(self.destroy_quietly, spec)
+            e = self.assertRaises(HypervisorError, self.hv.create_vm, spec, path, fmt)
+            self.assertNotIsInstance(e, HostUnreachable)
+            self.assertIn("starting", str(e))
+            self.assertNotIn(spec.domain_name, self.hv.domain_names())
+            self.assertNotIn(spec.volume_name, self.hv.volume_names())
+            self.assertTrue(self.hv.alive())
+
+    HypervisorTests.__name__ = HypervisorTests.__qualname__ = f"{maker.__name__}Tests"
+    return HypervisorTests
+
+
+class FakeHypervisorTests(make_hypervisor_tests(FakeMaker)):
+    """
+    L{FakeHypervisor}, in memory.
+    """
+
+
+class TestDriverHypervisorTests(make_hypervisor_tests(LibvirtTestDriverMaker)):
+    """
+    L{LibvirtHost} on libvirt's test driver.
+    """
+
+
+class LibvirtdHypervisorTests(make_hypervisor_tests(LibvirtdMaker)):
+    """
+    L{LibvirtHost} on a real libvirtd PM.
+    """

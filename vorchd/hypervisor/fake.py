@@ -1,0 +1,304 @@
+"""
+A PM's hypervisor in memory: L{FakeHypervisor}, which provides L{IHypervisor} with
+domains, volumes and pools kept in dicts, and switches for each way a real one fails.
+
+It is trusted only because it passes the same tests as L{LibvirtHost} against libvirt's
+test driver and a real libvirtd (C{tests/test_hypervisor_interface.py}). Use it to test
+what lies above the hypervisor (the service's thread pool, timeouts and late undo; the
+fleet's create, destroy and reconcile) without libvirt, and to make it fail on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from attrs import define, evolve
+from zope.interface import implementer
+
+from vorchd import domain
+from vorchd.domain import VMSpec
+from vorchd.hypervisor.base_copies import source_digest
+from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.model import Resources
+
+GIB = 1024**3
+
+#: A fake PM's capacity unless given.
+DEFAULT_CAPACITY = Resources(cpu=4, ram=4096, disk=100)
+
+#: The domain type a fake PM's VMs run under (what L{FakeHypervisor.create_vm} answers).
+FAKE_DOMAIN_TYPE = "fake"
+
+
+class Gate:
+    """
+    Holds the calls that reach it, each in its own thread, until L{release}d: at most
+    C{limit} of them (later ones pass), and none longer than C{timeout} seconds (so that a
+    test that forgets to release it cannot hang the thread pool's shutdown).
+
+    @ivar held: how many calls it has held so far.
+    """
+
+    def __init__(self, limit: int | None = None, timeout: float = 120.0):
+        self.limit = limit
+        self.timeout = timeout
+        self.held = 0
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+
+    def pass_through(self) -> None:
+        """
+        Block the calling thread until the gate is released, unless it is full or open.
+        """
+        with self._lock:
+            if self._open.is_set() or (self.limit is not None and self.held >= self.limit):
+                return
+            self.held += 1
+        self._open.wait(self.timeout)
+
+    def release(self) -> None:
+        """
+        Let every held call go on, and every later one pass at once.
+        """
+        self._open.set()
+
+
+@define
+class FakeVolume:
+    """
+    A volume of a fake pool: its path, size in bytes, and the path of the volume it is an
+    overlay on (None for a base copy).
+    """
+
+    path: str
+    capacity: int
+    backing: str | None = None
+
+
+@define
+class FakeDomain:
+    """
+    A fake PM's domain: its definition (libvirt XML, as vorchd builds it) and whether it
+    runs.
+    """
+
+    xml: str
+    running: bool = False
+
+    @property
+    def metadata(self) -> dict:
+        return domain.parse_metadata(self.xml)
+
+
+@implementer(IHypervisor)
+class FakeHypervisor:
+    """
+    A PM of C{capacity} in memory. Its methods are safe to call from several threads.
+
+    Its state, to look at (and to arrange) from tests:
+
+    @ivar pools: pool name -> its volumes by name. vorchd's pool is defined by the first
+        call that needs it (L{discover}, L{ensure_base}, ...), as on a real PM.
+    @ivar domains: domain name -> L{FakeDomain}.
+    @ivar uploads: the names of the base copies uploaded, in order.
+    @ivar done: the methods whose calls succeeded, in the order they did.
+    @ivar lock: held by every change of that state: hold it to read the state while
+        calls run.
+
+    Its switches, which apply to the calls that begin after they are set:
+
+    @ivar reachable: False makes L{connect} fail with L{HostUnreachable}. L{die} sets it
+        and drops the connection the way a killed libvirtd does.
+    @ivar failures: method name -> the exception each of its calls raises (after its
+        switches for time), doing nothing.
+    @ivar start_failure: a reason, to make L{create_vm} define the domain and then fail
+        to start it: as libvirt's does, it then undefines the domain and deletes its disk
+        before raising L{HypervisorError}.
+    @ivar delays: method name -> seconds each of its calls sleeps (in its thread) before
+        doing its work: a slow PM, or, past the service's timeout, a late success.
+    @ivar gates: method name -> a L{Gate} each of its calls waits at before doing its work.
+    """
+
+    def __init__(
+        self,
+        uri: str = "fake:///pm",
+        capacity: Resources = DEFAULT_CAPACITY,
+        pool_name: str = "vorchd",
+        pool_path: str = "/var/lib/vorchd/pool",
+    ):
+        self.uri = uri
+        self.capacity = capacity
+        self.pool_name = pool_name
+        self.pool_path = pool_path
+        self.on_close: Callable[[str], object] | None = None
+        self.pools: dict[str, dict[str, FakeVolume]] = {}
+        self.domains: dict[str, FakeDomain] = {}
+        self.uploads: list[str] = []
+        self.done: list[str] = []
+        self.reachable = True
+        self.failures: dict[str, BaseException] = {}
+        self.start_failure: str | None = None
+        self.delays: dict[str, float] = {}
+        self.gates: dict[str, Gate] = {}
+        self._connected = False
+        self.lock = threading.RLock()
+
+    # -- switches -------------------------------------------------------------------------
+
+    def die(self, why: str = "error") -> None:
+        """
+        The PM goes away (as a killed libvirtd): unreachable from now on, its connection
+        dropped, and C{on_close} told. Its domains and volumes stay, as a real PM's guests
+        and disks outlive its libvirtd; set C{reachable} back to bring it back.
+        """
+        with self.lock:
+            was_connected = self._connected
+            self.reachable = False
+            self._connected = False
+        if was_connected and self.on_close is not None:
+            self.on_close(f"{self.uri}: connection closed ({why})")
+
+    def _enter(self, method: str, connected: bool = True) -> None:
+        """
+        Apply the switches at the start of a call of C{method}: wait at its gate, sleep its
+        delay, then raise what it must (no connection, an injected failure).
+        """
+        gate = self.gates.get(method)
+        if gate is not None:
+            gate.pass_through()
+        delay = self.delays.get(method)
+        if delay:
+            time.sleep(delay)
+        if connected and not (self._connected and self.reachable):
+            raise HostUnreachable(f"{self.uri}: not connected")
+        failure = self.failures.get(method)
+        if failure is not None:
+            raise failure
+
+    def _did(self, method: str) -> None:
+        with self.lock:
+            self.done.append(method)
+
+    # -- the connection -------------------------------------------------------------------
+
+    def connect(self) -> None:
+        self._enter("connect", connected=False)
+        with self.lock:
+            self._connected = False
+            if not self.reachable:
+                raise HostUnreachable(f"{self.uri}: unable to connect: the PM is unreachable")
+            self._connected = True
+        self._did("connect")
+
+    def close(self) -> None:
+        with self.lock:
+            self._connected = False
+
+    def alive(self) -> bool:
+        return self._connected and self.reachable
+
+    # -- discovery and volumes ------------------------------------------------------------
+
+    def _pool(self) -> dict[str, FakeVolume]:
+        return self.pools.setdefault(self.pool_name, {})
+
+    def discover(self) -> Resources:
+        self._enter("discover")
+        with self.lock:
+            self._pool()
+        self._did("discover")
+        return self.capacity
+
+    def volume_names(self) -> set[str]:
+        self._enter("volume_names")
+        with self.lock:
+            names = set(self._pool())
+        self._did("volume_names")
+        return names
+
+    def ensure_base(self, fleet: str, image_id: int, source: str) -> tuple[str, str]:
+        self._enter("ensure_base")
+        digest, size, fmt = source_digest(source)
+        name = domain.base_volume_name(fleet, image_id, digest)
+        with self.lock:
+            pool = self._pool()
+            if name not in pool:
+                pool[name] = FakeVolume(os.path.join(self.pool_path, name), size)
+                self.uploads.append(name)
+            path = pool[name].path
+        self._did("ensure_base")
+        return path, fmt
+
+    def prune_bases(self, fleet: str) -> list[str]:
+        self._enter("prune_bases")
+        prefix = domain.base_volume_prefix(fleet)
+        with self.lock:
+            pool = self._pool()
+            in_use = {v.backing for n, v in pool.items() if not n.startswith(prefix)}
+            pruned = sorted(
+                n for n, v in pool.items() if n.startswith(prefix) and v.path not in in_use
+            )
+            for name in pruned:
+                del pool[name]
+        self._did("prune_bases")
+        return pruned
+
+    # -- VMs --------------------------------------------------------------------------------
+
+    def create_vm(self, spec: VMSpec, base_path: str, base_format: str) -> str:
+        self._enter("create_vm")
+        name, volume = spec.domain_name, spec.volume_name
+        with self.lock:
+            pool = self._pool()
+            path = os.path.join(self.pool_path, volume)
+            disk = FakeVolume(path, spec.flavor.disk * GIB, base_path)
+            pool[volume] = disk
+            if name in self.domains:
+                del pool[volume]
+                raise HypervisorError(f"{self.uri}: defining domain: '{name}' already exists")
+            spec = evolve(spec, domain_type=FAKE_DOMAIN_TYPE, disk_path=disk.path)
+            self.domains[name] = FakeDomain(domain.domain_xml(spec))
+            if self.start_failure is not None:
+                # As libvirt's does: a domain defined but not started is undefined again.
+                del self.domains[name]
+                del pool[volume]
+                raise HypervisorError(
+                    f"{self.uri}: starting {FAKE_DOMAIN_TYPE} domain: {self.start_failure}"
+                )
+            self.domains[name].running = True
+        self._did("create_vm")
+        return FAKE_DOMAIN_TYPE
+
+    def destroy_vm(self, domain_name: str, volume_name: str) -> bool:
+        self._enter("destroy_vm")
+        with self.lock:
+            found = self.domains.pop(domain_name, None) is not None
+            self._pool().pop(volume_name, None)
+        self._did("destroy_vm")
+        return found
+
+    def domain_names(self) -> set[str]:
+        self._enter("domain_names")
+        with self.lock:
+            names = set(self.domains)
+        self._did("domain_names")
+        return names
+
+    def fleet_domains(self, fleet: str, known: frozenset[str] = frozenset()) -> list[dict]:
+        self._enter("fleet_domains")
+        prefix = domain.fleet_prefix(fleet)
+        with self.lock:
+            mine = [(n, d) for n, d in self.domains.items() if n.startswith(prefix)]
+        out = []
+        for name, dom in mine:
+            if name in known:
+                out.append({"domain": name})
+                continue
+            meta = dom.metadata
+            if meta.get("fleet") == fleet:
+                out.append({**meta, "domain": name})
+        self._did("fleet_domains")
+        return out

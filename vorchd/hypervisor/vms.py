@@ -1,0 +1,146 @@
+"""
+VMs on a libvirt PM: each one's own overlay disk and persistent domain, made and started,
+stopped and removed, and the domains a PM has, listed.
+
+Everything here blocks, like the L{LibvirtHost} whose connection it uses.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import libvirt
+from attrs import evolve
+
+from vorchd import domain
+from vorchd.domain import VMSpec
+from vorchd.hypervisor.base_copies import delete_volume
+from vorchd.hypervisor.interface import HypervisorError
+
+if TYPE_CHECKING:
+    from vorchd.hypervisor.host import LibvirtHost
+
+
+def create_vm(host: LibvirtHost, spec: VMSpec, base_path: str, base_format: str) -> str:
+    """
+    L{IHypervisor.create_vm} on C{host}.
+
+    Where C{host.domain_type} is C{auto} and a KVM domain will not start (say /dev/kvm is
+    not the qemu user's), it is started emulated, and KVM is no longer tried on that PM.
+    """
+    pool = host.pool()
+    stale = host.volume(pool, spec.volume_name)
+    if stale is not None:
+        # Left by a create that died half-way: vmids are never reused, so it is ours.
+        delete_volume(stale)
+    try:
+        overlay = pool.createXML(
+            domain.overlay_volume_xml(spec.volume_name, spec.flavor.disk, base_path, base_format),
+            0,
+        )
+    except libvirt.libvirtError as e:
+        raise host.failed("creating disk", e) from None
+    try:
+        kind = host.domain_type_here()
+        console = None
+        if host.console_log_dir and kind != "test":
+            console = os.path.join(host.console_log_dir, f"{spec.domain_name}-serial.log")
+        spec = evolve(spec, domain_type=kind, disk_path=overlay.path(), console_log=console)
+        try:
+            define_and_start(host, spec)
+        except HypervisorError:
+            if kind != "kvm" or host.domain_type != "auto":
+                raise
+            host.kvm_failed()
+            spec = evolve(spec, domain_type="qemu")
+            define_and_start(host, spec)
+        return spec.domain_type
+    except BaseException:
+        delete_volume(overlay)
+        raise
+
+
+def define_and_start(host: LibvirtHost, spec: VMSpec) -> None:
+    """
+    Define C{spec}'s domain and start it; one that is defined but will not start is
+    undefined again.
+    """
+    try:
+        dom = host.conn.defineXML(domain.domain_xml(spec))
+    except libvirt.libvirtError as e:
+        raise host.failed("defining domain", e) from None
+    try:
+        dom.create()
+    except libvirt.libvirtError as e:
+        error = host.failed(f"starting {spec.domain_type} domain", e)
+        _remove_domain(dom)
+        raise error from None
+
+
+def _remove_domain(dom: libvirt.virDomain) -> None:
+    try:
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError:
+        pass
+    try:
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    except libvirt.libvirtError:
+        dom.undefine()
+
+
+def destroy_vm(host: LibvirtHost, domain_name: str, volume_name: str) -> bool:
+    """
+    L{IHypervisor.destroy_vm} on C{host}.
+    """
+    found = True
+    try:
+        dom = host.conn.lookupByName(domain_name)
+    except libvirt.libvirtError as e:
+        if not host.is_not_found(e):
+            raise host.failed(f"looking up {domain_name}", e) from None
+        found = False
+    if found:
+        try:
+            _remove_domain(dom)
+        except libvirt.libvirtError as e:
+            raise host.failed(f"removing {domain_name}", e) from None
+    vol = host.volume(host.pool(), volume_name)
+    if vol is not None:
+        try:
+            vol.delete(0)
+        except libvirt.libvirtError as e:
+            raise host.failed(f"deleting {volume_name}", e) from None
+    return found
+
+
+def domain_names(host: LibvirtHost) -> set[str]:
+    """
+    L{IHypervisor.domain_names} on C{host}.
+    """
+    try:
+        return {dom.name() for dom in host.conn.listAllDomains(0)}
+    except libvirt.libvirtError as e:
+        raise host.failed("listing domains", e) from None
+
+
+def fleet_domains(host: LibvirtHost, fleet: str, known: frozenset[str]) -> list[dict]:
+    """
+    L{IHypervisor.fleet_domains} on C{host}.
+    """
+    out = []
+    try:
+        for dom in host.conn.listAllDomains(0):
+            name = dom.name()
+            if not name.startswith(domain.fleet_prefix(fleet)):
+                continue
+            if name in known:
+                out.append({"domain": name})
+                continue
+            meta = domain.parse_metadata(dom.XMLDesc(0))
+            if meta.get("fleet") == fleet:
+                out.append({**meta, "domain": dom.name()})
+    except libvirt.libvirtError as e:
+        raise host.failed("listing domains", e) from None
+    return out

@@ -123,7 +123,7 @@ class Admin(pb.Avatar):
             "reconciled": fleet.last_reconcile,
         }
 
-    # tests/test_reconcile.py calls the status answer by its former name.
+    # tests/integration/test_reconcile.py calls the status answer by its former name.
     _status = status
 
     async def policies(self) -> list[str]:

@@ -3,7 +3,7 @@ A PM's hypervisor in memory: L{FakeHypervisor}, which provides L{IHypervisor} wi
 domains, volumes and pools kept in dicts, and switches for each way a real one fails.
 
 It is trusted only because it passes the same tests as L{LibvirtHost} against libvirt's
-test driver and a real libvirtd (C{tests/test_hypervisor_interface.py}). Use it to test
+test driver and a real libvirtd (C{tests/system/test_hypervisor_interface.py}). Use it to test
 what lies above the hypervisor (the service's thread pool, timeouts and late undo; the
 fleet's create, destroy and reconcile) without libvirt, and to make it fail on demand.
 """

@@ -5,7 +5,7 @@ Every method blocks. L{vorchd.hypervisor.service.Hypervisors} runs them in its t
 never in the reactor thread, and callers reach them typed through
 C{hypervisors.on(pmid)}. L{vorchd.hypervisor.host.LibvirtHost} provides the interface over
 libvirt, L{vorchd.hypervisor.fake.FakeHypervisor} in memory; both pass the same tests
-(C{tests/test_hypervisor_interface.py}).
+(C{tests/system/test_hypervisor_interface.py}).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 An in-memory L{Store}: the same operations, the same answers and the same change
 entries as the Lua scripts in C{lua/} give, with no Redis, for unit tests of the fleet's
 logic (tests/unit). It exists only because it passes the store's interface tests
-(tests/test_store.py, run against both); anything it does differently is a bug in it.
+(tests/integration/test_store.py, run against both); anything it does differently is a bug in it.
 
 Every operation completes before it returns (as a script is atomic), and, like the real
 store, a write waits for C{settled(seq)} when a read model is attached.

@@ -32,7 +32,7 @@ from twisted.web.server import Site
 from vorchd import accesslog
 from vorchd.config import ConfigError, Settings, load_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Twisted's combined log format: "ip" - - [date] "request line" status length "referer"
 # "agent".

@@ -69,12 +69,12 @@ CALLS = {
 }
 # Answered with the number of the last change it holds, which the model cannot know.
 UNNUMBERED = {b"/v1/fleet"}
-# Event streams: a GET never ends, so it is never sent here (tests/test_fleet_view.py
+# Event streams: a GET never ends, so it is never sent here (tests/integration/test_fleet_view.py
 # reads the stream); every other method answers 0.
 STREAMS = {b"/v1/events"}
 CHANGES = {b"/vm/create", b"/vm/destroy"}
 # The dashboard's files, served as they are on disk.
-UI = Path(__file__).resolve().parent.parent / "vorchd" / "ui"
+UI = Path(__file__).resolve().parents[2] / "vorchd" / "ui"
 PAGES = {
     b"/ui/": UI / "index.html",
     b"/ui/app.js": UI / "app.js",

@@ -31,8 +31,8 @@ from vorchd.inventory import (
 )
 from vorchd.model import Flavor, ImageEntry, PMEntry
 
-SHARED_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "inventory"
+SHARED_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inventory"
 
 
 def is_local(host: str) -> bool:

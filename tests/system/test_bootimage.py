@@ -26,7 +26,7 @@ from vorchd.bootimage import (
     write_image,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Generous, because SeaBIOS under TCG on a loaded CI machine can be slow; it is a deadline for
 # polling, not a sleep, so a healthy run finishes in well under a second.

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from zope.interface.verify import verifyObject
 
 import vorchd.plugins
-from tests.test_placement import flavors, hosts, ratios
+from tests.unit.test_placement import flavors, hosts, ratios
 from vorchd.model import Flavor, Host, Resources
 from vorchd.placement import candidates, effective_capacity, free, refusal
 from vorchd.policies import (

@@ -17,7 +17,7 @@ import pytest
 from vorchd.config import Settings
 from vorchd.config_cli import KEYS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 INSTALL_SH_KEYS = [
     "port",

@@ -15,7 +15,7 @@ import pytest
 from vorchd import thismachine
 from vorchd.inventory import LOCAL_URI, parse_pm_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 LOOKUPS = ("gethostname", "getfqdn", "getaddrinfo", "gethostbyname", "gethostbyaddr")
 

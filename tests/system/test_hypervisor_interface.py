@@ -21,11 +21,11 @@ from tests.harness import TEST_POOL_GIB, node_xml, require, tmpdir
 from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
 from vorchd.bootimage import write_image
 from vorchd.domain import VMSpec, base_volume_name
-from vorchd.hypervisor.base_copies import source_digest
 from vorchd.hypervisor.events import start_event_loop
 from vorchd.hypervisor.fake import FakeHypervisor
 from vorchd.hypervisor.host import LibvirtHost
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.images.copies import source_digest
 from vorchd.model import Flavor, Resources
 
 FLAVOR = Flavor(1, 1, 64, 1)

@@ -18,8 +18,8 @@ from tests.clients import LoopbackClient
 from tests.harness import Daemon, require, shared_redis, tmpdir, unique_prefix
 from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
 from vorchd.bootimage import BOOT_MESSAGE, write_image
-from vorchd.hypervisor import base_copies
 from vorchd.hypervisor.interface import HypervisorError
+from vorchd.images import copies as base_copies
 
 POOL = "/var/lib/libvirt/vorchd-pool"
 FLAVORS = [{"tid": 1, "cpu": 1, "ram": 64, "disk": 1}]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import time
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from vorchd import placement, room
@@ -19,14 +18,12 @@ from vorchd.fleet.settings import LiveSettings
 from vorchd.fleet.undo import Undo
 from vorchd.hypervisor.interface import HypervisorError
 from vorchd.images import ImageUnavailable
-from vorchd.inventory import InputFileError, parse_image_text
+from vorchd.images.bases import BaseCopies
+from vorchd.images.sources import Sources
 from vorchd.metrics import placement_reason
 from vorchd.model import Flavor
 from vorchd.policies import Request
 from vorchd.store import StoreUnavailable
-
-# Seconds a base copy found on a PM is used without asking the PM again.
-BASE_TRUSTED = 5.0
 
 
 class Creator:
@@ -45,9 +42,8 @@ class Creator:
         self.settings = settings
         self.undo = undo
         self.in_flight: set[str] = set()
-        self._base_locks: dict[tuple[int, int], defer.DeferredLock] = {}
-        # (pmid, image_id, source) -> (path, format, trusted until)
-        self._bases: dict[tuple[int, int, str], tuple[str, str, float]] = {}
+        self.sources = Sources(parts.is_local, parts.images)
+        self.bases = BaseCopies(parts.hypervisors, parts.store._reactor)
 
     async def create(self, name: str, instance_type: int, image_id: int) -> int:
         """
@@ -168,59 +164,22 @@ class Creator:
         )
 
     async def _local_source(self, line: str) -> str:
-        """
-        A local file with the image of source line C{line}: the file itself, or a copy
-        fetched once over ssh into the image cache.
-        """
         try:
-            [entry] = parse_image_text(line)
-        except (InputFileError, ValueError) as e:
-            raise Refused(f"image source {line!r} unusable: {e}", "image_unavailable") from None
-        if not entry.is_remote or self.parts.is_local(entry.host):
-            return entry.path
-        if self.parts.images is None:
-            raise Refused(
-                f"image source {line!r} is remote and this daemon has no image cache",
-                "image_unavailable",
-            )
-        try:
-            return await self.parts.images.local_path(entry)
+            return await self.sources.local_path(line)
         except ImageUnavailable as e:
             raise Refused(str(e), "image_unavailable") from None
-
-    async def _base(self, pmid: int, image_id: int, source: str) -> tuple[str, str]:
-        """
-        The image's base copy on PM C{pmid} (its path and format), uploaded if missing.
-
-        A copy found is trusted for C{BASE_TRUSTED} seconds before the PM is asked again
-        (which also notices an image file changed since, or a copy deleted), so that a
-        burst of creates on one PM costs one check rather than one each.
-        """
-        key = (pmid, image_id, source)
-        clock = self.parts.store._reactor.seconds()
-        known = self._bases.get(key)
-        if known is not None and known[2] > clock:
-            return known[0], known[1]
-        lock = self._base_locks.setdefault((pmid, image_id), defer.DeferredLock())
-        # One upload per image and PM, however many creates wait for it.
-        path, fmt = await lock.run(
-            self.parts.hypervisors.on(pmid).ensure_base, self.parts.fleet_id, image_id, source
-        )
-        self._bases[key] = (path, fmt, clock + BASE_TRUSTED)
-        return path, fmt
 
     def forget_bases(self, pmid: int | None = None) -> None:
         """
         Ask the PM (every PM) again before trusting its base copies (they were pruned).
         """
-        for key in [k for k in self._bases if pmid is None or k[0] == pmid]:
-            del self._bases[key]
+        self.bases.forget(pmid)
 
     async def _build(
         self, vmid: int, name: str, flavor: Flavor, image_id: int, pmid: int, source: str
     ) -> str:
         hypervisors, fleet = self.parts.hypervisors, self.parts.fleet_id
-        base_path, base_format = await self._base(pmid, image_id, source)
+        base_path, base_format = await self.bases.ensure(fleet, pmid, image_id, source)
         spec = VMSpec(fleet, vmid, name, flavor, image_id, pmid, "auto", "")
         try:
             return await hypervisors.on(

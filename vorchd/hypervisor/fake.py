@@ -20,8 +20,8 @@ from zope.interface import implementer
 
 from vorchd import domain
 from vorchd.domain import VMSpec
-from vorchd.hypervisor.base_copies import source_digest
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.images.copies import source_digest
 from vorchd.model import Resources
 
 GIB = 1024**3

@@ -1,7 +1,7 @@
 """
 One PM's hypervisor through one long-lived libvirt connection: L{LibvirtHost}, which
 provides L{IHypervisor}. The connection and discovery are here; base copies of images
-are in L{vorchd.hypervisor.base_copies}, VMs in L{vorchd.hypervisor.vms}.
+are in L{vorchd.images.copies}, VMs in L{vorchd.hypervisor.vms}.
 
 Everything here blocks: it is only ever called from the thread pool that
 L{vorchd.hypervisor.service.Hypervisors} owns, never from the reactor thread.
@@ -22,9 +22,10 @@ from zope.interface import implementer
 
 from vorchd import domain
 from vorchd.domain import VMSpec
-from vorchd.hypervisor import base_copies, vms
-from vorchd.hypervisor.base_copies import source_digest
+from vorchd.hypervisor import vms
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.images import copies as base_copies
+from vorchd.images.copies import source_digest
 from vorchd.model import Resources
 
 __all__ = [
@@ -290,7 +291,7 @@ class LibvirtHost:
         except libvirt.libvirtError as e:
             raise self.failed("listing volumes", e) from None
 
-    # -- base copies and VMs: see base_copies.py and vms.py -------------------------------
+    # -- base copies and VMs: see vorchd/images/copies.py and vms.py ----------------------
 
     def ensure_base(self, fleet: str, image_id: int, source: str) -> tuple[str, str]:
         return base_copies.ensure_base(self, fleet, image_id, source)

@@ -15,8 +15,8 @@ from attrs import evolve
 
 from vorchd import domain
 from vorchd.domain import VMSpec
-from vorchd.hypervisor.base_copies import delete_volume
 from vorchd.hypervisor.interface import HypervisorError
+from vorchd.images.copies import delete_volume
 
 if TYPE_CHECKING:
     from vorchd.hypervisor.host import LibvirtHost

@@ -26,9 +26,34 @@ ET.register_namespace(METADATA_PREFIX, METADATA_NS)
 
 
 @frozen
+class VM:
+    """
+    A VM as the fleet asks a PM for it: who it is, its flavor and image, and where.
+
+    @ivar fleet: the fleet id, so that two fleets sharing a hypervisor never collide.
+    """
+
+    fleet: str
+    vmid: int
+    name: str
+    flavor: Flavor
+    image_id: int
+    pmid: int
+
+    @property
+    def domain_name(self) -> str:
+        return domain_name(self.fleet, self.vmid)
+
+    @property
+    def volume_name(self) -> str:
+        return volume_name(self.fleet, self.vmid)
+
+
+@frozen
 class VMSpec:
     """
-    Everything needed to build one VM's domain: who it is and what it runs on.
+    Everything needed to build one VM's domain: who it is and what it runs on. Made
+    whole, by L{of}, once the PM has decided the domain type and made the disk.
 
     @ivar fleet: the fleet id, so that two fleets sharing a hypervisor never collide.
     @ivar domain_type: C{kvm}, C{qemu} or C{test} (libvirt's test driver).
@@ -45,6 +70,25 @@ class VMSpec:
     domain_type: str
     disk_path: str
     console_log: str | None = None
+
+    @classmethod
+    def of(
+        cls, vm: VM, domain_type: str, disk_path: str, console_log: str | None = None
+    ) -> VMSpec:
+        """
+        The spec of C{vm} running as C{domain_type} on the disk at C{disk_path}.
+        """
+        return cls(
+            vm.fleet,
+            vm.vmid,
+            vm.name,
+            vm.flavor,
+            vm.image_id,
+            vm.pmid,
+            domain_type,
+            disk_path,
+            console_log,
+        )
 
     @property
     def domain_name(self) -> str:

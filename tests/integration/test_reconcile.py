@@ -28,7 +28,7 @@ from tests.harness import (
     write_fleet,
 )
 from vorchd.admin import Admin
-from vorchd.domain import VMSpec, domain_name, volume_name
+from vorchd.domain import VM, domain_name, volume_name
 from vorchd.model import Flavor
 
 SIZES = [(4, 4096), (4, 4096)]
@@ -71,7 +71,7 @@ class ReconcileTests(TestCase):
         self.assertIsNone(why)
         pm1 = self.fleet.hypervisors.on(1)
         path, fmt = await pm1.ensure_base(fleet, 1, str(self.daemon.dir / "images" / "hello.img"))
-        spec = VMSpec(fleet, vmid, "half", SMALL, 1, 1, "auto", "")
+        spec = VM(fleet, vmid, "half", SMALL, 1, 1)
         await pm1.create_vm(spec, path, fmt)
         return vmid
 

@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 from tests.harness import TEST_POOL_GIB, node_xml, require, tmpdir
 from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
 from vorchd.bootimage import write_image
-from vorchd.domain import VMSpec, base_volume_name
+from vorchd.domain import VM, base_volume_name
 from vorchd.hypervisor.events import start_event_loop
 from vorchd.hypervisor.fake import FakeHypervisor
 from vorchd.hypervisor.host import LibvirtHost
@@ -163,10 +163,10 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
             self.addCleanup(hv.close)
             return hv
 
-        def spec(self, vmid: int, fleet: str | None = None) -> VMSpec:
-            return VMSpec(fleet or self.fleet, vmid, f"vm {vmid}", FLAVOR, 1, 1, "auto", "")
+        def spec(self, vmid: int, fleet: str | None = None) -> VM:
+            return VM(fleet or self.fleet, vmid, f"vm {vmid}", FLAVOR, 1, 1)
 
-        def create(self, vmid: int, fleet: str | None = None) -> VMSpec:
+        def create(self, vmid: int, fleet: str | None = None) -> VM:
             """
             Make VM C{vmid} of C{fleet} (default: the test's) on its image's base copy;
             it is destroyed when the test ends.
@@ -177,7 +177,7 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
             self.assertIn(self.hv.create_vm(spec, path, fmt), self.maker.kinds)
             return spec
 
-        def destroy_quietly(self, spec: VMSpec) -> None:
+        def destroy_quietly(self, spec: VM) -> None:
             try:
                 self.hv.destroy_vm(spec.domain_name, spec.volume_name)
                 self.hv.prune_bases(spec.fleet)

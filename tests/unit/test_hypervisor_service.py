@@ -12,14 +12,14 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import Interface
 
-from vorchd.domain import VMSpec
+from vorchd.domain import VM
 from vorchd.hypervisor.fake import FakeHypervisor, Gate
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.hypervisor.service import Hypervisors, ThreadedHypervisor
 from vorchd.hypervisor.threaded import methods_of, threaded
 from vorchd.model import Flavor, Resources
 
-SPEC = VMSpec("f1", 1, "one", Flavor(1, 1, 64, 1), 1, 1, "auto", "")
+SPEC = VM("f1", 1, "one", Flavor(1, 1, 64, 1), 1, 1)
 
 
 class IExample(Interface):

@@ -12,7 +12,7 @@ import time
 from twisted.logger import Logger
 
 from vorchd import placement, room
-from vorchd.domain import VMSpec, fleet_prefix
+from vorchd.domain import VM, fleet_prefix
 from vorchd.fleet.parts import Parts, Refused
 from vorchd.fleet.settings import LiveSettings
 from vorchd.fleet.undo import Undo
@@ -180,15 +180,13 @@ class Creator:
     ) -> str:
         hypervisors, fleet = self.parts.hypervisors, self.parts.fleet_id
         base_path, base_format = await self.bases.ensure(fleet, pmid, image_id, source)
-        spec = VMSpec(fleet, vmid, name, flavor, image_id, pmid, "auto", "")
+        vm = VM(fleet, vmid, name, flavor, image_id, pmid)
         try:
             return await hypervisors.on(
                 pmid,
                 # Answered as failed already: a domain that starts anyway must not stay.
-                undo=lambda _kind: hypervisors.on(pmid).destroy_vm(
-                    spec.domain_name, spec.volume_name
-                ),
-            ).create_vm(spec, base_path, base_format)
+                undo=lambda _kind: hypervisors.on(pmid).destroy_vm(vm.domain_name, vm.volume_name),
+            ).create_vm(vm, base_path, base_format)
         except HypervisorError:
             # Its base copy may be what failed: ask the PM again next time.
             self.forget_bases(pmid)

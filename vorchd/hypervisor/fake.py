@@ -15,11 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from attrs import define, evolve
+from attrs import define
 from zope.interface import implementer
 
 from vorchd import domain
-from vorchd.domain import VMSpec
+from vorchd.domain import VM, VMSpec
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images.copies import source_digest
 from vorchd.model import Resources
@@ -248,18 +248,18 @@ class FakeHypervisor:
 
     # -- VMs --------------------------------------------------------------------------------
 
-    def create_vm(self, spec: VMSpec, base_path: str, base_format: str) -> str:
+    def create_vm(self, vm: VM, base_path: str, base_format: str) -> str:
         self._enter("create_vm")
-        name, volume = spec.domain_name, spec.volume_name
+        name, volume = vm.domain_name, vm.volume_name
         with self.lock:
             pool = self._pool()
             path = os.path.join(self.pool_path, volume)
-            disk = FakeVolume(path, spec.flavor.disk * GIB, base_path)
+            disk = FakeVolume(path, vm.flavor.disk * GIB, base_path)
             pool[volume] = disk
             if name in self.domains:
                 del pool[volume]
                 raise HypervisorError(f"{self.uri}: defining domain: '{name}' already exists")
-            spec = evolve(spec, domain_type=FAKE_DOMAIN_TYPE, disk_path=disk.path)
+            spec = VMSpec.of(vm, FAKE_DOMAIN_TYPE, disk.path)
             self.domains[name] = FakeDomain(domain.domain_xml(spec))
             if self.start_failure is not None:
                 # As libvirt's does: a domain defined but not started is undefined again.

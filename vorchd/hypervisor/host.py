@@ -21,7 +21,7 @@ import libvirt
 from zope.interface import implementer
 
 from vorchd import domain
-from vorchd.domain import VMSpec
+from vorchd.domain import VM
 from vorchd.hypervisor import vms
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images import copies as base_copies
@@ -299,8 +299,8 @@ class LibvirtHost:
     def prune_bases(self, fleet: str) -> list[str]:
         return base_copies.prune_bases(self, fleet)
 
-    def create_vm(self, spec: VMSpec, base_path: str, base_format: str) -> str:
-        return vms.create_vm(self, spec, base_path, base_format)
+    def create_vm(self, vm: VM, base_path: str, base_format: str) -> str:
+        return vms.create_vm(self, vm, base_path, base_format)
 
     def destroy_vm(self, domain_name: str, volume_name: str) -> bool:
         return vms.destroy_vm(self, domain_name, volume_name)

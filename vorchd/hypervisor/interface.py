@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-from vorchd.domain import VMSpec
+from vorchd.domain import VM
 from vorchd.model import Resources
 
 
@@ -91,10 +91,10 @@ class IHypervisor(Interface):
         @return: the names of the copies deleted, sorted.
         """
 
-    def create_vm(spec: VMSpec, base_path: str, base_format: str) -> str:
+    def create_vm(vm: VM, base_path: str, base_format: str) -> str:
         """
-        Make the VM's own disk (C{spec.volume_name}, an overlay on the base copy at
-        C{base_path}), define its domain (C{spec.domain_name}, carrying the VM's metadata)
+        Make the VM's own disk (C{vm.volume_name}, an overlay on the base copy at
+        C{base_path}), define its domain (C{vm.domain_name}, carrying the VM's metadata)
         persistently and start it. A disk of that name left behind by an earlier create is
         replaced.
 

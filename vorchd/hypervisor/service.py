@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from vorchd.domain import VMSpec
+from vorchd.domain import VM
 from vorchd.hypervisor.events import start_event_loop
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.hypervisor.threaded import methods_of, threaded
@@ -250,7 +250,7 @@ class ThreadedHypervisor:
 
     def prune_bases(self, fleet: str) -> defer.Deferred[list[str]]: ...
 
-    def create_vm(self, spec: VMSpec, base_path: str, base_format: str) -> defer.Deferred[str]: ...
+    def create_vm(self, vm: VM, base_path: str, base_format: str) -> defer.Deferred[str]: ...
 
     def destroy_vm(self, domain_name: str, volume_name: str) -> defer.Deferred[bool]: ...
 

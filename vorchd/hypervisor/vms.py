@@ -11,10 +11,9 @@ import os
 from typing import TYPE_CHECKING
 
 import libvirt
-from attrs import evolve
 
 from vorchd import domain
-from vorchd.domain import VMSpec
+from vorchd.domain import VM, VMSpec
 from vorchd.hypervisor.interface import HypervisorError
 from vorchd.images.copies import delete_volume
 
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
     from vorchd.hypervisor.host import LibvirtHost
 
 
-def create_vm(host: LibvirtHost, spec: VMSpec, base_path: str, base_format: str) -> str:
+def create_vm(host: LibvirtHost, vm: VM, base_path: str, base_format: str) -> str:
     """
     L{IHypervisor.create_vm} on C{host}.
 
@@ -30,13 +29,13 @@ def create_vm(host: LibvirtHost, spec: VMSpec, base_path: str, base_format: str)
     not the qemu user's), it is started emulated, and KVM is no longer tried on that PM.
     """
     pool = host.pool()
-    stale = host.volume(pool, spec.volume_name)
+    stale = host.volume(pool, vm.volume_name)
     if stale is not None:
         # Left by a create that died half-way: vmids are never reused, so it is ours.
         delete_volume(stale)
     try:
         overlay = pool.createXML(
-            domain.overlay_volume_xml(spec.volume_name, spec.flavor.disk, base_path, base_format),
+            domain.overlay_volume_xml(vm.volume_name, vm.flavor.disk, base_path, base_format),
             0,
         )
     except libvirt.libvirtError as e:
@@ -45,17 +44,16 @@ def create_vm(host: LibvirtHost, spec: VMSpec, base_path: str, base_format: str)
         kind = host.domain_type_here()
         console = None
         if host.console_log_dir and kind != "test":
-            console = os.path.join(host.console_log_dir, f"{spec.domain_name}-serial.log")
-        spec = evolve(spec, domain_type=kind, disk_path=overlay.path(), console_log=console)
+            console = os.path.join(host.console_log_dir, f"{vm.domain_name}-serial.log")
         try:
-            define_and_start(host, spec)
+            define_and_start(host, VMSpec.of(vm, kind, overlay.path(), console))
         except HypervisorError:
             if kind != "kvm" or host.domain_type != "auto":
                 raise
             host.kvm_failed()
-            spec = evolve(spec, domain_type="qemu")
-            define_and_start(host, spec)
-        return spec.domain_type
+            kind = "qemu"
+            define_and_start(host, VMSpec.of(vm, kind, overlay.path(), console))
+        return kind
     except BaseException:
         delete_volume(overlay)
         raise

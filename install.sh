@@ -604,7 +604,7 @@ cmd_test() {
     deps
     apt_install "${TEST_PACKAGES[@]}"
     say "running the test suite: pytest -q $*"
-    export VORCHD_REQUIRE_LIBVIRTD=1
+    unset VORCHD_ALLOW_MISSING   # every real part must run here: none may be skipped
     local rc=0
     (cd "$REPO" && "$VENV/bin/python" -m pytest -q "$@" </dev/null) || rc=$?
     case $rc in

@@ -12,10 +12,10 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import reactor, task
 from twisted.spread import pb
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.clients import LoopbackClient
-from tests.harness import Daemon, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import Daemon, require, shared_redis, tmpdir, unique_prefix, write_fleet
 from vorchd.bootimage import write_image
 
 # Three PMs, the last the roomiest: first-fit fills PM 1, worst-fit picks PM 3.
@@ -198,6 +198,6 @@ class AdminTests(TestCase):
         out = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
         addresses = [a for a in out if "." in a and not a.startswith("127.")]
         if not addresses:
-            raise SkipTest("this machine has no non-loopback IPv4 address")
+            require("this machine has no non-loopback IPv4 address")
         with self.assertRaises(OSError):
             socket.create_connection((addresses[0], self.daemon.admin_port), timeout=2).close()

@@ -647,14 +647,18 @@ class AdminExecutableTests(TestCase):
         self.flushLoggedErrors(UnauthorizedLogin)
 
 
-def test_format_pruned():
-    """
-    prune says, PM by PM, which base copies went, that none did, or that the PM was out
-    of reach.
-    """
-    text = format_pruned({2: None, 1: ["vorchd-ab-image-1-0123.img"], 3: []})
-    assert text.splitlines() == [
-        "PM 1: vorchd-ab-image-1-0123.img",
-        "PM 2: unreachable, nothing pruned",
-        "PM 3: nothing to prune",
-    ]
+class FormatPrunedTests(SynchronousTestCase):
+    def test_format_pruned(self):
+        """
+        prune says, PM by PM, which base copies went, that none did, or that the PM was out
+        of reach.
+        """
+        text = format_pruned({2: None, 1: ["vorchd-ab-image-1-0123.img"], 3: []})
+        self.assertEqual(
+            text.splitlines(),
+            [
+                "PM 1: vorchd-ab-image-1-0123.img",
+                "PM 2: unreachable, nothing pruned",
+                "PM 3: nothing to prune",
+            ],
+        )

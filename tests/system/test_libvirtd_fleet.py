@@ -6,10 +6,12 @@ and which leave nothing behind when stopped.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
-import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import require
 from tests.libvirtd_fleet import LibvirtdFleet, _alive, _pids_mounting, libvirtd_fleet_unavailable
@@ -60,88 +62,109 @@ def _start_guest(fleet: LibvirtdFleet, pm_index: int, name: str = GUEST):
     return conn
 
 
-@pytest.fixture(scope="module")
-def fleet():
+# One fleet shared by the tests that need a running one (started by the first of them,
+# stopped when the module is done), as they ran on one module-wide fleet before; the order
+# matters: the second finds the first one's guest.
+_shared: LibvirtdFleet | None = None
+
+
+def _shared_fleet() -> LibvirtdFleet:
+    global _shared
     _fleet_or_skip()
-    fleet = LibvirtdFleet(2).start()
-    try:
-        yield fleet
-    finally:
-        fleet.stop()
+    if _shared is None:
+        _shared = LibvirtdFleet(2).start()
+    return _shared
 
 
-def test_pms_are_independent(fleet):
-    """Each PM answers on its own URI with its own hostname and lists only its own guests."""
-    libvirt = _libvirt()
-    assert len(set(fleet.uris)) == 2
-    conns = [libvirt.open(uri) for uri in fleet.uris]
-    try:
-        assert conns[0].getHostname() != conns[1].getHostname()
-        assert conns[0].getHostname() == fleet.pms[0].hostname
-        conn = _start_guest(fleet, 1)
-        conn.close()
-        assert conns[0].lookupByName(GUEST).isActive()
-        assert GUEST not in [d.name() for d in conns[1].listAllDomains()]
-        assert list(fleet.pms[0].qemu_pids()) == [GUEST]
-        assert fleet.pms[1].qemu_pids() == {}
-    finally:
-        for conn in conns:
+def tearDownModule():
+    global _shared
+    if _shared is not None:
+        try:
+            _shared.stop()
+        finally:
+            _shared = None
+
+
+class PmsAreIndependentTests(SynchronousTestCase):
+    def test_pms_are_independent(self):
+        """Each PM answers on its own URI with its own hostname and lists only its own guests."""
+        fleet = _shared_fleet()
+        libvirt = _libvirt()
+        self.assertEqual(len(set(fleet.uris)), 2)
+        conns = [libvirt.open(uri) for uri in fleet.uris]
+        try:
+            self.assertNotEqual(conns[0].getHostname(), conns[1].getHostname())
+            self.assertEqual(conns[0].getHostname(), fleet.pms[0].hostname)
+            conn = _start_guest(fleet, 1)
+            conn.close()
+            self.assertTrue(conns[0].lookupByName(GUEST).isActive())
+            self.assertNotIn(GUEST, [d.name() for d in conns[1].listAllDomains()])
+            self.assertEqual(list(fleet.pms[0].qemu_pids()), [GUEST])
+            self.assertEqual(fleet.pms[1].qemu_pids(), {})
+        finally:
+            for conn in conns:
+                conn.close()
+
+
+class KillAndRestartTests(SynchronousTestCase):
+    def test_kill_and_restart_keep_guests(self):
+        """A killed libvirtd refuses at once, its guest survives, and a restart reattaches it."""
+        fleet = _shared_fleet()
+        libvirt = _libvirt()
+        pm1, pm2 = fleet.pms
+        if GUEST not in pm1.qemu_pids():
+            _start_guest(fleet, 1).close()
+        qemu = pm1.qemu_pids()[GUEST]
+        pm1.kill()
+        self.assertIsNone(pm1.libvirtd_pid())
+        started = time.monotonic()
+        with self.assertRaises(libvirt.libvirtError) as caught:
+            libvirt.open(pm1.uri)
+        self.assertRegex(str(caught.exception), "Connection refused")
+        self.assertLess(time.monotonic() - started, 2)
+        self.assertTrue(_alive(qemu))
+        self.assertTrue(pm2.answers())
+        pm1.restart()
+        conn = libvirt.open(pm1.uri)
+        try:
+            dom = conn.lookupByName(GUEST)
+            self.assertEqual(dom.state()[0], libvirt.VIR_DOMAIN_RUNNING)
+            self.assertEqual(pm1.qemu_pids(), {GUEST: qemu})
+        finally:
             conn.close()
 
 
-def test_kill_and_restart_keep_guests(fleet):
-    """A killed libvirtd refuses at once, its guest survives, and a restart reattaches it."""
-    libvirt = _libvirt()
-    pm1, pm2 = fleet.pms
-    if GUEST not in pm1.qemu_pids():
-        _start_guest(fleet, 1).close()
-    qemu = pm1.qemu_pids()[GUEST]
-    pm1.kill()
-    assert pm1.libvirtd_pid() is None
-    started = time.monotonic()
-    with pytest.raises(libvirt.libvirtError, match="Connection refused"):
-        libvirt.open(pm1.uri)
-    assert time.monotonic() - started < 2
-    assert _alive(qemu)
-    assert pm2.answers()
-    pm1.restart()
-    conn = libvirt.open(pm1.uri)
-    try:
-        dom = conn.lookupByName(GUEST)
-        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-        assert pm1.qemu_pids() == {GUEST: qemu}
-    finally:
-        conn.close()
-
-
-def test_stop_leaves_nothing(tmp_path):
-    """stop() removes guests, pool volumes, daemons, namespaces and state, even mid-failure."""
-    _fleet_or_skip()
-    fleet = LibvirtdFleet(2).start()
-    try:
-        pm1, pm2 = fleet.pms
-        holders = [pid for pm in fleet.pms for pid in (pm.holder.pid, pm.init_pid)]
-        _start_guest(fleet, 1).close()
-        conn = _start_guest(fleet, 2)
-        pool_dir = tmp_path / "pool"
-        pool_dir.mkdir()
-        pool = conn.storagePoolCreateXML(
-            f"<pool type='dir'><name>p</name><target><path>{pool_dir}</path></target></pool>"
-        )
-        pool.createXML(
-            "<volume><name>v.img</name><capacity unit='MiB'>1</capacity>"
-            "<target><format type='raw'/></target></volume>"
-        )
-        conn.close()
-        assert (pool_dir / "v.img").exists()
-        qemus = [*pm1.qemu_pids().values(), *pm2.qemu_pids().values()]
-        assert len(qemus) == 2
-        # As if a test failed half-way: one PM's libvirtd is dead under a running guest.
-        pm1.kill()
-    finally:
+class StopTests(SynchronousTestCase):
+    def test_stop_leaves_nothing(self):
+        """stop() removes guests, pool volumes, daemons, namespaces and state, even mid-failure."""
+        _fleet_or_skip()
+        tmp_path = Path(tempfile.mkdtemp(prefix="vorchd-test-"))
+        self.addCleanup(shutil.rmtree, tmp_path, True)
+        fleet = LibvirtdFleet(2).start()
+        try:
+            pm1, pm2 = fleet.pms
+            holders = [pid for pm in fleet.pms for pid in (pm.holder.pid, pm.init_pid)]
+            _start_guest(fleet, 1).close()
+            conn = _start_guest(fleet, 2)
+            pool_dir = tmp_path / "pool"
+            pool_dir.mkdir()
+            pool = conn.storagePoolCreateXML(
+                f"<pool type='dir'><name>p</name><target><path>{pool_dir}</path></target></pool>"
+            )
+            pool.createXML(
+                "<volume><name>v.img</name><capacity unit='MiB'>1</capacity>"
+                "<target><format type='raw'/></target></volume>"
+            )
+            conn.close()
+            self.assertTrue((pool_dir / "v.img").exists())
+            qemus = [*pm1.qemu_pids().values(), *pm2.qemu_pids().values()]
+            self.assertEqual(len(qemus), 2)
+            # As if a test failed half-way: one PM's libvirtd is dead under a running guest.
+            pm1.kill()
+        finally:
+            fleet.stop()
         fleet.stop()
-    fleet.stop()
-    assert not fleet.dir.exists()
-    assert not any(_alive(pid) for pid in qemus + holders)
-    assert _pids_mounting(f"/{fleet.dir.name}/") == []
-    assert list(pool_dir.iterdir()) == []
+        self.assertFalse(fleet.dir.exists())
+        self.assertFalse(any(_alive(pid) for pid in qemus + holders))
+        self.assertEqual(_pids_mounting(f"/{fleet.dir.name}/"), [])
+        self.assertEqual(list(pool_dir.iterdir()), [])

@@ -6,13 +6,15 @@ process, on real files in a temporary directory.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import attrs
-import pytest
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from vorchd.config import Settings
 from vorchd.config_cli import KEYS
@@ -53,125 +55,137 @@ def write_ini(directory: Path, text: str) -> Path:
     return ini
 
 
-def test_get_prints_one_line_per_key_in_order(tmp_path: Path) -> None:
-    """get prints each asked key's value on a line of its own, in the order asked."""
-    ini = write_ini(
-        tmp_path,
-        "[server]\nport = 8123\ninterface = 127.0.0.2\n"
-        "[redis]\nurl = redis://:s3cret@10.0.0.7:6390/2\n"
-        "[admin]\npasswd_file = admin.passwd\n",
-    )
-    done = config_cli("get", "--config", str(ini), *INSTALL_SH_KEYS, "redis.db")
-    assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout.split("\n") == [
-        "8123",
-        "127.0.0.2",
-        "10.0.0.7",
-        "6390",
-        "s3cret",
-        "18123",
-        str(tmp_path / "admin.passwd"),
-        "2",
-        "",
-    ]
+def temp_dir(case: SynchronousTestCase) -> Path:
+    """
+    A new empty directory, removed when C{case} is done.
+    """
+    path = Path(tempfile.mkdtemp(prefix="vorchd-test-"))
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
 
 
-def test_get_unset_values_are_empty_lines(tmp_path: Path) -> None:
-    """An unset value (no interface, no Redis password, admin port off) is an empty line."""
-    ini = write_ini(tmp_path, "[admin]\nport = off\n")
-    done = config_cli("get", "--config", str(ini), "interface", "redis.password", "admin_port")
-    assert (done.returncode, done.stdout) == (0, "\n\n\n")
+class GetTests(SynchronousTestCase):
+    def test_get_prints_one_line_per_key_in_order(self) -> None:
+        """get prints each asked key's value on a line of its own, in the order asked."""
+        tmp_path = temp_dir(self)
+        ini = write_ini(
+            tmp_path,
+            "[server]\nport = 8123\ninterface = 127.0.0.2\n"
+            "[redis]\nurl = redis://:s3cret@10.0.0.7:6390/2\n"
+            "[admin]\npasswd_file = admin.passwd\n",
+        )
+        done = config_cli("get", "--config", str(ini), *INSTALL_SH_KEYS, "redis.db")
+        self.assertEqual((done.returncode, done.stderr), (0, ""))
+        self.assertEqual(
+            done.stdout.split("\n"),
+            [
+                "8123",
+                "127.0.0.2",
+                "10.0.0.7",
+                "6390",
+                "s3cret",
+                "18123",
+                str(tmp_path / "admin.passwd"),
+                "2",
+                "",
+            ],
+        )
 
+    def test_get_unset_values_are_empty_lines(self) -> None:
+        """An unset value (no interface, no Redis password, admin port off) is an empty line."""
+        tmp_path = temp_dir(self)
+        ini = write_ini(tmp_path, "[admin]\nport = off\n")
+        done = config_cli("get", "--config", str(ini), "interface", "redis.password", "admin_port")
+        self.assertEqual((done.returncode, done.stdout), (0, "\n\n\n"))
 
-def test_get_applies_the_environment_like_the_daemon(tmp_path: Path) -> None:
-    """VORCHD_PORT and VORCHD_REDIS override the ini, and VORCHD_CONFIG names it."""
-    ini = write_ini(tmp_path, "[server]\nport = 8123\n")
-    env = {"VORCHD_PORT": "8089", "VORCHD_REDIS": "redis://127.0.0.9:7000/0"}
-    done = config_cli("get", "--config", str(ini), "port", "admin_port", "redis.host", env=env)
-    assert done.stdout == "8089\n18089\n127.0.0.9\n"
-    done = config_cli("get", "port", env={"VORCHD_CONFIG": str(ini)})
-    assert done.stdout == "8123\n"
+    def test_get_applies_the_environment_like_the_daemon(self) -> None:
+        """VORCHD_PORT and VORCHD_REDIS override the ini, and VORCHD_CONFIG names it."""
+        tmp_path = temp_dir(self)
+        ini = write_ini(tmp_path, "[server]\nport = 8123\n")
+        env = {"VORCHD_PORT": "8089", "VORCHD_REDIS": "redis://127.0.0.9:7000/0"}
+        done = config_cli("get", "--config", str(ini), "port", "admin_port", "redis.host", env=env)
+        self.assertEqual(done.stdout, "8089\n18089\n127.0.0.9\n")
+        done = config_cli("get", "port", env={"VORCHD_CONFIG": str(ini)})
+        self.assertEqual(done.stdout, "8123\n")
 
+    def test_get_mappings_as_json(self) -> None:
+        """A mapping is one line of JSON."""
+        tmp_path = temp_dir(self)
+        ini = write_ini(tmp_path, "[allocation]\ncpu_ratio = 4\n")
+        done = config_cli("get", "--config", str(ini), "ratios")
+        self.assertEqual(done.stdout, '{"cpu": 4.0, "ram": 1.0, "disk": 1.0}\n')
 
-def test_get_mappings_as_json(tmp_path: Path) -> None:
-    """A mapping is one line of JSON."""
-    ini = write_ini(tmp_path, "[allocation]\ncpu_ratio = 4\n")
-    done = config_cli("get", "--config", str(ini), "ratios")
-    assert done.stdout == '{"cpu": 4.0, "ram": 1.0, "disk": 1.0}\n'
+    def test_get_every_key_known(self) -> None:
+        """Every field of Settings can be asked for, the Redis address by its parts."""
+        tmp_path = temp_dir(self)
+        parts = {"redis.host", "redis.port", "redis.db", "redis.password"}
+        self.assertEqual(set(KEYS), {a.name for a in attrs.fields(Settings)} - {"redis"} | parts)
+        ini = write_ini(tmp_path, "")
+        done = config_cli("get", "--config", str(ini), *KEYS)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(len(done.stdout.split("\n")), len(KEYS) + 1)
 
+    def test_get_bad_ini_names_file_and_reason(self) -> None:
+        """A setting vorchd cannot use exits 1, naming the file and what is wrong, printing no
+        values."""
+        for text, reason in [
+            ("[server]\nport = eighty\n", "[server] port = 'eighty' is not a number"),
+            ("[redis]\nurl = http://x\n", "expected redis://host[:port][/db]"),
+            ("not an ini\n", "File contains no section headers"),
+        ]:
+            tmp_path = temp_dir(self)
+            ini = write_ini(tmp_path, text)
+            done = config_cli("get", "--config", str(ini), "port")
+            self.assertEqual((done.returncode, done.stdout), (1, ""), (text, reason))
+            self.assertIn(f"config {ini}", done.stderr, (text, reason))
+            self.assertIn(reason, done.stderr, (text, reason))
+            self.assertNotIn("Traceback", done.stderr, (text, reason))
 
-def test_get_every_key_known(tmp_path: Path) -> None:
-    """Every field of Settings can be asked for, the Redis address by its parts."""
-    parts = {"redis.host", "redis.port", "redis.db", "redis.password"}
-    assert set(KEYS) == {a.name for a in attrs.fields(Settings)} - {"redis"} | parts
-    ini = write_ini(tmp_path, "")
-    done = config_cli("get", "--config", str(ini), *KEYS)
-    assert done.returncode == 0, done.stderr
-    assert len(done.stdout.split("\n")) == len(KEYS) + 1
+    def test_get_missing_ini(self) -> None:
+        """An ini that does not exist exits 1, naming it."""
+        tmp_path = temp_dir(self)
+        done = config_cli("get", "--config", str(tmp_path / "nope.ini"), "port")
+        self.assertEqual((done.returncode, done.stdout), (1, ""))
+        self.assertIn(f"config {tmp_path / 'nope.ini'}", done.stderr)
 
+    def test_get_bad_environment(self) -> None:
+        """A VORCHD_PORT that is not a port exits 1, saying so."""
+        tmp_path = temp_dir(self)
+        ini = write_ini(tmp_path, "")
+        done = config_cli("get", "--config", str(ini), "port", env={"VORCHD_PORT": "http"})
+        self.assertEqual((done.returncode, done.stdout), (1, ""))
+        self.assertIn("VORCHD_PORT='http' is not a port", done.stderr)
 
-@pytest.mark.parametrize(
-    "text, reason",
-    [
-        ("[server]\nport = eighty\n", "[server] port = 'eighty' is not a number"),
-        ("[redis]\nurl = http://x\n", "expected redis://host[:port][/db]"),
-        ("not an ini\n", "File contains no section headers"),
-    ],
-)
-def test_get_bad_ini_names_file_and_reason(tmp_path: Path, text: str, reason: str) -> None:
-    """A setting vorchd cannot use exits 1, naming the file and what is wrong, printing no
-    values."""
-    ini = write_ini(tmp_path, text)
-    done = config_cli("get", "--config", str(ini), "port")
-    assert (done.returncode, done.stdout) == (1, "")
-    assert f"config {ini}" in done.stderr
-    assert reason in done.stderr
-    assert "Traceback" not in done.stderr
+    def test_get_refuses_a_value_with_a_line_break(self) -> None:
+        """A value spanning lines (an indented ini continuation) would shift every value after
+        it: it is refused, not printed."""
+        tmp_path = temp_dir(self)
+        ini = write_ini(
+            tmp_path, "[libvirt]\nssh_uri_template = qemu+ssh://{host}/system\n  more\n"
+        )
+        done = config_cli("get", "--config", str(ini), "ssh_uri_template", "port")
+        self.assertEqual((done.returncode, done.stdout), (1, ""))
+        self.assertIn("ssh_uri_template holds a line break", done.stderr)
 
+    def test_get_unknown_key_is_a_usage_error(self) -> None:
+        """An unknown key exits 2, listing the known ones; so does no key at all."""
+        tmp_path = temp_dir(self)
+        ini = write_ini(tmp_path, "")
+        done = config_cli("get", "--config", str(ini), "port", "prot")
+        self.assertEqual((done.returncode, done.stdout), (2, ""))
+        self.assertIn("unknown setting 'prot'", done.stderr)
+        self.assertIn("redis.host", done.stderr)
+        self.assertEqual(config_cli("get", "--config", str(ini)).returncode, 2)
 
-def test_get_missing_ini(tmp_path: Path) -> None:
-    """An ini that does not exist exits 1, naming it."""
-    done = config_cli("get", "--config", str(tmp_path / "nope.ini"), "port")
-    assert (done.returncode, done.stdout) == (1, "")
-    assert f"config {tmp_path / 'nope.ini'}" in done.stderr
-
-
-def test_get_bad_environment(tmp_path: Path) -> None:
-    """A VORCHD_PORT that is not a port exits 1, saying so."""
-    ini = write_ini(tmp_path, "")
-    done = config_cli("get", "--config", str(ini), "port", env={"VORCHD_PORT": "http"})
-    assert (done.returncode, done.stdout) == (1, "")
-    assert "VORCHD_PORT='http' is not a port" in done.stderr
-
-
-def test_get_refuses_a_value_with_a_line_break(tmp_path: Path) -> None:
-    """A value spanning lines (an indented ini continuation) would shift every value after
-    it: it is refused, not printed."""
-    ini = write_ini(tmp_path, "[libvirt]\nssh_uri_template = qemu+ssh://{host}/system\n  more\n")
-    done = config_cli("get", "--config", str(ini), "ssh_uri_template", "port")
-    assert (done.returncode, done.stdout) == (1, "")
-    assert "ssh_uri_template holds a line break" in done.stderr
-
-
-def test_get_unknown_key_is_a_usage_error(tmp_path: Path) -> None:
-    """An unknown key exits 2, listing the known ones; so does no key at all."""
-    ini = write_ini(tmp_path, "")
-    done = config_cli("get", "--config", str(ini), "port", "prot")
-    assert (done.returncode, done.stdout) == (2, "")
-    assert "unknown setting 'prot'" in done.stderr
-    assert "redis.host" in done.stderr
-    assert config_cli("get", "--config", str(ini)).returncode == 2
-
-
-def test_usage() -> None:
-    """No command, or an unknown one, exits 2 with the usage; --help exits 0 with it."""
-    for args in ([], ["set", "port"]):
-        done = config_cli(*args)
-        assert (done.returncode, done.stdout) == (2, "")
-        assert "usage: python -m vorchd.config_cli get" in done.stderr
-    done = config_cli("--help")
-    assert done.returncode == 0
-    assert "check [DAEMON OPTIONS...]" in done.stdout
+    def test_usage(self) -> None:
+        """No command, or an unknown one, exits 2 with the usage; --help exits 0 with it."""
+        for args in ([], ["set", "port"]):
+            done = config_cli(*args)
+            self.assertEqual((done.returncode, done.stdout), (2, ""))
+            self.assertIn("usage: python -m vorchd.config_cli get", done.stderr)
+        done = config_cli("--help")
+        self.assertEqual(done.returncode, 0)
+        self.assertIn("check [DAEMON OPTIONS...]", done.stdout)
 
 
 def write_inputs(directory: Path) -> list[str]:
@@ -195,39 +209,42 @@ def write_inputs(directory: Path) -> list[str]:
     ]
 
 
-def test_check_good_inputs(tmp_path: Path) -> None:
-    """check accepts the settings and three good files silently, exit 0."""
-    done = config_cli("check", *write_inputs(tmp_path))
-    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+class CheckTests(SynchronousTestCase):
+    def test_check_good_inputs(self) -> None:
+        """check accepts the settings and three good files silently, exit 0."""
+        tmp_path = temp_dir(self)
+        done = config_cli("check", *write_inputs(tmp_path))
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (0, "", ""))
 
+    def test_check_malformed_flavor_file(self) -> None:
+        """A malformed file exits 1 with the daemon's own message: file, line and reason."""
+        tmp_path = temp_dir(self)
+        options = write_inputs(tmp_path)
+        (tmp_path / "flavor_file").write_text(
+            '{"types": [\n'
+            '  {"cpu": 1, "ram": 512, "disk": 1},\n'
+            '  {"cpu": 0, "ram": 1, "disk": 1}\n'
+            "]}\n"
+        )
+        done = config_cli("check", *options)
+        self.assertEqual((done.returncode, done.stdout), (1, ""))
+        self.assertEqual(
+            done.stderr,
+            f"vorchd: flavor_file {tmp_path / 'flavor_file'}, line 3:"
+            " flavor 2: 'cpu' must be a positive integer, not 0\n",
+        )
 
-def test_check_malformed_flavor_file(tmp_path: Path) -> None:
-    """A malformed file exits 1 with the daemon's own message: file, line and reason."""
-    options = write_inputs(tmp_path)
-    (tmp_path / "flavor_file").write_text(
-        '{"types": [\n'
-        '  {"cpu": 1, "ram": 512, "disk": 1},\n'
-        '  {"cpu": 0, "ram": 1, "disk": 1}\n'
-        "]}\n"
-    )
-    done = config_cli("check", *options)
-    assert (done.returncode, done.stdout) == (1, "")
-    assert done.stderr == (
-        f"vorchd: flavor_file {tmp_path / 'flavor_file'}, line 3:"
-        " flavor 2: 'cpu' must be a positive integer, not 0\n"
-    )
-
-
-def test_check_bad_settings_and_missing_files(tmp_path: Path) -> None:
-    """A bad setting or a missing input file is refused as the daemon refuses it."""
-    options = write_inputs(tmp_path)
-    done = config_cli("check", *options, "--port", "x")
-    assert done.returncode == 1
-    assert done.stderr.startswith("vorchd: ")
-    (tmp_path / "pm_file").unlink()
-    done = config_cli("check", *options)
-    assert done.returncode == 1
-    assert f"vorchd: pm_file {tmp_path / 'pm_file'}: cannot read" in done.stderr
+    def test_check_bad_settings_and_missing_files(self) -> None:
+        """A bad setting or a missing input file is refused as the daemon refuses it."""
+        tmp_path = temp_dir(self)
+        options = write_inputs(tmp_path)
+        done = config_cli("check", *options, "--port", "x")
+        self.assertEqual(done.returncode, 1)
+        self.assertTrue(done.stderr.startswith("vorchd: "))
+        (tmp_path / "pm_file").unlink()
+        done = config_cli("check", *options)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn(f"vorchd: pm_file {tmp_path / 'pm_file'}: cannot read", done.stderr)
 
 
 def unused_port() -> int:
@@ -253,27 +270,30 @@ def install_sh_stop(env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root")
-def test_install_sh_stop_reads_the_ini_through_config_cli(tmp_path: Path) -> None:
-    """install.sh stop learns the port from the ini through config_cli; without the venv
-    it reads no ini and takes VORCHD_PORT. No daemon runs there: it says so, exit 0."""
-    port, other = unused_port(), unused_port()
-    ini = write_ini(tmp_path, f"[server]\nport = {port}\n")
-    done = install_sh_stop({"VORCHD_CONFIG": str(ini)})
-    assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout == f"install.sh: no vorchd running on port {port}\n"
+class InstallShTests(SynchronousTestCase):
+    def test_install_sh_stop_reads_the_ini_through_config_cli(self) -> None:
+        """install.sh stop learns the port from the ini through config_cli; without the venv
+        it reads no ini and takes VORCHD_PORT. No daemon runs there: it says so, exit 0."""
+        if os.geteuid() != 0:
+            raise SkipTest("install.sh runs as root")
+        tmp_path = temp_dir(self)
+        port, other = unused_port(), unused_port()
+        ini = write_ini(tmp_path, f"[server]\nport = {port}\n")
+        done = install_sh_stop({"VORCHD_CONFIG": str(ini)})
+        self.assertEqual((done.returncode, done.stderr), (0, ""))
+        self.assertEqual(done.stdout, f"install.sh: no vorchd running on port {port}\n")
 
-    done = install_sh_stop(
-        {
-            "VORCHD_CONFIG": str(ini),
-            "VORCHD_VENV": str(tmp_path / "no-venv"),
-            "VORCHD_PORT": str(other),
-        }
-    )
-    assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout == f"install.sh: no vorchd running on port {other}\n"
+        done = install_sh_stop(
+            {
+                "VORCHD_CONFIG": str(ini),
+                "VORCHD_VENV": str(tmp_path / "no-venv"),
+                "VORCHD_PORT": str(other),
+            }
+        )
+        self.assertEqual((done.returncode, done.stderr), (0, ""))
+        self.assertEqual(done.stdout, f"install.sh: no vorchd running on port {other}\n")
 
-    bad = write_ini(tmp_path, "[server]\nport = eighty\n")
-    done = install_sh_stop({"VORCHD_CONFIG": str(bad)})
-    assert done.returncode == 1
-    assert f"config {bad}: [server] port = 'eighty' is not a number" in done.stderr
+        bad = write_ini(tmp_path, "[server]\nport = eighty\n")
+        done = install_sh_stop({"VORCHD_CONFIG": str(bad)})
+        self.assertEqual(done.returncode, 1)
+        self.assertIn(f"config {bad}: [server] port = 'eighty' is not a number", done.stderr)

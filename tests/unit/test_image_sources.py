@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from vorchd.images import ImageUnavailable
 from vorchd.images.sources import Sources
+from vorchd.inventory import parse_image_text
 
 
 class SourcesTests(SynchronousTestCase):
@@ -47,3 +48,14 @@ class SourcesTests(SynchronousTestCase):
             self.local_path(sources, "relative/path.img"), ImageUnavailable
         )
         self.assertIn("unusable", str(failure.value))
+
+
+class RememberTests(SynchronousTestCase):
+    def test_lines_parsed_at_load_are_not_parsed_again(self):
+        """
+        The entries the image_file was parsed into at load are the ones a create reads.
+        """
+        [entry] = parse_image_text("/srv/images/cirros.img")
+        sources = Sources(lambda host: False, None)
+        sources.remember([entry])
+        self.assertIs(sources.entry("/srv/images/cirros.img"), entry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
 
 from vorchd.model import Flavor, Host, Resources
 from vorchd.placement import candidates, ranked
@@ -53,27 +54,29 @@ def fleet(rows) -> tuple[FleetState, list[Host]]:
     return state, hosts
 
 
-@settings(max_examples=300, deadline=None)
-@given(hosts_strategy, flavor_strategy, ratios_strategy, st.sampled_from(DETERMINISTIC))
-def test_order_is_rank(rows, flavor, ratios, name):
-    state, hosts = fleet(rows)
-    request = Request(flavor, 1, "x")
-    fast, slow = policy_named(name), policy_named(name)
-    assert IIndexedPolicy.providedBy(fast)
-    for _ in range(3):  # round-robin moves on: the same way on both paths
-        expected = [h.pmid for h in candidates(slow, request, hosts, ratios)[0]]
-        assert list(ranked(fast, request, state, ratios)) == expected
+class IndexedPolicyTests(SynchronousTestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(hosts_strategy, flavor_strategy, ratios_strategy, st.sampled_from(DETERMINISTIC))
+    def test_order_is_rank(self, rows, flavor, ratios, name):
+        state, hosts = fleet(rows)
+        request = Request(flavor, 1, "x")
+        fast, slow = policy_named(name), policy_named(name)
+        self.assertTrue(IIndexedPolicy.providedBy(fast))
+        for _ in range(3):  # round-robin moves on: the same way on both paths
+            expected = [h.pmid for h in candidates(slow, request, hosts, ratios)[0]]
+            self.assertEqual(list(ranked(fast, request, state, ratios)), expected)
 
-
-@settings(max_examples=200, deadline=None)
-@given(hosts_strategy, flavor_strategy, ratios_strategy, st.integers(0, 2**32))
-def test_random_draws_each_fitting_pm_once(rows, flavor, ratios, seed):
-    state, hosts = fleet(rows)
-    request = Request(flavor, 1, "x")
-    policy = policy_named("random", {"seed": str(seed)})
-    fit = sorted(h.pmid for h in candidates(policy_named("first-fit"), request, hosts, ratios)[0])
-    drawn = list(ranked(policy, request, state, ratios))
-    assert sorted(drawn) == fit
-    # The same seed draws the same order.
-    again = policy_named("random", {"seed": str(seed)})
-    assert list(ranked(again, request, state, ratios)) == drawn
+    @settings(max_examples=200, deadline=None)
+    @given(hosts_strategy, flavor_strategy, ratios_strategy, st.integers(0, 2**32))
+    def test_random_draws_each_fitting_pm_once(self, rows, flavor, ratios, seed):
+        state, hosts = fleet(rows)
+        request = Request(flavor, 1, "x")
+        policy = policy_named("random", {"seed": str(seed)})
+        fit = sorted(
+            h.pmid for h in candidates(policy_named("first-fit"), request, hosts, ratios)[0]
+        )
+        drawn = list(ranked(policy, request, state, ratios))
+        self.assertEqual(sorted(drawn), fit)
+        # The same seed draws the same order.
+        again = policy_named("random", {"seed": str(seed)})
+        self.assertEqual(list(ranked(again, request, state, ratios)), drawn)

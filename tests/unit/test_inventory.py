@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from vorchd.inventory import (
     DEFAULT_SSH_TEMPLATE,
@@ -180,262 +182,274 @@ def parse_sample(name: str, path: Path) -> list:
 # -- the field samples ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_sample_bytes_parse(name: str, tmp_path: Path) -> None:
-    """Each field sample, byte for byte as found, parses to the expected entries."""
-    path = tmp_path / name
-    path.write_bytes(SAMPLE_BYTES[name])
-    assert parse_sample(name, path) == EXPECTED[name]
+def temp_dir(case: SynchronousTestCase) -> Path:
+    """
+    A new empty directory, removed when C{case} is done.
+    """
+    path = Path(tempfile.mkdtemp(prefix="vorchd-test-"))
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_fixture_files_parse(name: str) -> None:
-    """Each copy in tests/fixtures/inventory parses to the expected entries."""
-    assert parse_sample(name, FIXTURES / name) == EXPECTED[name]
+class FieldSampleTests(SynchronousTestCase):
+    def test_sample_bytes_parse(self) -> None:
+        """Each field sample, byte for byte as found, parses to the expected entries."""
+        for name in sorted(EXPECTED):
+            tmp_path = temp_dir(self)
+            path = tmp_path / name
+            path.write_bytes(SAMPLE_BYTES[name])
+            self.assertEqual(parse_sample(name, path), EXPECTED[name], name)
 
+    def test_fixture_files_parse(self) -> None:
+        """Each copy in tests/fixtures/inventory parses to the expected entries."""
+        for name in sorted(EXPECTED):
+            self.assertEqual(parse_sample(name, FIXTURES / name), EXPECTED[name], name)
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_shared_samples_parse(name: str) -> None:
-    """Each file in shared/samples parses to the expected entries."""
-    if not SHARED_SAMPLES.is_dir():
-        pytest.skip(f"{SHARED_SAMPLES} is not beside the repo")
-    assert parse_sample(name, SHARED_SAMPLES / name) == EXPECTED[name]
+    def test_shared_samples_parse(self) -> None:
+        """Each file in shared/samples parses to the expected entries."""
+        for name in sorted(EXPECTED):
+            if not SHARED_SAMPLES.is_dir():
+                raise SkipTest(f"{SHARED_SAMPLES} is not beside the repo")
+            self.assertEqual(parse_sample(name, SHARED_SAMPLES / name), EXPECTED[name], name)
 
+    def test_every_shared_sample_is_covered(self) -> None:
+        """A sample added to shared/samples fails here until it has an expectation and a copy."""
+        if not SHARED_SAMPLES.is_dir():
+            raise SkipTest(f"{SHARED_SAMPLES} is not beside the repo")
+        names = {p.name for p in SHARED_SAMPLES.iterdir()}
+        self.assertEqual(names, set(EXPECTED))
+        for name in names:
+            self.assertEqual((SHARED_SAMPLES / name).read_bytes(), SAMPLE_BYTES[name], name)
 
-def test_every_shared_sample_is_covered() -> None:
-    """A sample added to shared/samples fails here until it has an expectation and a copy."""
-    if not SHARED_SAMPLES.is_dir():
-        pytest.skip(f"{SHARED_SAMPLES} is not beside the repo")
-    names = {p.name for p in SHARED_SAMPLES.iterdir()}
-    assert names == set(EXPECTED)
-    for name in names:
-        assert (SHARED_SAMPLES / name).read_bytes() == SAMPLE_BYTES[name], name
+    def test_fixture_dir_holds_every_sample(self) -> None:
+        """tests/fixtures/inventory holds a copy of every sample, so tests need no shared/."""
+        self.assertEqual({p.name for p in FIXTURES.iterdir()}, set(EXPECTED))
 
-
-def test_fixture_dir_holds_every_sample() -> None:
-    """tests/fixtures/inventory holds a copy of every sample, so tests need no shared/."""
-    assert {p.name for p in FIXTURES.iterdir()} == set(EXPECTED)
-
-
-def test_samples_really_have_their_quirks() -> None:
-    """The byte copies keep the CRLF, missing final newline and fragment the tests rely on."""
-    assert b"\r\n" in SAMPLE_BYTES["pm_file_root_at_ip"]
-    assert b"\r\n" in SAMPLE_BYTES["flavor_file_json"]
-    assert not SAMPLE_BYTES["image_file_local_paths"].endswith(b"\n")
-    assert SAMPLE_BYTES["pm_file_trailing_blank_lines"].endswith(b"\n\n\n")
-    assert SAMPLE_BYTES["flavor_file_seed_fragment"].startswith(b'"types"')
+    def test_samples_really_have_their_quirks(self) -> None:
+        """The byte copies keep the CRLF, missing final newline and fragment the tests rely on."""
+        self.assertIn(b"\r\n", SAMPLE_BYTES["pm_file_root_at_ip"])
+        self.assertIn(b"\r\n", SAMPLE_BYTES["flavor_file_json"])
+        self.assertFalse(SAMPLE_BYTES["image_file_local_paths"].endswith(b"\n"))
+        self.assertTrue(SAMPLE_BYTES["pm_file_trailing_blank_lines"].endswith(b"\n\n\n"))
+        self.assertTrue(SAMPLE_BYTES["flavor_file_seed_fragment"].startswith(b'"types"'))
 
 
 # -- pm_file --------------------------------------------------------------------------------
 
 
-def test_pm_full_uris_comments_and_line_numbers() -> None:
-    """Full URIs are kept as is, comments and blanks are skipped, linenos are the file's."""
-    text = (
-        "# the fleet\r\n"
-        "\r\n"
-        "qemu+tcp://10.0.0.5/system\r\n"
-        "   # indented comment\r\n"
-        "test:///var/lib/vorchd/node1.xml\r\n"
-        "test:///var/lib/vorchd/node2.xml\r\n"
-        "  root@10.0.0.6  \r\n"
-        "qemu:///system\r\n"
-    )
-    assert parse_pm_text(text, is_local=is_local) == [
-        _pm("qemu+tcp://10.0.0.5/system", "qemu+tcp://10.0.0.5/system", 3),
-        _pm("test:///var/lib/vorchd/node1.xml", "test:///var/lib/vorchd/node1.xml", 5),
-        _pm("test:///var/lib/vorchd/node2.xml", "test:///var/lib/vorchd/node2.xml", 6),
-        _pm("root@10.0.0.6", "qemu+ssh://root@10.0.0.6/system", 7),
-        _pm("qemu:///system", "qemu:///system", 8),
-    ]
+class PmFileTests(SynchronousTestCase):
+    def test_pm_full_uris_comments_and_line_numbers(self) -> None:
+        """Full URIs are kept as is, comments and blanks are skipped, linenos are the file's."""
+        text = (
+            "# the fleet\r\n"
+            "\r\n"
+            "qemu+tcp://10.0.0.5/system\r\n"
+            "   # indented comment\r\n"
+            "test:///var/lib/vorchd/node1.xml\r\n"
+            "test:///var/lib/vorchd/node2.xml\r\n"
+            "  root@10.0.0.6  \r\n"
+            "qemu:///system\r\n"
+        )
+        self.assertEqual(
+            parse_pm_text(text, is_local=is_local),
+            [
+                _pm("qemu+tcp://10.0.0.5/system", "qemu+tcp://10.0.0.5/system", 3),
+                _pm("test:///var/lib/vorchd/node1.xml", "test:///var/lib/vorchd/node1.xml", 5),
+                _pm("test:///var/lib/vorchd/node2.xml", "test:///var/lib/vorchd/node2.xml", 6),
+                _pm("root@10.0.0.6", "qemu+ssh://root@10.0.0.6/system", 7),
+                _pm("qemu:///system", "qemu:///system", 8),
+            ],
+        )
 
+    def test_pm_host_forms(self) -> None:
+        """Names, users, IPv6 (bare or bracketed) and local hosts become the right URI."""
+        for line, uri in [
+            ("node1.example.com", "qemu+ssh://node1.example.com/system"),
+            ("ops_user@node-2", "qemu+ssh://ops_user@node-2/system"),
+            ("a.b-c@10.0.0.1", "qemu+ssh://a.b-c@10.0.0.1/system"),
+            ("2001:db8::5", "qemu+ssh://[2001:db8::5]/system"),
+            ("[2001:db8::5]", "qemu+ssh://[2001:db8::5]/system"),
+            ("root@[2001:db8::5]", "qemu+ssh://root@[2001:db8::5]/system"),
+            ("root@localhost", LOCAL_URI),
+            ("127.0.0.1", LOCAL_URI),
+        ]:
+            self.assertEqual(
+                parse_pm_text(line, is_local=is_local), [_pm(line, uri, 1)], (line, uri)
+            )
 
-@pytest.mark.parametrize(
-    ("line", "uri"),
-    [
-        ("node1.example.com", "qemu+ssh://node1.example.com/system"),
-        ("ops_user@node-2", "qemu+ssh://ops_user@node-2/system"),
-        ("a.b-c@10.0.0.1", "qemu+ssh://a.b-c@10.0.0.1/system"),
-        ("2001:db8::5", "qemu+ssh://[2001:db8::5]/system"),
-        ("[2001:db8::5]", "qemu+ssh://[2001:db8::5]/system"),
-        ("root@[2001:db8::5]", "qemu+ssh://root@[2001:db8::5]/system"),
-        ("root@localhost", LOCAL_URI),
-        ("127.0.0.1", LOCAL_URI),
-    ],
-)
-def test_pm_host_forms(line: str, uri: str) -> None:
-    """Names, users, IPv6 (bare or bracketed) and local hosts become the right URI."""
-    assert parse_pm_text(line, is_local=is_local) == [_pm(line, uri, 1)]
+    def test_pm_is_local_sees_bare_ipv6(self) -> None:
+        """is_local is asked about an IPv6 host without its brackets."""
+        asked: list[str] = []
 
+        def spy(host: str) -> bool:
+            asked.append(host)
+            return False
 
-def test_pm_is_local_sees_bare_ipv6() -> None:
-    """is_local is asked about an IPv6 host without its brackets."""
-    asked: list[str] = []
+        parse_pm_text("[::1]\nroot@fe80::2", is_local=spy)
+        self.assertEqual(asked, ["::1", "fe80::2"])
 
-    def spy(host: str) -> bool:
-        asked.append(host)
-        return False
+    def test_pm_ssh_template(self) -> None:
+        """A custom ssh_template shapes the URI of every remote host line, and only those."""
+        text = "root@h1\nh2\nlocalhost\nqemu+tcp://h3/system"
+        template = "qemu+ssh://{userat}{host}:2222/system?keyfile=/etc/vorchd/id"
+        self.assertEqual(
+            [e.uri for e in parse_pm_text(text, is_local=is_local, ssh_template=template)],
+            [
+                "qemu+ssh://root@h1:2222/system?keyfile=/etc/vorchd/id",
+                "qemu+ssh://h2:2222/system?keyfile=/etc/vorchd/id",
+                LOCAL_URI,
+                "qemu+tcp://h3/system",
+            ],
+        )
+        self.assertEqual(DEFAULT_SSH_TEMPLATE.format(userat="", host="h"), "qemu+ssh://h/system")
 
-    parse_pm_text("[::1]\nroot@fe80::2", is_local=spy)
-    assert asked == ["::1", "fe80::2"]
+    def test_pm_bad_ssh_template(self) -> None:
+        """A template asking for fields we do not have is a setting error, not a file error."""
+        with self.assertRaises(ValueError) as info:
+            parse_pm_text("h", ssh_template="qemu+ssh://{port}/system")
+        self.assertRegex(str(info.exception), "ssh_template")
+        self.assertFalse(isinstance(info.exception, InputFileError))
 
+    def test_pm_default_is_local(self) -> None:
+        """Without is_local, localhost, all of 127/8, ::1 and this machine's name are local."""
+        hostname = socket.gethostname()
+        text = f"localhost\n127.0.0.9\n::1\n{hostname}\n"
+        # Each line is its own file: all four are the same PM, which one file may not repeat.
+        for line in text.split():
+            self.assertEqual(parse_pm_text(line), [_pm(line, LOCAL_URI, 1)])
+        self.assertEqual(
+            parse_pm_text("192.0.2.1"), [_pm("192.0.2.1", "qemu+ssh://192.0.2.1/system", 1)]
+        )
 
-def test_pm_ssh_template() -> None:
-    """A custom ssh_template shapes the URI of every remote host line, and only those."""
-    text = "root@h1\nh2\nlocalhost\nqemu+tcp://h3/system"
-    template = "qemu+ssh://{userat}{host}:2222/system?keyfile=/etc/vorchd/id"
-    assert [e.uri for e in parse_pm_text(text, is_local=is_local, ssh_template=template)] == [
-        "qemu+ssh://root@h1:2222/system?keyfile=/etc/vorchd/id",
-        "qemu+ssh://h2:2222/system?keyfile=/etc/vorchd/id",
-        LOCAL_URI,
-        "qemu+tcp://h3/system",
-    ]
-    assert DEFAULT_SSH_TEMPLATE.format(userat="", host="h") == "qemu+ssh://h/system"
+    def test_local_names(self) -> None:
+        """local_names holds the loopback names and this machine's own name, lowercased."""
+        names = local_names()
+        self.assertTrue(isinstance(names, frozenset))
+        self.assertLessEqual(
+            {"localhost", "127.0.0.1", "::1", socket.gethostname().lower()}, names
+        )
+        self.assertTrue(all(n == n.lower() for n in names))
 
-
-def test_pm_bad_ssh_template() -> None:
-    """A template asking for fields we do not have is a setting error, not a file error."""
-    with pytest.raises(ValueError, match="ssh_template") as info:
-        parse_pm_text("h", ssh_template="qemu+ssh://{port}/system")
-    assert not isinstance(info.value, InputFileError)
-
-
-def test_pm_default_is_local() -> None:
-    """Without is_local, localhost, all of 127/8, ::1 and this machine's name are local."""
-    hostname = socket.gethostname()
-    text = f"localhost\n127.0.0.9\n::1\n{hostname}\n"
-    # Each line is its own file: all four are the same PM, which one file may not repeat.
-    for line in text.split():
-        assert parse_pm_text(line) == [_pm(line, LOCAL_URI, 1)]
-    assert parse_pm_text("192.0.2.1") == [_pm("192.0.2.1", "qemu+ssh://192.0.2.1/system", 1)]
-
-
-def test_local_names() -> None:
-    """local_names holds the loopback names and this machine's own name, lowercased."""
-    names = local_names()
-    assert isinstance(names, frozenset)
-    assert {"localhost", "127.0.0.1", "::1", socket.gethostname().lower()} <= names
-    assert all(n == n.lower() for n in names)
-
-
-def test_pm_same_machine_twice() -> None:
-    """Lines reaching one machine twice are refused; distinct test:/// nodes are fine."""
-    fine = "test:///n1.xml\ntest:///n2.xml\n10.0.0.1\n10.0.0.2\n"
-    assert len(parse_pm_text(fine, is_local=is_local)) == 4
-    for text, lineno, earlier in [
-        ("10.0.0.1\n\n10.0.0.1", 3, 1),
-        ("test:///n1.xml\ntest:///n1.xml", 2, 1),
-        ("localhost\n127.0.0.1", 2, 1),
-        ("qemu:///system\n# again\nakhil@localhost", 3, 1),
-        ("qemu+ssh://h/system\nh", 2, 1),
-        ("root@h\nh", 2, 1),
-        ("root@Node1\nnode1", 2, 1),
-        ("2001:db8::1\n[2001:db8:0::1]", 2, 1),
-    ]:
-        with pytest.raises(InputFileError) as info:
-            parse_pm_text(text, path="pms", is_local=is_local)
-        assert info.value.lineno == lineno, text
-        assert f"same PM as line {earlier}" in info.value.reason, text
+    def test_pm_same_machine_twice(self) -> None:
+        """Lines reaching one machine twice are refused; distinct test:/// nodes are fine."""
+        fine = "test:///n1.xml\ntest:///n2.xml\n10.0.0.1\n10.0.0.2\n"
+        self.assertEqual(len(parse_pm_text(fine, is_local=is_local)), 4)
+        for text, lineno, earlier in [
+            ("10.0.0.1\n\n10.0.0.1", 3, 1),
+            ("test:///n1.xml\ntest:///n1.xml", 2, 1),
+            ("localhost\n127.0.0.1", 2, 1),
+            ("qemu:///system\n# again\nakhil@localhost", 3, 1),
+            ("qemu+ssh://h/system\nh", 2, 1),
+            ("root@h\nh", 2, 1),
+            ("root@Node1\nnode1", 2, 1),
+            ("2001:db8::1\n[2001:db8:0::1]", 2, 1),
+        ]:
+            with self.assertRaises(InputFileError) as info:
+                parse_pm_text(text, path="pms", is_local=is_local)
+            self.assertEqual(info.exception.lineno, lineno, text)
+            self.assertIn(f"same PM as line {earlier}", info.exception.reason, text)
 
 
 # -- image_file -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("path", "name"),
-    [
-        ("/srv/images/cirros-0.3.4-x86_64-disk.img", "cirros-0.3.4-x86_64-disk"),
-        ("/iso/Ubuntu-12.04-amd64.iso", "Ubuntu-12.04-amd64"),
-        ("/srv/vmlinuz", "vmlinuz"),
-        ("/srv/archive.tar.gz", "archive.tar"),
-        ("/srv/.hidden", ".hidden"),
-        ("/srv/.hidden.qcow2", ".hidden"),
-        ("/srv/trailing.", "trailing"),
-        ("/srv/my images/disk one.img", "disk one"),
-        ("/srv/ünïcode.img", "ünïcode"),
-    ],
-)
-def test_image_names(path: str, name: str) -> None:
-    """An image's name is its base name without the last extension, never empty."""
-    assert parse_image_text(path) == [_local(path, 1, name)]
+class ImageFileTests(SynchronousTestCase):
+    def test_image_names(self) -> None:
+        """An image's name is its base name without the last extension, never empty."""
+        for path, name in [
+            ("/srv/images/cirros-0.3.4-x86_64-disk.img", "cirros-0.3.4-x86_64-disk"),
+            ("/iso/Ubuntu-12.04-amd64.iso", "Ubuntu-12.04-amd64"),
+            ("/srv/vmlinuz", "vmlinuz"),
+            ("/srv/archive.tar.gz", "archive.tar"),
+            ("/srv/.hidden", ".hidden"),
+            ("/srv/.hidden.qcow2", ".hidden"),
+            ("/srv/trailing.", "trailing"),
+            ("/srv/my images/disk one.img", "disk one"),
+            ("/srv/ünïcode.img", "ünïcode"),
+        ]:
+            self.assertEqual(parse_image_text(path), [_local(path, 1, name)], (path, name))
 
+    def test_image_remote_forms(self) -> None:
+        """Remote lines split into user, host and path; IPv6 hosts come back without brackets."""
+        text = (
+            "# remote images\n"
+            "store.example.com:/pub/a.img\n"
+            "root@[2001:db8::7]:/pub/b.img\n"
+            "u@h:/pub/c@d:e.img\n"
+            "/local/with:colon.img\n"
+        )
+        self.assertEqual(
+            parse_image_text(text),
+            [
+                ImageEntry(
+                    "store.example.com:/pub/a.img", "a", "/pub/a.img", "store.example.com", None, 2
+                ),
+                ImageEntry(
+                    "root@[2001:db8::7]:/pub/b.img", "b", "/pub/b.img", "2001:db8::7", "root", 3
+                ),
+                ImageEntry("u@h:/pub/c@d:e.img", "c@d:e", "/pub/c@d:e.img", "h", "u", 4),
+                _local("/local/with:colon.img", 5, "with:colon"),
+            ],
+        )
 
-def test_image_remote_forms() -> None:
-    """Remote lines split into user, host and path; IPv6 hosts come back without brackets."""
-    text = (
-        "# remote images\n"
-        "store.example.com:/pub/a.img\n"
-        "root@[2001:db8::7]:/pub/b.img\n"
-        "u@h:/pub/c@d:e.img\n"
-        "/local/with:colon.img\n"
-    )
-    assert parse_image_text(text) == [
-        ImageEntry(
-            "store.example.com:/pub/a.img", "a", "/pub/a.img", "store.example.com", None, 2
-        ),
-        ImageEntry("root@[2001:db8::7]:/pub/b.img", "b", "/pub/b.img", "2001:db8::7", "root", 3),
-        ImageEntry("u@h:/pub/c@d:e.img", "c@d:e", "/pub/c@d:e.img", "h", "u", 4),
-        _local("/local/with:colon.img", 5, "with:colon"),
-    ]
+    def test_image_remote_localhost_kept(self) -> None:
+        """A remote line naming this machine keeps its host and user: the caller decides."""
+        [entry] = parse_image_text("akhil@localhost:/home/akhil/x.img")
+        self.assertEqual((entry.host, entry.user, entry.is_remote), ("localhost", "akhil", True))
 
+    def test_image_same_name_different_lines(self) -> None:
+        """Two different lines may give the same name; the identical line twice is refused."""
+        self.assertEqual(
+            [e.name for e in parse_image_text("/a/x.img\n/b/x.img\nh:/a/x.img")], ["x"] * 3
+        )
+        with self.assertRaises(InputFileError) as caught:
+            parse_image_text("# c\n/a/x.img\n/b/x.img\n  /a/x.img\r\n")
+        self.assertRegex(str(caught.exception), r"line 4: same image as line 2")
 
-def test_image_remote_localhost_kept() -> None:
-    """A remote line naming this machine keeps its host and user: the caller decides."""
-    [entry] = parse_image_text("akhil@localhost:/home/akhil/x.img")
-    assert (entry.host, entry.user, entry.is_remote) == ("localhost", "akhil", True)
-
-
-def test_image_same_name_different_lines() -> None:
-    """Two different lines may give the same name; the identical line twice is refused."""
-    assert [e.name for e in parse_image_text("/a/x.img\n/b/x.img\nh:/a/x.img")] == ["x"] * 3
-    with pytest.raises(InputFileError, match=r"line 4: same image as line 2"):
-        parse_image_text("# c\n/a/x.img\n/b/x.img\n  /a/x.img\r\n")
-
-
-def test_image_missing_files_are_not_checked(tmp_path: Path) -> None:
-    """Images on other machines (or not there yet) are not looked for."""
-    missing = str(tmp_path / "nope.img")
-    assert parse_image_text(missing) == [_local(missing, 1, "nope")]
+    def test_image_missing_files_are_not_checked(self) -> None:
+        """Images on other machines (or not there yet) are not looked for."""
+        tmp_path = temp_dir(self)
+        missing = str(tmp_path / "nope.img")
+        self.assertEqual(parse_image_text(missing), [_local(missing, 1, "nope")])
 
 
 # -- flavor_file ----------------------------------------------------------------------------
 
 
-def test_flavor_python_literal() -> None:
-    """A Python literal (single quotes, comments, tuples, trailing commas) is accepted."""
-    text = (
-        "# instance types\n"
-        "{\n"
-        "    'types': (\n"
-        "        {'tid': 7, 'cpu': 1, 'ram': 512, 'disk': 1, 'name': 'm1.tiny',},\n"
-        "        {'cpu': 2, 'ram': 1_024, 'disk': 20, 'burst': True, 'note': None},  # 2nd\n"
-        "    ),\n"
-        "}\n"
-    )
-    assert parse_flavor_text(text) == [Flavor(7, 1, 512, 1), Flavor(2, 2, 1024, 20)]
+class FlavorFileTests(SynchronousTestCase):
+    def test_flavor_python_literal(self) -> None:
+        """A Python literal (single quotes, comments, tuples, trailing commas) is accepted."""
+        text = (
+            "# instance types\n"
+            "{\n"
+            "    'types': (\n"
+            "        {'tid': 7, 'cpu': 1, 'ram': 512, 'disk': 1, 'name': 'm1.tiny',},\n"
+            "        {'cpu': 2, 'ram': 1_024, 'disk': 20, 'burst': True, 'note': None},  # 2nd\n"
+            "    ),\n"
+            "}\n"
+        )
+        self.assertEqual(parse_flavor_text(text), [Flavor(7, 1, 512, 1), Flavor(2, 2, 1024, 20)])
 
+    def test_flavor_fragment_edges(self) -> None:
+        """The bare fragment works after a comment, with CRLF, and ending in a comment."""
+        text = '# seed form\r\n"types": [\r\n {"cpu": 1, "ram": 2, "disk": 3},\r\n]\r\n# end'
+        self.assertEqual(parse_flavor_text(text), [Flavor(1, 1, 2, 3)])
 
-def test_flavor_fragment_edges() -> None:
-    """The bare fragment works after a comment, with CRLF, and ending in a comment."""
-    text = '# seed form\r\n"types": [\r\n {"cpu": 1, "ram": 2, "disk": 3},\r\n]\r\n# end'
-    assert parse_flavor_text(text) == [Flavor(1, 1, 2, 3)]
+    def test_flavor_json_names_harmless_and_extra_keys(self) -> None:
+        """JSON true/false/null are fine in ignored keys; unknown keys and top keys are ignored."""
+        text = (
+            '{"version": 2, "types": [{"cpu": 1, "ram": 2, "disk": 3,'
+            ' "public": true, "gpu": null, "x": [1, {"y": false}], "tid": 5}]}'
+        )
+        self.assertEqual(parse_flavor_text(text), [Flavor(5, 1, 2, 3)])
 
-
-def test_flavor_json_names_harmless_and_extra_keys() -> None:
-    """JSON true/false/null are fine in ignored keys; unknown keys and top keys are ignored."""
-    text = (
-        '{"version": 2, "types": [{"cpu": 1, "ram": 2, "disk": 3,'
-        ' "public": true, "gpu": null, "x": [1, {"y": false}], "tid": 5}]}'
-    )
-    assert parse_flavor_text(text) == [Flavor(5, 1, 2, 3)]
-
-
-def test_flavor_mixed_tids_keep_file_order() -> None:
-    """Explicit and implied tids mix; flavors come back in file order, not tid order."""
-    text = (
-        '{"types": [{"tid": 9, "cpu": 1, "ram": 1, "disk": 1}, {"cpu": 2, "ram": 2, "disk": 2}]}'
-    )
-    assert parse_flavor_text(text) == [Flavor(9, 1, 1, 1), Flavor(2, 2, 2, 2)]
+    def test_flavor_mixed_tids_keep_file_order(self) -> None:
+        """Explicit and implied tids mix; flavors come back in file order, not tid order."""
+        text = (
+            '{"types": [{"tid": 9, "cpu": 1, "ram": 1, "disk": 1},'
+            ' {"cpu": 2, "ram": 2, "disk": 2}]}'
+        )
+        self.assertEqual(parse_flavor_text(text), [Flavor(9, 1, 1, 1), Flavor(2, 2, 2, 2)])
 
 
 # -- malformed files ------------------------------------------------------------------------
@@ -599,102 +613,109 @@ def _parse_file(kind: str, path: Path) -> list:
     return PARSERS[kind](path)
 
 
-@pytest.mark.parametrize(
-    ("kind", "text", "lineno", "reason"),
-    [case[1:] for case in BAD_CASES],
-    ids=[case[0] for case in BAD_CASES],
-)
-def test_malformed_files(
-    kind: str, text: str, lineno: int | None, reason: str, tmp_path: Path
-) -> None:
-    """A malformed file's error names the kind, the file, the line and what is wrong."""
-    path = tmp_path / kind
-    path.write_text(text, encoding="utf-8", newline="")
-    with pytest.raises(InputFileError) as info:
-        _parse_file(kind, path)
-    error = info.value
-    assert (error.kind, error.path, error.lineno) == (kind, str(path), lineno)
-    assert reason in error.reason
-    where = f"{kind} {path}" + ("" if lineno is None else f", line {lineno}")
-    assert str(error) == f"{where}: {error.reason}"
+class MalformedFilesTests(SynchronousTestCase):
+    def test_malformed_files(self) -> None:
+        """A malformed file's error names the kind, the file, the line and what is wrong."""
+        for case_id, kind, text, lineno, reason in BAD_CASES:
+            tmp_path = temp_dir(self)
+            path = tmp_path / kind
+            path.write_text(text, encoding="utf-8", newline="")
+            with self.assertRaises(InputFileError) as info:
+                _parse_file(kind, path)
+            error = info.exception
+            self.assertEqual(
+                (error.kind, error.path, error.lineno), (kind, str(path), lineno), case_id
+            )
+            self.assertIn(reason, error.reason, case_id)
+            where = f"{kind} {path}" + ("" if lineno is None else f", line {lineno}")
+            self.assertEqual(str(error), f"{where}: {error.reason}", case_id)
 
+    def test_undecodable_bytes_name_the_line(self) -> None:
+        """Bytes that are not UTF-8 are an error naming the line they stand on."""
+        for kind in sorted(PARSERS):
+            tmp_path = temp_dir(self)
+            path = tmp_path / "latin1"
+            path.write_bytes(b"# ok\r\n# fine\r\n/caf\xe9.img\r\n")
+            with self.assertRaises(InputFileError) as info:
+                _parse_file(kind, path)
+            self.assertEqual(info.exception.lineno, 3, kind)
+            self.assertIn("UTF-8", info.exception.reason, kind)
+            self.assertTrue(str(info.exception).startswith(f"{kind} {path}, line 3: "), kind)
 
-@pytest.mark.parametrize("kind", sorted(PARSERS))
-def test_undecodable_bytes_name_the_line(kind: str, tmp_path: Path) -> None:
-    """Bytes that are not UTF-8 are an error naming the line they stand on."""
-    path = tmp_path / "latin1"
-    path.write_bytes(b"# ok\r\n# fine\r\n/caf\xe9.img\r\n")
-    with pytest.raises(InputFileError) as info:
-        _parse_file(kind, path)
-    assert info.value.lineno == 3
-    assert "UTF-8" in info.value.reason
-    assert str(info.value).startswith(f"{kind} {path}, line 3: ")
+    def test_unreadable_files(self) -> None:
+        """A missing file or a directory is an error with no line and the OS's reason."""
+        for kind in sorted(PARSERS):
+            tmp_path = temp_dir(self)
+            missing = tmp_path / "no-such-file"
+            with self.assertRaises(InputFileError) as info:
+                _parse_file(kind, missing)
+            self.assertEqual(
+                (info.exception.lineno, info.exception.path), (None, str(missing)), kind
+            )
+            self.assertEqual(
+                str(info.exception),
+                f"{kind} {missing}: cannot read: No such file or directory",
+                kind,
+            )
+            with self.assertRaises(InputFileError) as caught:
+                _parse_file(kind, tmp_path)
+            self.assertRegex(str(caught.exception), "Is a directory", kind)
 
+    def test_utf8_bom_accepted(self) -> None:
+        """A UTF-8 BOM (Windows editors add one) is not part of the first line."""
+        tmp_path = temp_dir(self)
+        for kind, text, first in [
+            ("pm_file", "10.0.0.1\r\n", "10.0.0.1"),
+            ("image_file", "/srv/a.img\r\n", "/srv/a.img"),
+        ]:
+            path = tmp_path / kind
+            path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+            self.assertEqual(_parse_file(kind, path)[0].line, first)
+        path = tmp_path / "flavors"
+        path.write_bytes(b'\xef\xbb\xbf"types": [{"cpu": 1, "ram": 1, "disk": 1}]')
+        self.assertEqual(parse_flavor_file(path), [Flavor(1, 1, 1, 1)])
+        self.assertEqual(parse_pm_text("\ufeffh1", is_local=is_local)[0].line, "h1")
 
-@pytest.mark.parametrize("kind", sorted(PARSERS))
-def test_unreadable_files(kind: str, tmp_path: Path) -> None:
-    """A missing file or a directory is an error with no line and the OS's reason."""
-    missing = tmp_path / "no-such-file"
-    with pytest.raises(InputFileError) as info:
-        _parse_file(kind, missing)
-    assert (info.value.lineno, info.value.path) == (None, str(missing))
-    assert str(info.value) == f"{kind} {missing}: cannot read: No such file or directory"
-    with pytest.raises(InputFileError, match="Is a directory"):
-        _parse_file(kind, tmp_path)
-
-
-def test_utf8_bom_accepted(tmp_path: Path) -> None:
-    """A UTF-8 BOM (Windows editors add one) is not part of the first line."""
-    for kind, text, first in [
-        ("pm_file", "10.0.0.1\r\n", "10.0.0.1"),
-        ("image_file", "/srv/a.img\r\n", "/srv/a.img"),
-    ]:
-        path = tmp_path / kind
-        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
-        assert _parse_file(kind, path)[0].line == first
-    path = tmp_path / "flavors"
-    path.write_bytes(b'\xef\xbb\xbf"types": [{"cpu": 1, "ram": 1, "disk": 1}]')
-    assert parse_flavor_file(path) == [Flavor(1, 1, 1, 1)]
-    assert parse_pm_text("\ufeffh1", is_local=is_local)[0].line == "h1"
-
-
-def test_input_file_error_shape() -> None:
-    """InputFileError is a ValueError with its parts as attributes, and survives pickling."""
-    error = InputFileError("image_file", "/etc/images", 3, "relative path 'x'")
-    assert isinstance(error, ValueError)
-    assert str(error) == "image_file /etc/images, line 3: relative path 'x'"
-    copy = pickle.loads(pickle.dumps(error))
-    assert (copy.kind, copy.path, copy.lineno, copy.reason, str(copy)) == (
-        "image_file",
-        "/etc/images",
-        3,
-        "relative path 'x'",
-        str(error),
-    )
-    assert str(InputFileError("pm_file", "p", None, "no PMs")) == "pm_file p: no PMs"
+    def test_input_file_error_shape(self) -> None:
+        """InputFileError is a ValueError with its parts as attributes, and survives pickling."""
+        error = InputFileError("image_file", "/etc/images", 3, "relative path 'x'")
+        self.assertTrue(isinstance(error, ValueError))
+        self.assertEqual(str(error), "image_file /etc/images, line 3: relative path 'x'")
+        copy = pickle.loads(pickle.dumps(error))
+        self.assertEqual(
+            (copy.kind, copy.path, copy.lineno, copy.reason, str(copy)),
+            (
+                "image_file",
+                "/etc/images",
+                3,
+                "relative path 'x'",
+                str(error),
+            ),
+        )
+        self.assertEqual(str(InputFileError("pm_file", "p", None, "no PMs")), "pm_file p: no PMs")
 
 
 # -- no eval --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "template",
-    [
-        "__import__('os').system('touch {marker}')",
-        '{{"types": [{{"cpu": 1, "ram": 1, "disk": 1,'
-        " \"x\": __import__('os').system('touch {marker}')}}]}}",
-        "\"types\": [(lambda: __import__('os').system('touch {marker}'))()]",
-        "{{'types': [{{'cpu': [open('{marker}', 'w')][0], 'ram': 1, 'disk': 1}}]}}",
-    ],
-)
-def test_flavor_file_is_never_evaluated(template: str, tmp_path: Path) -> None:
-    """Code in a flavor file, even under a key that would be ignored, is refused, not run."""
-    marker = tmp_path / "pwned"
-    path = tmp_path / "flavors"
-    path.write_text(template.format(marker=marker))
-    with pytest.raises(InputFileError, match="not a literal"):
-        parse_flavor_file(path)
-    assert not marker.exists()
+class NoEvalTests(SynchronousTestCase):
+    def test_flavor_file_is_never_evaluated(self) -> None:
+        """Code in a flavor file, even under a key that would be ignored, is refused, not run."""
+        for template in [
+            "__import__('os').system('touch {marker}')",
+            '{{"types": [{{"cpu": 1, "ram": 1, "disk": 1,'
+            " \"x\": __import__('os').system('touch {marker}')}}]}}",
+            "\"types\": [(lambda: __import__('os').system('touch {marker}'))()]",
+            "{{'types': [{{'cpu': [open('{marker}', 'w')][0], 'ram': 1, 'disk': 1}}]}}",
+        ]:
+            tmp_path = temp_dir(self)
+            marker = tmp_path / "pwned"
+            path = tmp_path / "flavors"
+            path.write_text(template.format(marker=marker))
+            with self.assertRaises(InputFileError) as caught:
+                parse_flavor_file(path)
+            self.assertRegex(str(caught.exception), "not a literal", template)
+            self.assertFalse(marker.exists(), template)
 
 
 # -- round trips ----------------------------------------------------------------------------
@@ -727,41 +748,45 @@ def _as_python(dicts: list[dict]) -> str:
     return "{'types': [\n" + "".join(f"    {d!r},\n" for d in dicts) + "],}\n"
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.filter_too_much])
-@given(st.lists(_flavor_dicts, min_size=1, max_size=8), st.sampled_from([None, 2, 4]))
-def test_flavor_forms_round_trip(dicts: list[dict], indent: int | None) -> None:
-    """Any flavor list, written as JSON, as the bare fragment or as Python, reads back equal."""
-    expected = _expected(dicts)
-    assume(len({f.tid for f in expected}) == len(expected))
-    for text in (_as_json(dicts, indent), _as_fragment(dicts), _as_python(dicts)):
-        assert parse_flavor_text(text) == expected, text
-        assert parse_flavor_text(text.replace("\n", "\r\n")) == expected, text
+class RoundTripTests(SynchronousTestCase):
+    @settings(max_examples=150, suppress_health_check=[HealthCheck.filter_too_much])
+    @given(st.lists(_flavor_dicts, min_size=1, max_size=8), st.sampled_from([None, 2, 4]))
+    def test_flavor_forms_round_trip(self, dicts: list[dict], indent: int | None) -> None:
+        """Any flavor list, written as JSON, as the bare fragment or as Python, reads back
+        equal."""
+        expected = _expected(dicts)
+        assume(len({f.tid for f in expected}) == len(expected))
+        for text in (_as_json(dicts, indent), _as_fragment(dicts), _as_python(dicts)):
+            self.assertEqual(parse_flavor_text(text), expected, text)
+            self.assertEqual(parse_flavor_text(text.replace("\n", "\r\n")), expected, text)
 
+    @given(
+        st.lists(
+            st.fixed_dictionaries({"cpu": _numbers, "ram": _numbers, "disk": _numbers}), min_size=1
+        ),
+        st.data(),
+    )
+    def test_flavor_error_line_in_fragment(self, dicts: list[dict], data: st.DataObject) -> None:
+        """In the brace-less fragment, a bad flavor's error names its own line of the file."""
+        bad = data.draw(st.integers(min_value=0, max_value=len(dicts) - 1))
+        key = data.draw(st.sampled_from(["cpu", "ram", "disk"]))
+        dicts[bad] = {**dicts[bad], key: data.draw(st.sampled_from([0, -3, 1.5, "2", True, None]))}
+        with self.assertRaises(InputFileError) as info:
+            parse_flavor_text(_as_fragment(dicts))
+        # Line 1 is '"types": [', so flavor k (0-based) stands on line k + 2.
+        self.assertEqual(info.exception.lineno, bad + 2)
+        self.assertIn(f"flavor {bad + 1}: {key!r}", info.exception.reason)
 
-@given(
-    st.lists(
-        st.fixed_dictionaries({"cpu": _numbers, "ram": _numbers, "disk": _numbers}), min_size=1
-    ),
-    st.data(),
-)
-def test_flavor_error_line_in_fragment(dicts: list[dict], data: st.DataObject) -> None:
-    """In the brace-less fragment, a bad flavor's error names its own line of the file."""
-    bad = data.draw(st.integers(min_value=0, max_value=len(dicts) - 1))
-    key = data.draw(st.sampled_from(["cpu", "ram", "disk"]))
-    dicts[bad] = {**dicts[bad], key: data.draw(st.sampled_from([0, -3, 1.5, "2", True, None]))}
-    with pytest.raises(InputFileError) as info:
-        parse_flavor_text(_as_fragment(dicts))
-    # Line 1 is '"types": [', so flavor k (0-based) stands on line k + 2.
-    assert info.value.lineno == bad + 2
-    assert f"flavor {bad + 1}: {key!r}" in info.value.reason
-
-
-@given(st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=10, unique=True))
-def test_pm_ips_round_trip(addresses: list[str]) -> None:
-    """Any list of distinct remote IPv4 addresses gives one ssh PM per line, in order."""
-    addresses = [a for a in addresses if not is_local(a)]
-    assume(addresses)
-    text = "\n".join(f"root@{a}" for a in addresses)
-    assert parse_pm_text(text, is_local=is_local) == [
-        _pm(f"root@{a}", f"qemu+ssh://root@{a}/system", i) for i, a in enumerate(addresses, 1)
-    ]
+    @given(st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=10, unique=True))
+    def test_pm_ips_round_trip(self, addresses: list[str]) -> None:
+        """Any list of distinct remote IPv4 addresses gives one ssh PM per line, in order."""
+        addresses = [a for a in addresses if not is_local(a)]
+        assume(addresses)
+        text = "\n".join(f"root@{a}" for a in addresses)
+        self.assertEqual(
+            parse_pm_text(text, is_local=is_local),
+            [
+                _pm(f"root@{a}", f"qemu+ssh://root@{a}/system", i)
+                for i, a in enumerate(addresses, 1)
+            ],
+        )

@@ -118,6 +118,8 @@ class Fleet:
         self, pms: Sequence[PMEntry], images: Sequence[ImageEntry], flavors: Sequence[Flavor]
     ) -> None:
         await self.startup.load(pms, images, flavors)
+        # The image_file's lines, parsed once here, are what creates read.
+        self.creator.sources.remember(images)
 
     async def discover(self) -> None:
         await self.startup.discover()

@@ -5,7 +5,7 @@ itself for a local source, or a copy fetched once over ssh into the image cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from vorchd.images.cache import ImageCache, ImageUnavailable
 from vorchd.inventory import InputFileError, parse_image_text
@@ -24,6 +24,14 @@ class Sources:
         self.is_local = is_local
         self.cache = cache
         self._parsed: dict[str, ImageEntry] = {}
+
+    def remember(self, entries: Iterable[ImageEntry]) -> None:
+        """
+        Keep the entries the image_file was parsed into at load, so that no line of it
+        is parsed again.
+        """
+        for entry in entries:
+            self._parsed[entry.line] = entry
 
     def entry(self, line: str) -> ImageEntry:
         """

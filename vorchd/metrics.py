@@ -67,32 +67,21 @@ def endpoint_of(path: bytes) -> str:
     return ENDPOINTS.get(path, OTHER)
 
 
-def placement_reason(refusals: Iterable[object], hypervisor_failed: bool = False) -> str:
+def placement_reason(refusals: Iterable[room.Refusal]) -> str:
     """
-    The reason class of a create no PM could take, from each PM's refusal (a
-    L{vorchd.room.Refusal}, or its text): the one closest to success wins (a hypervisor
-    that failed, then a PM without room, then a drained one, then one down).
+    The reason class of a create no PM could take, from each PM's refusal: the one
+    closest to success wins (a hypervisor that failed, then a PM without room, then a
+    drained one, then one down).
     """
-    kinds = set()
-    for r in refusals:
-        kind = getattr(r, "kind", None)
-        if kind is None:
-            text = str(r)
-            kind = (
-                room.NO_ROOM
-                if text.startswith("no room")
-                else room.DRAINED
-                if text in ("drained", "PM drained")
-                else room.DOWN
-                if text == "down"
-                else "other"
-            )
-        kinds.add(kind)
-    if hypervisor_failed or room.FAILED in kinds:
-        return "hypervisor_error"
+    kinds = {r.kind for r in refusals}
     if not kinds:
         return "no_pm"
-    for kind, label in ((room.NO_ROOM, "no_room"), (room.DRAINED, "drained"), (room.DOWN, "down")):
+    for kind, label in (
+        (room.FAILED, "hypervisor_error"),
+        (room.NO_ROOM, "no_room"),
+        (room.DRAINED, "drained"),
+        (room.DOWN, "down"),
+    ):
         if kind in kinds:
             return label
     return "other"

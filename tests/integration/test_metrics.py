@@ -14,8 +14,9 @@ from twisted.trial.unittest import TestCase
 
 from tests.clients import InMemoryClient, LoopbackClient
 from tests.harness import FLAVORS, start_daemon
-from vorchd import metrics
+from vorchd import metrics, room
 from vorchd.model import Host, Resources
+from vorchd.room import Refusal
 
 # Two small PMs: flavor 3 (4 CPUs) fits on neither.
 SIZES = [(2, 2048), (3, 3072)]
@@ -53,19 +54,23 @@ class UnitTests(TestCase):
 
     def test_reason_classes(self):
         """Refusals are classified, closest to success first; free text never becomes a label."""
+        down, drained = Refusal(room.DOWN), Refusal(room.DRAINED)
+        short = Refusal(room.NO_ROOM, "cpu (4 wanted, 2 free)")
+        failed = Refusal(room.FAILED, "disk full")
         cases = [
-            ([], False, "no_pm"),
-            (["down", "down"], False, "down"),
-            (["down", "drained"], False, "drained"),
-            (["PM drained"], False, "drained"),
-            (["down", "no room for cpu (4 wanted, 2 free)"], False, "no_room"),
-            (["no room for ram: 10 free"], False, "no_room"),
-            (["no room for cpu (4 wanted, 2 free)"], True, "hypervisor_error"),
-            (["vmid taken"], False, "other"),
+            ([], "no_pm"),
+            ([down, down], "down"),
+            ([down, drained], "drained"),
+            ([drained], "drained"),
+            ([down, short], "no_room"),
+            ([Refusal(room.NO_ROOM, "ram (1024 wanted, 10 free)")], "no_room"),
+            ([short, failed], "hypervisor_error"),
+            ([Refusal(room.VMID_TAKEN)], "other"),
+            ([Refusal(room.UNKNOWN_PM)], "other"),
         ]
-        for refusals, failed, expected in cases:
-            self.assertEqual(metrics.placement_reason(refusals, failed), expected, refusals)
-        for reason in {c[2] for c in cases}:
+        for refusals, expected in cases:
+            self.assertEqual(metrics.placement_reason(refusals), expected, refusals)
+        for reason in {c[1] for c in cases}:
             self.assertIn(reason, metrics.PLACEMENT_REASONS)
 
     def test_text_parses(self):

@@ -25,26 +25,10 @@ from attrs import define, field, frozen
 
 from vorchd.model import RESOURCES, Flavor, Image, Resources
 from vorchd.state.table import HostTable
+from vorchd.store.hashes import mapping, resources, whole
 
 # Only these states are VMs a user sees; "creating" is a claim whose create has not answered.
 VISIBLE = ("active", "missing")
-
-
-def _mapping(flat) -> dict[str, str]:
-    if not flat:
-        return {}
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _int(value: object, default: int = 0) -> int:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-
-
-def _resources(rec: Mapping[str, str], prefix: str) -> Resources:
-    return Resources(*(_int(rec.get(f"{prefix}{r}")) for r in RESOURCES))
 
 
 @define
@@ -66,8 +50,8 @@ class PMState:
     def update(self, rec: Mapping[str, str]) -> None:
         self.line = rec.get("line", self.line)
         self.uri = rec.get("extra", self.uri)
-        self.capacity = _resources(rec, "cap_")
-        self.used = _resources(rec, "used_")
+        self.capacity = resources(rec, "cap_")
+        self.used = resources(rec, "used_")
         self.drained = rec.get("drained") == "1"
 
 
@@ -94,15 +78,15 @@ class VMRecord:
         return cls(
             vmid=vmid,
             name=rec.get("name", ""),
-            instance_type=_int(rec.get("instance_type")),
-            image_id=_int(rec.get("image_id")),
-            pmid=_int(rec.get("pmid")),
+            instance_type=whole(rec.get("instance_type")),
+            image_id=whole(rec.get("image_id")),
+            pmid=whole(rec.get("pmid")),
             state=rec.get("state", ""),
             owner=rec.get("owner", ""),
             op=rec.get("op", ""),
             domain=rec.get("domain", ""),
             volume=rec.get("volume", ""),
-            resources=_resources(rec, ""),
+            resources=resources(rec, ""),
         )
 
     @property
@@ -195,25 +179,25 @@ class FleetState:
         self.seq = int(doc["seq"])
         self.last_id = doc["last"]
         self.fleet_id = doc.get("fleet") or ""
-        self.settings = _mapping(doc.get("settings"))
+        self.settings = mapping(doc.get("settings"))
         pms = doc["pms"]
         self.pms = {}
         for pmid, flat, members in pms["recs"] or ():
             pm = PMState(int(pmid), vmids={int(v) for v in members or ()})
-            pm.update(_mapping(flat))
+            pm.update(mapping(flat))
             self.pms[pm.pmid] = pm
         self.pm_ids = [int(p) for p in pms["active"] or ()]
         images = doc["images"]
-        recs = {int(i): _mapping(flat) for i, flat in images["recs"] or ()}
+        recs = {int(i): mapping(flat) for i, flat in images["recs"] or ()}
         self._set_images([(i, recs.get(i, {})) for i in images["active"] or ()])
         self._set_flavors(
             [
-                (int(tid), *(_int(_mapping(flat).get(r)) for r in RESOURCES))
+                (int(tid), *(whole(mapping(flat).get(r)) for r in RESOURCES))
                 for tid, flat in doc["flavors"] or ()
             ]
         )
         self.vms = {
-            int(v): VMRecord.from_hash(int(v), _mapping(flat)) for v, flat in doc["vms"] or ()
+            int(v): VMRecord.from_hash(int(v), mapping(flat)) for v, flat in doc["vms"] or ()
         }
         self._rebuild_table()
         self.ready = True
@@ -233,13 +217,13 @@ class FleetState:
     def _apply_pms(self, data) -> None:
         for pmid, flat in data.get("recs") or ():
             pm = self.pms.setdefault(int(pmid), PMState(int(pmid)))
-            pm.update(_mapping(flat))
+            pm.update(mapping(flat))
         self.pm_ids = [int(p) for p in data.get("ids") or ()]
         self._rebuild_table()
         self._tell("resync")
 
     def _apply_images(self, data) -> None:
-        recs = {int(i): _mapping(flat) for i, flat in data.get("recs") or ()}
+        recs = {int(i): mapping(flat) for i, flat in data.get("recs") or ()}
         self._set_images([(i, recs.get(i, {})) for i in map(int, data.get("ids") or ())])
         self._tell("catalog")
 
@@ -252,7 +236,7 @@ class FleetState:
 
     def _apply_vm(self, data) -> None:
         vmid, flat = data["vm"]
-        vm = VMRecord.from_hash(int(vmid), _mapping(flat))
+        vm = VMRecord.from_hash(int(vmid), mapping(flat))
         old = self.vms.get(vm.vmid)
         self.vms[vm.vmid] = vm
         touched = set()
@@ -286,13 +270,13 @@ class FleetState:
             self._tell("vm_gone", (vmid, pmid))
 
     def _apply_settings(self, data) -> None:
-        self.settings = _mapping(data)
+        self.settings = mapping(data)
         self._tell("settings")
 
     # -- helpers --------------------------------------------------------------------------
 
     def _pm_hash(self, pair, tell: bool = True) -> None:
-        pmid, flat = int(pair[0]), _mapping(pair[1])
+        pmid, flat = int(pair[0]), mapping(pair[1])
         pm = self.pms.setdefault(pmid, PMState(pmid))
         pm.update(flat)
         self.table.set(pmid, capacity=pm.capacity, used=pm.used, drained=pm.drained)

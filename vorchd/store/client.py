@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.internet.error import TimeoutError as TwistedTimeoutError
 
 from vorchd.config import RedisAddress
+from vorchd.store.hashes import mapping
 from vorchd.store.keys import Keys
 from vorchd.store.scripts import SCRIPTS
 
@@ -198,21 +199,4 @@ class RedisClient:
         if not reply:
             return []
         [[_key, entries]] = reply
-        return [(entry_id, _mapping(fields)) for entry_id, fields in entries]
-
-
-def _mapping(flat) -> dict:
-    """
-    A hash as Redis gives it (field, value, ...) as a dict; an empty one may come from
-    Lua's cjson as an empty object.
-    """
-    if not flat:
-        return {}
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _pairs(mapping) -> list[object]:
-    """
-    C{mapping} as Redis takes a hash: field, value, field, value, ...
-    """
-    return [x for item in mapping.items() for x in item]
+        return [(entry_id, mapping(fields)) for entry_id, fields in entries]

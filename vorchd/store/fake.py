@@ -20,18 +20,8 @@ from vorchd import room
 from vorchd.model import RESOURCES, Flavor, Image, Resources
 from vorchd.room import Refusal
 from vorchd.store.client import StoreUnavailable
+from vorchd.store.hashes import pairs, whole
 from vorchd.store.keys import STREAM_MAXLEN, Keys
-
-
-def _flat(mapping: Mapping[str, str]) -> list[str]:
-    return [x for item in mapping.items() for x in item]
-
-
-def _int(value: object, default: int = 0) -> int:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
 
 
 class FakeStore:
@@ -132,20 +122,20 @@ class FakeStore:
             "seq": self.seq,
             "last": self.stream[-1][0] if self.stream else "0-0",
             "fleet": self.fleet or "",
-            "settings": _flat(self.live),
+            "settings": pairs(self.live),
             "pms": {
                 "active": list(self.active["pm"]),
                 "recs": [
-                    [pmid, _flat(rec), [str(v) for v in self.pm_vms.get(pmid, ())]]
+                    [pmid, pairs(rec), [str(v) for v in self.pm_vms.get(pmid, ())]]
                     for pmid, rec in self.items["pm"].items()
                 ],
             },
             "images": {
                 "active": list(self.active["image"]),
-                "recs": [[i, _flat(self.items["image"][i])] for i in self.active["image"]],
+                "recs": [[i, pairs(self.items["image"][i])] for i in self.active["image"]],
             },
-            "flavors": [[t, _flat(self.items["flavor"][t])] for t in self.active["flavor"]],
-            "vms": [[v, _flat(rec)] for v, rec in self.vms.items()],
+            "flavors": [[t, pairs(self.items["flavor"][t])] for t in self.active["flavor"]],
+            "vms": [[v, pairs(rec)] for v, rec in self.vms.items()],
         }
 
     # -- identity ------------------------------------------------------------------------
@@ -174,7 +164,7 @@ class FakeStore:
             rec = self.items[kind].setdefault(i, {})
             rec.update(line=line, extra=extra)
             ids.append(i)
-            recs.append([i, _flat(rec)])
+            recs.append([i, pairs(rec)])
         self.active[kind] = ids
         await self._written(self._emit(f"{kind}s", {"ids": ids, "recs": recs}))
         return ids
@@ -205,7 +195,7 @@ class FakeStore:
         if rec is None:
             return 0
         rec.update({k: str(v) for k, v in fields.items()})
-        seq = self._emit("pm", {"pm": [pmid, _flat(rec)]})
+        seq = self._emit("pm", {"pm": [pmid, pairs(rec)]})
         await self._written(seq)
         return seq
 
@@ -223,13 +213,13 @@ class FakeStore:
             if self.ini.get(key) != str(value):
                 self.ini[key] = str(value)
                 self.live[key] = str(value)
-        await self._written(self._emit("settings", _flat(self.live)))
+        await self._written(self._emit("settings", pairs(self.live)))
         return dict(self.live)
 
     async def set_setting(self, key: str, value: object) -> None:
         self._check()
         self.live[key] = str(value)
-        await self._written(self._emit("settings", _flat(self.live)))
+        await self._written(self._emit("settings", pairs(self.live)))
 
     async def settings(self) -> dict[str, str]:
         self._check()
@@ -257,13 +247,13 @@ class FakeStore:
             vmid = self.vmid_counter
         if vmid in self.vms:
             return vmid, Refusal(room.VMID_TAKEN)
-        capacity = Resources(*(_int(pm.get(f"cap_{r}")) for r in RESOURCES))
-        used = Resources(*(_int(pm.get(f"used_{r}")) for r in RESOURCES))
+        capacity = Resources(*(whole(pm.get(f"cap_{r}")) for r in RESOURCES))
+        used = Resources(*(whole(pm.get(f"used_{r}")) for r in RESOURCES))
         short = room.shortfall(room.free(capacity, used, ratios), wanted)
         if short is not None:
             return vmid, Refusal(room.NO_ROOM, short)
         for r in RESOURCES:
-            pm[f"used_{r}"] = str(_int(pm.get(f"used_{r}")) + getattr(wanted, r))
+            pm[f"used_{r}"] = str(whole(pm.get(f"used_{r}")) + getattr(wanted, r))
         domain = f"{name_prefix}{vmid}"
         rec = {
             "vmid": str(vmid),
@@ -275,7 +265,7 @@ class FakeStore:
             "pmid": str(pmid),
         }
         self.vms[vmid] = rec
-        seq = self._emit("vm", {"vm": [vmid, _flat(rec)], "pm": [pmid, _flat(pm)]})
+        seq = self._emit("vm", {"vm": [vmid, pairs(rec)], "pm": [pmid, pairs(pm)]})
         await self._written(seq)
         return vmid, None
 
@@ -286,7 +276,7 @@ class FakeStore:
             return False
         rec["state"] = "active"
         self.pm_vms.setdefault(pmid, set()).add(vmid)
-        await self._written(self._emit("vm", {"vm": [vmid, _flat(rec)]}))
+        await self._written(self._emit("vm", {"vm": [vmid, pairs(rec)]}))
         return True
 
     async def release(self, vmid: int) -> bool:
@@ -294,12 +284,12 @@ class FakeStore:
         rec = self.vms.pop(vmid, None)
         if rec is None:
             return False
-        pmid = _int(rec.get("pmid"))
+        pmid = whole(rec.get("pmid"))
         pm = self.items["pm"].setdefault(pmid, {})
         for r in RESOURCES:
-            pm[f"used_{r}"] = str(_int(pm.get(f"used_{r}")) - _int(rec.get(r)))
+            pm[f"used_{r}"] = str(whole(pm.get(f"used_{r}")) - whole(rec.get(r)))
         self.pm_vms.get(pmid, set()).discard(vmid)
-        await self._written(self._emit("gone", {"vmid": vmid, "pm": [pmid, _flat(pm)]}))
+        await self._written(self._emit("gone", {"vmid": vmid, "pm": [pmid, pairs(pm)]}))
         return True
 
     async def set_vm_state(self, vmid: int, state: str) -> None:
@@ -308,7 +298,7 @@ class FakeStore:
         if rec is None or rec.get("state") in (None, "creating"):
             return
         rec["state"] = state
-        await self._written(self._emit("vm", {"vm": [vmid, _flat(rec)]}))
+        await self._written(self._emit("vm", {"vm": [vmid, pairs(rec)]}))
 
     async def adopt(
         self, vmid: int, pmid: int, flavor: Flavor, record: Mapping[str, object]
@@ -327,10 +317,10 @@ class FakeStore:
         self.vms[vmid] = rec
         pm = self.items["pm"].setdefault(pmid, {})
         for r in RESOURCES:
-            pm[f"used_{r}"] = str(_int(pm.get(f"used_{r}")) + getattr(flavor, r))
+            pm[f"used_{r}"] = str(whole(pm.get(f"used_{r}")) + getattr(flavor, r))
         self.pm_vms.setdefault(pmid, set()).add(vmid)
         self.vmid_counter = max(self.vmid_counter, vmid)
-        seq = self._emit("vm", {"vm": [vmid, _flat(rec)], "pm": [pmid, _flat(pm)]})
+        seq = self._emit("vm", {"vm": [vmid, pairs(rec)], "pm": [pmid, pairs(pm)]})
         await self._written(seq)
         return True
 
@@ -342,7 +332,7 @@ class FakeStore:
 
     def _flavor(self, tid: int) -> Flavor:
         f = self.items["flavor"][tid]
-        return Flavor(tid, _int(f["cpu"]), _int(f["ram"]), _int(f["disk"]))
+        return Flavor(tid, whole(f["cpu"]), whole(f["ram"]), whole(f["disk"]))
 
     async def flavor(self, tid: int) -> Flavor | None:
         self._check()

@@ -20,14 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from vorchd.model import RESOURCES, Flavor, Image, Resources
 from vorchd.room import Refusal
-from vorchd.store.client import RedisClient, _mapping, _pairs
-
-
-def _int(value: object, default: int = 0) -> int:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
+from vorchd.store.client import RedisClient
+from vorchd.store.hashes import mapping, pairs, whole
 
 
 class Store(RedisClient):
@@ -111,7 +105,7 @@ class Store(RedisClient):
         Record what discovery read of PM C{pmid}.
         """
         fields = {f"cap_{r}": getattr(capacity, r) for r in RESOURCES}
-        await self._write("pm_set", [self.keys.pm(pmid)], [pmid, *_pairs(fields)], patient=True)
+        await self._write("pm_set", [self.keys.pm(pmid)], [pmid, *pairs(fields)], patient=True)
 
     async def set_drained(self, pmid: int, drained: bool) -> bool:
         """
@@ -132,8 +126,8 @@ class Store(RedisClient):
         what an admin set otherwise, and return the live settings.
         """
         keys = [self.keys.settings, self.keys.settings_ini]
-        live, _seq = await self._write("settings", keys, ["ini", *_pairs(ini)])
-        return _mapping(live)
+        live, _seq = await self._write("settings", keys, ["ini", *pairs(ini)])
+        return mapping(live)
 
     async def set_setting(self, key: str, value: object) -> None:
         """
@@ -172,7 +166,7 @@ class Store(RedisClient):
             [self.keys.pm(pmid), self.keys.vms, self.keys.vmid],
             [vmid, wanted.cpu, wanted.ram, wanted.disk]
             + [repr(float(ratios[r])) for r in RESOURCES]
-            + [name_prefix, *_pairs(full)],
+            + [name_prefix, *pairs(full)],
         )
         return int(vmid), (None if kind == "ok" else Refusal(kind, detail))
 
@@ -228,7 +222,7 @@ class Store(RedisClient):
                 self.keys.vms,
                 self.keys.vmid,
             ],
-            [vmid, flavor.cpu, flavor.ram, flavor.disk, *_pairs(full)],
+            [vmid, flavor.cpu, flavor.ram, flavor.disk, *pairs(full)],
             patient=True,
         )
         return bool(int(seq))
@@ -239,14 +233,14 @@ class Store(RedisClient):
     async def _active(self, kind: str, only: int | None = None) -> list[tuple[int, dict]]:
         args = [self._key(kind)] + ([] if only is None else [only])
         rows = await self._script("active", [self.keys.active(kind)], args)
-        return [(int(i), _mapping(flat)) for i, flat in rows]
+        return [(int(i), mapping(flat)) for i, flat in rows]
 
     async def flavors(self) -> list[Flavor]:
         """
         The current instance types, in file order.
         """
         return [
-            Flavor(tid, _int(f["cpu"]), _int(f["ram"]), _int(f["disk"]))
+            Flavor(tid, whole(f["cpu"]), whole(f["ram"]), whole(f["disk"]))
             for tid, f in await self._active("flavor")
             if f
         ]
@@ -257,7 +251,7 @@ class Store(RedisClient):
         """
         rows = await self._active("flavor", tid)
         return next(
-            (Flavor(t, _int(f["cpu"]), _int(f["ram"]), _int(f["disk"])) for t, f in rows if f),
+            (Flavor(t, whole(f["cpu"]), whole(f["ram"]), whole(f["disk"])) for t, f in rows if f),
             None,
         )
 

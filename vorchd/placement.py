@@ -61,9 +61,19 @@ def candidates(
             fit.append(evolve(host, capacity=effective_capacity(host, ratios)))
         else:
             refused[host.pmid] = why
+    return list(_rank(policy, request, fit)), refused
+
+
+def _rank(policy: IAllocationPolicy, request: Request, fit: list[Host]) -> Iterator[Host]:
+    """
+    C{policy.rank} of the hosts that C{fit}, keeping only hosts it was offered, each
+    once (a policy may drop hosts, never add any).
+    """
     known = {h.pmid for h in fit}
-    ranked_hosts = [h for h in policy.rank(request, fit) if h.pmid in known]
-    return ranked_hosts, refused
+    for host in policy.rank(request, fit):
+        if host.pmid in known:
+            known.discard(host.pmid)
+            yield host
 
 
 def ranked(
@@ -88,12 +98,8 @@ def ranked(
             if fits[i]:
                 yield int(table.pmid[i])
         return
-    fit = [table.host(int(i), ratios) for i in fits.nonzero()[0]]
-    known = {h.pmid for h in fit}
-    for host in policy.rank(request, fit):
-        if host.pmid in known:
-            known.discard(host.pmid)
-            yield host.pmid
+    for host in _rank(policy, request, [table.host(int(i), ratios) for i in fits.nonzero()[0]]):
+        yield host.pmid
 
 
 def refusals(

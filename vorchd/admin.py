@@ -91,7 +91,7 @@ class Admin(pb.Avatar):
         """
         fleet = self.fleet
         policy, ratios = fleet.current()
-        state = fleet._ready()
+        state = fleet.ready()
         pms = []
         for pmid in [*state.pm_ids, *state.retired()]:
             pm = state.pms.get(pmid)
@@ -182,7 +182,7 @@ class Admin(pb.Avatar):
         what was deleted where.
         """
         fleet, out = self.fleet, {}
-        for pmid in list(fleet._ready().pm_ids):
+        for pmid in fleet.pm_ids():
             if fleet.hypervisors.is_up(pmid):
                 fleet.creator.forget_bases(pmid)
                 out[pmid] = await fleet.hypervisors.on(pmid).prune_bases(fleet.fleet_id)

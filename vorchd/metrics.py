@@ -280,7 +280,7 @@ async def scrape(fleet) -> bytes:
     following Redis (before its first snapshot, or with the change stream lost).
     """
     try:
-        state = fleet._ready()
+        state = fleet.ready()
     except StoreUnavailable:
         return fleet.metrics.text(None).encode("utf-8")
     hosts = [

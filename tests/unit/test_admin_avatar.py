@@ -142,8 +142,11 @@ class FakeFleet:
         ratios = {r: float(self.settings[f"{r}_ratio"]) for r in RESOURCES}
         return policy_named(self.settings["policy"], self.policy_options), ratios
 
-    def _ready(self) -> FleetState:
+    def ready(self) -> FleetState:
         return self.state
+
+    def pm_ids(self) -> list[int]:
+        return list(self.state.pm_ids)
 
     def connected_pmids(self) -> list[int]:
         return [1, 2, 3, 4]

@@ -141,9 +141,6 @@ class Fleet:
         """
         return self.settings.current(self.parts.state)
 
-    async def live(self) -> tuple[IAllocationPolicy, dict[str, float]]:
-        return self.current()
-
     # -- acting ------------------------------------------------------------------------
 
     def create(self, name: str, instance_type: int, image_id: int) -> defer.Deferred:
@@ -167,41 +164,45 @@ class Fleet:
 
     # -- reading (from the model: no Redis round trip) -----------------------------
 
-    def _ready(self) -> FleetState:
+    def ready(self) -> FleetState:
+        """
+        The read model while it follows Redis (see L{Parts.ready}); else
+        L{StoreUnavailable}, so that reads answer their failure values.
+        """
         return self.parts.ready()
 
     def vm(self, vmid: int) -> dict[str, object] | None:
         """
         The seed API's view of VM C{vmid}, or C{None} if there is no such VM.
         """
-        return views.vm_answer(self._ready(), vmid)
+        return views.vm_answer(self.ready(), vmid)
 
     def pm(self, pmid: int) -> dict[str, object] | None:
         """
         The seed API's view of PM C{pmid}, or C{None} if the fleet never had it.
         """
-        return views.pm_answer(self._ready(), pmid, self.current()[1])
+        return views.pm_answer(self.ready(), pmid, self.current()[1])
 
     def pm_vmids(self, pmid: int) -> list[int] | None:
         """
         The VMs on PM C{pmid}, or C{None} if the fleet never had it.
         """
-        return views.pm_vmids(self._ready(), pmid)
+        return views.pm_vmids(self.ready(), pmid)
 
     def pm_ids(self) -> list[int]:
-        return list(self._ready().pm_ids)
+        return list(self.ready().pm_ids)
 
     def flavors(self) -> list[Flavor]:
-        return list(self._ready().flavors)
+        return list(self.ready().flavors)
 
     def images_list(self) -> list[Image]:
-        return list(self._ready().images)
+        return list(self.ready().images)
 
     def view(self) -> dict:
         """
         The whole fleet (C{/v1/fleet}).
         """
-        state = self._ready()
+        state = self.ready()
         policy, ratios = self.current()
         return views.fleet(state, policy.name, ratios)
 
@@ -209,7 +210,7 @@ class Fleet:
         """
         L{view} as the JSON C{/v1/fleet} answers, made once per change of the model.
         """
-        state = self._ready()
+        state = self.ready()
         policy, ratios = self.current()
         key = (state.version, state.seq, policy.name, tuple(sorted(ratios.items())))
         if self._view_cache is None or self._view_cache[0] != key:

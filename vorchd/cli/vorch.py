@@ -37,6 +37,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from vorchd.cli.exits import run_main
 from vorchd.cli.vorch_client import (
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
@@ -313,23 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     @return: the exit status: 0 done, 1 failed, 2 wrong usage.
     """
-    try:
-        options = build_parser().parse_args(argv)
-    except SystemExit as e:  # argparse: --help (0) or wrong usage (2)
-        return e.code if isinstance(e.code, int) else 2
-    try:
-        run(options, os.environ, sys.stdout)
-    except VorchError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # The reader went away (vorch vm list | head): stop quietly.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    return 0
+    return run_main(
+        PROG,
+        build_parser(),
+        argv,
+        lambda options: run(options, os.environ, sys.stdout),
+        (VorchError,),
+    )
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ at a rate that would keep C{--load} of the fleet's free room busy.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 import numpy as np
 
+from vorchd.cli.exits import run_main
 from vorchd.inventory import InputFileError, parse_flavor_file
 from vorchd.model import RESOURCES, Flavor, Resources
 from vorchd.sim import fleet as fleets
@@ -342,24 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     @return: the exit status: 0 done, 1 failed (a file or option it cannot use), 2 wrong
         usage.
     """
-    try:
-        options = build_parser().parse_args(argv)
-    except SystemExit as e:  # argparse: --help (0) or wrong usage (2)
-        return e.code if isinstance(e.code, int) else 2
-    try:
+
+    def work(options: argparse.Namespace) -> None:
         fleet = load_fleet(options)
         trace, ratios, outcomes = simulate(options, fleet, options.policies, sys.stderr)
         output(options, fleet, trace, ratios, outcomes, sys.stdout, sys.stderr)
-    except (SimError, InputFileError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    return 0
+
+    return run_main(PROG, build_parser(), argv, work, (SimError, InputFileError))
 
 
 if __name__ == "__main__":

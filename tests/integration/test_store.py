@@ -228,13 +228,14 @@ class OutageTests(TestCase):
         if probe is not None:
             self.assertEqual(await probe, [])
         # Until every connection of the pool has reconnected, a call may still fail at
-        # once on one that has not; within a bounded while, calls work again.
-        for _ in range(500):
+        # once on one that has not (txredisapi backs off up to 10 s between tries); well
+        # within a deadline that only catches a hang, calls work again.
+        for _ in range(600):
             try:
                 await store.pm_ids()
                 break
             except StoreUnavailable:
-                await task.deferLater(reactor, 0.01, lambda: None)
+                await task.deferLater(reactor, 0.05, lambda: None)
         self.assertIsNone(store.down)
         self.assertEqual(await store.pm_ids(), [])
 

@@ -465,8 +465,15 @@ class LibvirtdPM:
             f'host_uuid = "{self.host_uuid}"\n'
             'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
         )
-        # Without this all PMs share the host's cgroup tree, and equal domain names collide.
-        (etc / "qemu.conf").write_text("cgroup_controllers = [ ]\n")
+        # Without cgroup_controllers all PMs share the host's cgroup tree, and equal domain
+        # names collide. The migration settings make an incoming live migration (and its
+        # disk copy) listen on, and be reached at, the PM's own address: by default the
+        # target offers its hostname, which nothing resolves.
+        (etc / "qemu.conf").write_text(
+            "cgroup_controllers = [ ]\n"
+            f'migration_host = "{self.address}"\n'
+            f'migration_address = "{self.address}"\n'
+        )
         (etc / "qemu.conf").chmod(0o600)
         # QEMU's capabilities, probed once by the host's libvirtd: each PM would take about
         # 4 s to probe them again. libvirtd checks the cache and probes anew if it is stale.

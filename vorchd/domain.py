@@ -127,6 +127,23 @@ def volume_name(fleet: str, vmid: int) -> str:
     return f"{fleet_prefix(fleet)}{vmid}.qcow2"
 
 
+def mark_volume_name(fleet: str, pmid: int) -> str:
+    """
+    The name of the tiny volume that marks PM C{pmid} of fleet C{fleet} in its pool: PMs
+    whose pools are one shared directory see each other's marks.
+    """
+    return f"{fleet_prefix(fleet)}pm-{pmid}.mark"
+
+
+def mark_pmid(fleet: str, name: str) -> int | None:
+    """
+    The pmid whose mark (L{mark_volume_name}) of fleet C{fleet} the volume C{name} is, or
+    None if it is no such mark.
+    """
+    m = re.fullmatch(re.escape(fleet_prefix(fleet)) + r"pm-([0-9]+)\.mark", name)
+    return int(m.group(1)) if m else None
+
+
 def base_volume_name(fleet: str, image_id: int, digest: str) -> str:
     """
     The name of an image's base copy in a PM's pool, shared by all VMs of that image;
@@ -163,7 +180,7 @@ def _name_element(parent: ET.Element, name: str) -> None:
         _sub(parent, tag, name)
 
 
-def metadata_element(spec: VMSpec) -> ET.Element:
+def metadata_element(spec: VMSpec | VM) -> ET.Element:
     """
     vorchd's C{<metadata>} child: the VM's ids, name and flavor.
     """
@@ -220,6 +237,48 @@ def domain_xml(spec: VMSpec) -> str:
     return ET.tostring(dom, encoding="unicode")
 
 
+# What comes before <metadata> in libvirt's domain XML.
+_BEFORE_METADATA = {"name", "uuid", "genid", "title", "description"}
+
+
+def with_metadata(xml: str, vm: VM) -> str:
+    """
+    The domain XML C{xml} (as libvirt gives it) with vorchd's metadata made C{vm}'s (its
+    pmid, say, for the PM it migrates to), and nothing else changed.
+    """
+    root = ET.fromstring(xml)
+    meta = root.find("metadata")
+    if meta is None:
+        meta = ET.Element("metadata")
+        # libvirt expects it right after the name, uuid, title and description.
+        after = [i for i, el in enumerate(root) if el.tag in _BEFORE_METADATA]
+        root.insert(after[-1] + 1 if after else 0, meta)
+    for old in meta.findall(f"{{{METADATA_NS}}}vm"):
+        meta.remove(old)
+    meta.append(metadata_element(vm))
+    return ET.tostring(root, encoding="unicode")
+
+
+def resized_xml(xml: str, vm: VM) -> str:
+    """
+    The domain XML C{xml} (as libvirt gives it) with C{vm.flavor}'s vCPUs and memory, and
+    C{vm}'s metadata; its domain type, devices (its disk and console) and the rest kept.
+    """
+    root = ET.fromstring(with_metadata(xml, vm))
+    memory, vcpu = root.find("memory"), root.find("vcpu")
+    if memory is None:
+        memory = _sub(root, "memory")
+    if vcpu is None:
+        vcpu = _sub(root, "vcpu")
+    for el in (memory, root.find("currentMemory")):
+        if el is not None:
+            el.attrib = {"unit": "MiB"}
+            el.text = str(vm.flavor.ram)
+    vcpu.attrib.pop("current", None)
+    vcpu.text = str(vm.flavor.cpu)
+    return ET.tostring(root, encoding="unicode")
+
+
 def parse_metadata(xml: str) -> dict[str, object]:
     """
     Read back what L{metadata_element} wrote, from a domain's XML or the element alone.
@@ -274,6 +333,17 @@ def base_volume_xml(name: str, size_bytes: int) -> str:
     _sub(target, "format", type="raw")
     # qemu runs as another user and must read the base through the overlay.
     _sub(_sub(target, "permissions"), "mode", "0644")
+    return ET.tostring(vol, encoding="unicode")
+
+
+def mark_volume_xml(name: str) -> str:
+    """
+    An empty raw volume, a PM's mark in its pool (L{mark_volume_name}).
+    """
+    vol = ET.Element("volume")
+    _sub(vol, "name", name)
+    _sub(vol, "capacity", 0, unit="bytes")
+    _sub(_sub(vol, "target"), "format", type="raw")
     return ET.tostring(vol, encoding="unicode")
 
 

@@ -14,7 +14,13 @@ from zope.interface import Interface
 
 from vorchd.domain import VM
 from vorchd.hypervisor.fake import FakeHypervisor, Gate
-from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.hypervisor.interface import (
+    HostUnreachable,
+    HypervisorError,
+    IHypervisor,
+    NoSuchVM,
+    WrongState,
+)
 from vorchd.hypervisor.service import Hypervisors, ThreadedHypervisor
 from vorchd.hypervisor.threaded import methods_of, threaded
 from vorchd.model import Flavor, Resources
@@ -151,6 +157,41 @@ class HypervisorsTests(TestCase):
         with self.assertRaises(HypervisorError):
             await self.hypervisors.on(1).destroy_vm("d", "v")
         self.assertTrue(self.hypervisors.is_up(1))
+
+    async def test_vm_life(self):
+        """
+        A VM's life goes through the service like the rest: each change answered once
+        done; a L{WrongState} or L{NoSuchVM} arrives as itself, and the PM stays up.
+        """
+        pm = self.hypervisors.on(1)
+        await pm.create_vm(SPEC, "/base.img", "raw")
+        await pm.suspend_vm(SPEC.domain_name)
+        self.assertEqual(await pm.vm_state(SPEC.domain_name), "paused")
+        with self.assertRaises(WrongState) as e:
+            await pm.suspend_vm(SPEC.domain_name)
+        self.assertEqual(e.exception.state, "paused")
+        await pm.stop_vm(SPEC.domain_name, 1.0)
+        self.assertEqual(await pm.vm_state(SPEC.domain_name), "shutoff")
+        with self.assertRaises(NoSuchVM):
+            await pm.start_vm("vorchd-f1-404")
+        self.assertTrue(self.hypervisors.is_up(1))
+        self.assertEqual(self.pm.done.count("suspend_vm"), 1)
+        self.assertNotIn("start_vm", self.pm.done)
+
+    async def test_migrate_between_fakes(self):
+        """
+        A fake PM migrates a VM to the fake at the target's URI, through the service.
+        """
+        target = FakeHypervisor("fake:///pm2")
+        self.hypervisors.add(2, target)
+        await self.hypervisors.connect(2)
+        await self.hypervisors.on(1).create_vm(SPEC, "/base.img", "raw")
+        moved = VM(SPEC.fleet, SPEC.vmid, SPEC.name, SPEC.flavor, SPEC.image_id, 2)
+        await self.hypervisors.on(2).prepare_incoming(moved, "/base.img", "raw")
+        await self.hypervisors.on(1).migrate_vm(moved, target.uri, False)
+        self.assertEqual(await self.hypervisors.on(2).vm_state(SPEC.domain_name), "running")
+        self.assertEqual(target.domains[SPEC.domain_name].metadata["pmid"], 2)
+        self.assertEqual(self.pm.domains, {})
 
     async def test_unknown_pm(self):
         """

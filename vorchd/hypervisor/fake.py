@@ -5,7 +5,9 @@ domains, volumes and pools kept in dicts, and switches for each way a real one f
 It is trusted only because it passes the same tests as L{LibvirtHost} against libvirt's
 test driver and a real libvirtd (C{tests/system/test_hypervisor_interface.py}). Use it to test
 what lies above the hypervisor (the service's thread pool, timeouts and late undo; the
-fleet's create, destroy and reconcile) without libvirt, and to make it fail on demand.
+fleet's create, destroy, moves and reconcile) without libvirt, and to make it fail on
+demand. Its VMs' life once made, and their moves between fakes, are in
+L{vorchd.hypervisor.fakeguests}.
 """
 
 from __future__ import annotations
@@ -15,22 +17,34 @@ import threading
 import time
 from collections.abc import Callable
 
-from attrs import define
 from zope.interface import implementer
 
 from vorchd import domain
 from vorchd.domain import VM, VMSpec
+from vorchd.hypervisor.fakeguests import (
+    FAKE_DOMAIN_TYPE,
+    FakeDomain,
+    FakeGuests,
+    FakeVolume,
+    fake_at,
+    register,
+)
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images.copies import source_digest
 from vorchd.model import Resources
 
-GIB = 1024**3
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "FAKE_DOMAIN_TYPE",
+    "FakeDomain",
+    "FakeHypervisor",
+    "FakeVolume",
+    "Gate",
+    "fake_at",
+]
 
 #: A fake PM's capacity unless given.
 DEFAULT_CAPACITY = Resources(cpu=4, ram=4096, disk=100)
-
-#: The domain type a fake PM's VMs run under (what L{FakeHypervisor.create_vm} answers).
-FAKE_DOMAIN_TYPE = "fake"
 
 
 class Gate:
@@ -66,37 +80,12 @@ class Gate:
         self._open.set()
 
 
-@define
-class FakeVolume:
-    """
-    A volume of a fake pool: its path, size in bytes, and the path of the volume it is an
-    overlay on (None for a base copy).
-    """
-
-    path: str
-    capacity: int
-    backing: str | None = None
-
-
-@define
-class FakeDomain:
-    """
-    A fake PM's domain: its definition (libvirt XML, as vorchd builds it) and whether it
-    runs.
-    """
-
-    xml: str
-    running: bool = False
-
-    @property
-    def metadata(self) -> dict:
-        return domain.parse_metadata(self.xml)
-
-
 @implementer(IHypervisor)
-class FakeHypervisor:
+class FakeHypervisor(FakeGuests):
     """
-    A PM of C{capacity} in memory. Its methods are safe to call from several threads.
+    A PM of C{capacity} in memory, reached by other fakes at C{uri} (L{fake_at}: a live
+    migration goes there). Its methods are safe to call from several threads. Fakes
+    given one C{pools} dict share their pools, as PMs whose pools are one directory.
 
     Its state, to look at (and to arrange) from tests:
 
@@ -120,6 +109,12 @@ class FakeHypervisor:
     @ivar delays: method name -> seconds each of its calls sleeps (in its thread) before
         doing its work: a slow PM, or, past the service's timeout, a late success.
     @ivar gates: method name -> a L{Gate} each of its calls waits at before doing its work.
+    @ivar ignores_acpi: True makes its guests ignore a shutdown request, as vorchd's test
+        guests do: L{stop_vm} and L{resize_vm} then wait their whole timeout (sleeping in
+        their thread) before forcing them off.
+    @ivar resize_failure: a reason, to make L{resize_vm} fail after the shutdown, once
+        (as libvirt's does) it has put the old definition back and started the domain
+        again if it was active.
     """
 
     def __init__(
@@ -128,13 +123,14 @@ class FakeHypervisor:
         capacity: Resources = DEFAULT_CAPACITY,
         pool_name: str = "vorchd",
         pool_path: str = "/var/lib/vorchd/pool",
+        pools: dict[str, dict[str, FakeVolume]] | None = None,
     ):
         self.uri = uri
         self.capacity = capacity
         self.pool_name = pool_name
         self.pool_path = pool_path
         self.on_close: Callable[[str], object] | None = None
-        self.pools: dict[str, dict[str, FakeVolume]] = {}
+        self.pools: dict[str, dict[str, FakeVolume]] = {} if pools is None else pools
         self.domains: dict[str, FakeDomain] = {}
         self.uploads: list[str] = []
         self.done: list[str] = []
@@ -143,8 +139,11 @@ class FakeHypervisor:
         self.start_failure: str | None = None
         self.delays: dict[str, float] = {}
         self.gates: dict[str, Gate] = {}
+        self.ignores_acpi = False
+        self.resize_failure: str | None = None
         self._connected = False
         self.lock = threading.RLock()
+        register(self)
 
     # -- switches -------------------------------------------------------------------------
 
@@ -253,9 +252,7 @@ class FakeHypervisor:
         name, volume = vm.domain_name, vm.volume_name
         with self.lock:
             pool = self._pool()
-            path = os.path.join(self.pool_path, volume)
-            disk = FakeVolume(path, vm.flavor.disk * GIB, base_path)
-            pool[volume] = disk
+            disk = self._new_disk(vm, base_path)
             if name in self.domains:
                 del pool[volume]
                 raise HypervisorError(f"{self.uri}: defining domain: '{name}' already exists")
@@ -268,15 +265,16 @@ class FakeHypervisor:
                 raise HypervisorError(
                     f"{self.uri}: starting {FAKE_DOMAIN_TYPE} domain: {self.start_failure}"
                 )
-            self.domains[name].running = True
+            self.domains[name].state = "running"
         self._did("create_vm")
         return FAKE_DOMAIN_TYPE
 
-    def destroy_vm(self, domain_name: str, volume_name: str) -> bool:
+    def destroy_vm(self, domain_name: str, volume_name: str | None) -> bool:
         self._enter("destroy_vm")
         with self.lock:
             found = self.domains.pop(domain_name, None) is not None
-            self._pool().pop(volume_name, None)
+            if volume_name is not None:
+                self._pool().pop(volume_name, None)
         self._did("destroy_vm")
         return found
 

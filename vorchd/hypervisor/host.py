@@ -1,7 +1,9 @@
 """
 One PM's hypervisor through one long-lived libvirt connection: L{LibvirtHost}, which
 provides L{IHypervisor}. The connection and discovery are here; base copies of images
-are in L{vorchd.images.copies}, VMs in L{vorchd.hypervisor.vms}.
+are in L{vorchd.images.copies}, VMs made and removed in L{vorchd.hypervisor.vms}, their
+life (stop, start, resize...) in L{vorchd.hypervisor.running}, and moves between PMs in
+L{vorchd.hypervisor.moves}.
 
 Everything here blocks: it is only ever called from the thread pool that
 L{vorchd.hypervisor.service.Hypervisors} owns, never from the reactor thread.
@@ -22,7 +24,7 @@ from zope.interface import implementer
 
 from vorchd import domain
 from vorchd.domain import VM
-from vorchd.hypervisor import vms
+from vorchd.hypervisor import moves, running, vms
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images import copies as base_copies
 from vorchd.images.copies import source_digest
@@ -291,7 +293,8 @@ class LibvirtHost:
         except libvirt.libvirtError as e:
             raise self.failed("listing volumes", e) from None
 
-    # -- base copies and VMs: see vorchd/images/copies.py and vms.py ----------------------
+    # -- base copies, VMs and moves: see vorchd/images/copies.py, vms.py, running.py and
+    # moves.py ----------------------------------------------------------------------------
 
     def ensure_base(self, fleet: str, image_id: int, source: str) -> tuple[str, str]:
         return base_copies.ensure_base(self, fleet, image_id, source)
@@ -302,7 +305,7 @@ class LibvirtHost:
     def create_vm(self, vm: VM, base_path: str, base_format: str) -> str:
         return vms.create_vm(self, vm, base_path, base_format)
 
-    def destroy_vm(self, domain_name: str, volume_name: str) -> bool:
+    def destroy_vm(self, domain_name: str, volume_name: str | None) -> bool:
         return vms.destroy_vm(self, domain_name, volume_name)
 
     def domain_names(self) -> set[str]:
@@ -310,3 +313,42 @@ class LibvirtHost:
 
     def fleet_domains(self, fleet: str, known: frozenset[str] = frozenset()) -> list[dict]:
         return vms.fleet_domains(self, fleet, known)
+
+    def vm_state(self, domain_name: str) -> str:
+        return running.vm_state(self, domain_name)
+
+    def stop_vm(self, domain_name: str, timeout: float) -> None:
+        running.stop_vm(self, domain_name, timeout)
+
+    def start_vm(self, domain_name: str) -> None:
+        running.start_vm(self, domain_name)
+
+    def reboot_vm(self, domain_name: str) -> None:
+        running.reboot_vm(self, domain_name)
+
+    def suspend_vm(self, domain_name: str) -> None:
+        running.suspend_vm(self, domain_name)
+
+    def resume_vm(self, domain_name: str) -> None:
+        running.resume_vm(self, domain_name)
+
+    def resize_vm(self, vm: VM, timeout: float) -> None:
+        running.resize_vm(self, vm, timeout)
+
+    def migrate_vm(self, vm: VM, target_uri: str, shared: bool) -> None:
+        moves.migrate_vm(self, vm, target_uri, shared)
+
+    def prepare_incoming(self, vm: VM, base_path: str, base_format: str) -> None:
+        moves.prepare_incoming(self, vm, base_path, base_format)
+
+    def export_disk(self, volume_name: str, path: str) -> None:
+        moves.export_disk(self, volume_name, path)
+
+    def import_disk(self, volume_name: str, path: str) -> None:
+        moves.import_disk(self, volume_name, path)
+
+    def define_vm(self, vm: VM) -> str:
+        return vms.define_vm(self, vm)
+
+    def pool_marks(self, fleet: str, pmid: int) -> frozenset[int]:
+        return moves.pool_marks(self, fleet, pmid)

@@ -1,5 +1,5 @@
 """
-What vorchd asks of one PM's hypervisor: L{IHypervisor}, and the two errors it raises.
+What vorchd asks of one PM's hypervisor: L{IHypervisor}, and the errors it raises.
 
 Every method blocks. L{vorchd.hypervisor.service.Hypervisors} runs them in its thread pool,
 never in the reactor thread, and callers reach them typed through
@@ -26,6 +26,57 @@ class HostUnreachable(HypervisorError):
     """
     The PM's connection is gone (or was never made).
     """
+
+
+class NoSuchVM(HypervisorError):
+    """
+    The domain asked for does not exist on this PM.
+    """
+
+
+class WrongState(HypervisorError):
+    """
+    The domain is not in a state that allows the operation; the message says which state
+    it is in (C{"... vorchd-ab12-7 is shut off"}).
+
+    @ivar state: that state, one of L{VM_STATES}.
+    """
+
+    def __init__(self, message: str, state: str | None = None):
+        super().__init__(message)
+        self.state = state
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.state))
+
+
+#: What L{IHypervisor.vm_state} answers, and how a message says that a domain is in it.
+VM_STATES = {
+    "running": "running",
+    "paused": "paused",
+    "shutoff": "shut off",
+    "shutdown": "shutting down",
+    "crashed": "crashed",
+    "pmsuspended": "suspended by its guest",
+    "blocked": "blocked",
+    "nostate": "in no state",
+    "missing": "missing",
+}
+
+
+def no_such_vm(uri: str, domain_name: str) -> NoSuchVM:
+    """
+    The error for a domain C{domain_name} that the PM at C{uri} does not have.
+    """
+    return NoSuchVM(f"{uri}: no domain {domain_name}")
+
+
+def wrong_state(uri: str, domain_name: str, state: str) -> WrongState:
+    """
+    The error for a domain C{domain_name} in C{state} (one of L{VM_STATES}) on the PM at
+    C{uri}.
+    """
+    return WrongState(f"{uri}: {domain_name} is {VM_STATES.get(state, state)}", state)
 
 
 class IHypervisor(Interface):
@@ -104,10 +155,12 @@ class IHypervisor(Interface):
         @return: the domain type it runs under (C{kvm}, C{qemu}, or a driver's own).
         """
 
-    def destroy_vm(domain_name: str, volume_name: str) -> bool:
+    def destroy_vm(domain_name: str, volume_name: str | None) -> bool:
         """
         Stop and undefine the domain, and delete its disk. Either may be gone already.
 
+        @param volume_name: the disk to delete, or None to keep it (a disk in a pool that
+            another PM shares, where the domain runs now).
         @return: whether the domain was still there.
         """
 
@@ -127,4 +180,145 @@ class IHypervisor(Interface):
     def volume_names() -> set[str]:
         """
         The names of the volumes in the PM's VM pool: base copies and VM disks.
+        """
+
+    # -- one VM's life: see also vorchd.hypervisor.running ---------------------------------
+
+    def vm_state(domain_name: str) -> str:
+        """
+        The domain's state now: one of L{VM_STATES} (C{running}, C{paused}, C{shutoff},
+        C{shutdown} while it shuts down, C{crashed}, C{pmsuspended}, C{blocked},
+        C{nostate}), or C{missing} when the PM has no such domain (not an error).
+        """
+
+    def stop_vm(domain_name: str, timeout: float) -> None:
+        """
+        Shut the domain down: ask its guest (ACPI power button), wait up to C{timeout}
+        seconds for it to be shut off, then force it off. A paused (or crashed, or
+        guest-suspended) domain is forced off at once. It stays defined, its disk kept.
+
+        @raise NoSuchVM: there is no such domain.
+        @raise WrongState: it is shut off already.
+        """
+
+    def start_vm(domain_name: str) -> None:
+        """
+        Start a shut off (or crashed) domain.
+
+        @raise NoSuchVM: there is no such domain.
+        @raise WrongState: it is running, paused or otherwise active.
+        """
+
+    def reboot_vm(domain_name: str) -> None:
+        """
+        Reset a running domain: a hard reboot, like the reset button, without asking its
+        guest (vorchd's test guests, bare boot sectors, would ignore an ACPI request).
+
+        @raise NoSuchVM: there is no such domain.
+        @raise WrongState: it is not running.
+        """
+
+    def suspend_vm(domain_name: str) -> None:
+        """
+        Pause a running domain (its guest keeps its memory and stops running).
+
+        @raise NoSuchVM: there is no such domain.
+        @raise WrongState: it is not running.
+        """
+
+    def resume_vm(domain_name: str) -> None:
+        """
+        Let a paused domain run again.
+
+        @raise NoSuchVM: there is no such domain.
+        @raise WrongState: it is not paused.
+        """
+
+    def resize_vm(vm: VM, timeout: float) -> None:
+        """
+        Give the existing domain C{vm.domain_name} the flavor C{vm.flavor}: an active one
+        is shut down as L{stop_vm} does (C{timeout}, then forced), its disk
+        C{vm.volume_name} grown to C{vm.flavor.disk} GiB if smaller, the domain redefined
+        with the new vCPUs, memory and metadata (its domain type, disk and console kept),
+        and started again if it was active (a paused one comes back running). A disk is
+        never shrunk. On libvirt's test driver, whose volumes cannot be resized, the disk
+        keeps its size.
+
+        If anything fails after the shutdown, the old definition is put back and a domain
+        that was active is started again (a disk already grown stays grown).
+
+        @raise NoSuchVM: there is no such domain.
+        @raise HypervisorError: the new disk is smaller than the volume (nothing is
+            changed), the volume is missing, or the resize failed (and was undone).
+        """
+
+    # -- moving a VM to another PM: see also vorchd.hypervisor.moves -----------------------
+
+    def migrate_vm(vm: VM, target_uri: str, shared: bool) -> None:
+        """
+        Live-migrate the active domain C{vm.domain_name} to the PM at C{target_uri}
+        (peer to peer: this PM's libvirtd connects to the target's), which then keeps it
+        persistently, with its metadata's C{pmid} made C{vm.pmid} (the target's). The
+        domain is undefined here.
+
+        Unless C{shared} (the two PMs' pools are one directory), the disk is copied on the
+        way, into the overlay the target must already have (L{prepare_incoming} there),
+        and deleted here after success (a delete that fails then is only logged).
+
+        @raise NoSuchVM: there is no such domain.
+        @raise WrongState: it is shut off (move it with L{export_disk} instead).
+        @raise HypervisorError: the migration failed; the domain still runs here, as it
+            did (libvirt guarantees that of a failed peer-to-peer migration), its disk
+            kept. libvirt's test driver cannot migrate at all.
+        """
+
+    def prepare_incoming(vm: VM, base_path: str, base_format: str) -> None:
+        """
+        Make the VM's own disk C{vm.volume_name} here, as L{create_vm} does (an overlay on
+        the base copy at C{base_path}, replacing a stale one of that name), without
+        defining a domain: the target's side of L{migrate_vm} or of a cold move
+        (L{import_disk}, L{define_vm}).
+        """
+
+    def export_disk(volume_name: str, path: str) -> None:
+        """
+        Copy the bytes of the volume C{volume_name} (a shut off VM's disk) into the file
+        C{path} on the daemon's own machine, through a libvirt stream. On libvirt's test
+        driver, whose volumes hold no data, only checks that the volume exists.
+
+        @raise HypervisorError: there is no such volume, or the copy failed (a partial file
+            is removed).
+        """
+
+    def import_disk(volume_name: str, path: str) -> None:
+        """
+        Copy the file C{path} on the daemon's machine (made by L{export_disk} on another
+        PM) into the volume C{volume_name} made by L{prepare_incoming}, through a libvirt
+        stream. The file's qcow2 header names its base copy by path, so both PMs must keep
+        their pools at one path. On libvirt's test driver, whose volumes hold no data, only
+        checks that the volume exists.
+
+        @raise HypervisorError: there is no such volume, C{path} cannot be read, or the
+            copy failed.
+        """
+
+    def define_vm(vm: VM) -> str:
+        """
+        Define, and not start, the persistent domain of C{vm} over its existing disk
+        C{vm.volume_name} here (imported, or in a shared pool made by another PM), as
+        L{create_vm} would (same domain type choice, console log, metadata).
+
+        @return: the domain type it will run under.
+        @raise HypervisorError: there is no such volume, or a domain of that name exists.
+        """
+
+    def pool_marks(fleet: str, pmid: int) -> frozenset[int]:
+        """
+        Make sure the PM's pool holds the mark of PM C{pmid} of fleet C{fleet} (a tiny
+        volume, L{vorchd.domain.mark_volume_name}), and tell which PMs' marks of that
+        fleet it holds, its own included: PMs whose pools are one shared directory see
+        each other's. The pool is read afresh (unless libvirt refuses because an upload
+        into it runs: then as this PM last saw it).
+
+        @return: the pmids of the marks found.
         """

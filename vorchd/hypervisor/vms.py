@@ -1,6 +1,7 @@
 """
-VMs on a libvirt PM: each one's own overlay disk and persistent domain, made and started,
-stopped and removed, and the domains a PM has, listed.
+VMs on a libvirt PM: each one's own overlay disk and persistent domain, made and started
+(or only defined, for a VM moved here), stopped and removed, and the domains a PM has,
+listed.
 
 Everything here blocks, like the L{LibvirtHost} whose connection it uses.
 """
@@ -15,7 +16,7 @@ import libvirt
 from vorchd import domain
 from vorchd.domain import VM, VMSpec
 from vorchd.hypervisor.interface import HypervisorError
-from vorchd.images.copies import delete_volume
+from vorchd.images.copies import delete_volume, find_volume
 
 if TYPE_CHECKING:
     from vorchd.hypervisor.host import LibvirtHost
@@ -28,35 +29,70 @@ def create_vm(host: LibvirtHost, vm: VM, base_path: str, base_format: str) -> st
     Where C{host.domain_type} is C{auto} and a KVM domain will not start (say /dev/kvm is
     not the qemu user's), it is started emulated, and KVM is no longer tried on that PM.
     """
-    pool = host.pool()
-    stale = host.volume(pool, vm.volume_name)
-    if stale is not None:
-        # Left by a create that died half-way: vmids are never reused, so it is ours.
-        delete_volume(stale)
-    try:
-        overlay = pool.createXML(
-            domain.overlay_volume_xml(vm.volume_name, vm.flavor.disk, base_path, base_format),
-            0,
-        )
-    except libvirt.libvirtError as e:
-        raise host.failed("creating disk", e) from None
+    overlay = make_overlay(host, vm, base_path, base_format)
     try:
         kind = host.domain_type_here()
-        console = None
-        if host.console_log_dir and kind != "test":
-            console = os.path.join(host.console_log_dir, f"{vm.domain_name}-serial.log")
         try:
-            define_and_start(host, VMSpec.of(vm, kind, overlay.path(), console))
+            define_and_start(host, spec_here(host, vm, kind, overlay.path()))
         except HypervisorError:
             if kind != "kvm" or host.domain_type != "auto":
                 raise
             host.kvm_failed()
             kind = "qemu"
-            define_and_start(host, VMSpec.of(vm, kind, overlay.path(), console))
+            define_and_start(host, spec_here(host, vm, kind, overlay.path()))
         return kind
     except BaseException:
         delete_volume(overlay)
         raise
+
+
+def make_overlay(
+    host: LibvirtHost, vm: VM, base_path: str, base_format: str
+) -> libvirt.virStorageVol:
+    """
+    Make the VM's own disk in C{host}'s pool, an overlay on the base copy at C{base_path},
+    replacing one of that name that a create or a move which died half-way left.
+    """
+    pool = host.pool()
+    stale = host.volume(pool, vm.volume_name)
+    if stale is not None:
+        # vmids are never reused, so it is ours.
+        delete_volume(stale)
+    try:
+        return pool.createXML(
+            domain.overlay_volume_xml(vm.volume_name, vm.flavor.disk, base_path, base_format),
+            0,
+        )
+    except libvirt.libvirtError as e:
+        raise host.failed("creating disk", e) from None
+
+
+def spec_here(host: LibvirtHost, vm: VM, kind: str, disk_path: str) -> VMSpec:
+    """
+    The spec of C{vm}'s domain on C{host}, of type C{kind} on the disk at C{disk_path}, its
+    serial console written into C{host.console_log_dir} if there is one.
+    """
+    console = None
+    if host.console_log_dir and kind != "test":
+        console = os.path.join(host.console_log_dir, f"{vm.domain_name}-serial.log")
+    return VMSpec.of(vm, kind, disk_path, console)
+
+
+def define_vm(host: LibvirtHost, vm: VM) -> str:
+    """
+    L{IHypervisor.define_vm} on C{host}.
+    """
+    vol = find_volume(host, vm.volume_name)
+    if vol is None:
+        raise HypervisorError(
+            f"{host.uri}: no disk {vm.volume_name} to define {vm.domain_name} on"
+        )
+    kind = host.domain_type_here()
+    try:
+        host.conn.defineXML(domain.domain_xml(spec_here(host, vm, kind, vol.path())))
+    except libvirt.libvirtError as e:
+        raise host.failed(f"defining {vm.domain_name}", e) from None
+    return kind
 
 
 def define_and_start(host: LibvirtHost, spec: VMSpec) -> None:
@@ -88,7 +124,7 @@ def _remove_domain(dom: libvirt.virDomain) -> None:
         dom.undefine()
 
 
-def destroy_vm(host: LibvirtHost, domain_name: str, volume_name: str) -> bool:
+def destroy_vm(host: LibvirtHost, domain_name: str, volume_name: str | None) -> bool:
     """
     L{IHypervisor.destroy_vm} on C{host}.
     """
@@ -104,7 +140,7 @@ def destroy_vm(host: LibvirtHost, domain_name: str, volume_name: str) -> bool:
             _remove_domain(dom)
         except libvirt.libvirtError as e:
             raise host.failed(f"removing {domain_name}", e) from None
-    vol = host.volume(host.pool(), volume_name)
+    vol = None if volume_name is None else find_volume(host, volume_name)
     if vol is not None:
         try:
             vol.delete(0)

@@ -1,13 +1,14 @@
 """
 Images on a libvirt PM: each image's base copy in the PM's pool, uploaded through
 libvirt's own volume stream and checked by reading it back, and pruned once no VM disk is
-built on it.
+built on it; and volumes downloaded whole (a VM's disk, moved to another PM).
 
 Everything here blocks, like the L{LibvirtHost} whose connection it uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -69,23 +70,34 @@ def ensure_base(host: LibvirtHost, fleet: str, image_id: int, source: str) -> tu
     this daemon uses it (C{host.verified} remembers it), so a copy a crash left
     half-uploaded is replaced. The test driver cannot upload: there the volume is made
     without content (it runs no guest anyway).
+
+    In a pool that is one directory shared with other PMs, a copy another PM made is not
+    listed here until the pool is refreshed, and libvirt refuses to make its file again:
+    then it is found by a refresh, and used once checked (if it is not right, it may still
+    be being uploaded: that fails, and the next call, finding it listed, replaces it).
     """
     digest, size, fmt = source_digest(source)
     name = domain.base_volume_name(fleet, image_id, digest)
     pool = host.pool()
     vol = host.volume(pool, name)
-    if vol is not None and (host.is_test_driver or host.verified.get(name) == digest):
+    if vol is not None and _is_right(host, vol, digest, size):
         return vol.path(), fmt
     if vol is not None:
-        if checksum(host, vol, size) == digest:
-            host.verified[name] = digest
-            return vol.path(), fmt
         log.warn("{uri}: base copy {name} is damaged; uploading it again", uri=host.uri, name=name)
         delete_volume(vol)
     try:
         vol = pool.createXML(domain.base_volume_xml(name, size), 0)
     except libvirt.libvirtError as e:
-        raise host.failed(f"creating volume {name}", e) from None
+        error = host.failed(f"creating volume {name}", e)
+        theirs = made_elsewhere(host, pool, name)
+        if theirs is None:
+            raise error from None
+        if not _is_right(host, theirs, digest, size):
+            raise HypervisorError(
+                f"{host.uri}: base copy {name}, made by another PM sharing the pool, is "
+                "not right (yet)"
+            ) from None
+        return theirs.path(), fmt
     if not host.is_test_driver:
         try:
             upload(host, vol, source, size)
@@ -94,6 +106,34 @@ def ensure_base(host: LibvirtHost, fleet: str, image_id: int, source: str) -> tu
             raise
         host.verified[name] = digest
     return vol.path(), fmt
+
+
+def _is_right(host: LibvirtHost, vol: libvirt.virStorageVol, digest: str, size: int) -> bool:
+    """
+    Whether the base copy C{vol} holds the image of checksum C{digest} (C{size} bytes):
+    read back once, then remembered in C{host.verified}.
+    """
+    name = vol.name()
+    if host.is_test_driver or host.verified.get(name) == digest:
+        return True
+    if checksum(host, vol, size) == digest:
+        host.verified[name] = digest
+        return True
+    return False
+
+
+def made_elsewhere(
+    host: LibvirtHost, pool: libvirt.virStoragePool, name: str
+) -> libvirt.virStorageVol | None:
+    """
+    The volume C{name} if another PM sharing C{pool}'s directory made it: found once the
+    pool is refreshed (None if it is not there, or libvirt refuses a refresh now).
+    """
+    try:
+        pool.refresh(0)
+    except libvirt.libvirtError:
+        return None
+    return host.volume(pool, name)
 
 
 def prune_bases(host: LibvirtHost, fleet: str) -> list[str]:
@@ -147,6 +187,41 @@ def upload(host: LibvirtHost, vol: libvirt.virStorageVol, source: str, size: int
         if isinstance(e, OSError):
             raise HypervisorError(f"image {source}: {e.strerror}") from None
         raise host.failed(f"uploading {source}", e) from None
+
+
+def find_volume(host: LibvirtHost, name: str) -> libvirt.virStorageVol | None:
+    """
+    The volume C{name} of C{host}'s pool, or None; looked for again after a refresh if the
+    pool does not list it (in a pool shared with other PMs, another may have made it).
+    """
+    pool = host.pool()
+    return host.volume(pool, name) or made_elsewhere(host, pool, name)
+
+
+def download(host: LibvirtHost, vol: libvirt.virStorageVol, path: str) -> None:
+    """
+    Copy every byte of C{vol} into the local file C{path} (made readable by its owner
+    only), through a libvirt stream; on failure no file is left.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as e:
+        raise HypervisorError(f"disk file {path}: {e.strerror}") from None
+    stream = host.conn.newStream(0)
+    try:
+        with open(fd, "wb") as f:
+            vol.download(stream, 0, 0, 0)
+            # A blocking stream answers bytes, and b"" at the end.
+            while data := stream.recv(UPLOAD_CHUNK):
+                f.write(data)
+            stream.finish()
+    except (libvirt.libvirtError, OSError) as e:
+        _abort(stream)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        if isinstance(e, OSError):
+            raise HypervisorError(f"disk file {path}: {e.strerror}") from None
+        raise host.failed(f"downloading {vol.name()}", e) from None
 
 
 def checksum(host: LibvirtHost, vol: libvirt.virStorageVol, size: int) -> str | None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from attrs import frozen
 
-from vorchd.model import RESOURCES, Resources
+from vorchd.model import RESOURCES, Flavor, Resources
 
 
 def limit(capacity: int, ratio: float) -> int:
@@ -61,7 +61,10 @@ NO_ROOM = "no_room"  # not enough free room under the ratios
 UNKNOWN_PM = "unknown_pm"  # the fleet has no such PM (any more)
 VMID_TAKEN = "vmid_taken"  # the vmid asked for holds a record already
 FAILED = "failed"  # its hypervisor failed to make the VM
-KINDS = (DOWN, DRAINED, NO_ROOM, UNKNOWN_PM, VMID_TAKEN, FAILED)
+# Why a running VM's change (a resize, a move) cannot begin.
+NO_VM = "no_vm"  # no created, active VM of that vmid
+BUSY = "busy"  # another change of that VM is under way
+KINDS = (DOWN, DRAINED, NO_ROOM, UNKNOWN_PM, VMID_TAKEN, FAILED, NO_VM, BUSY)
 
 
 @frozen
@@ -81,6 +84,8 @@ class Refusal:
             UNKNOWN_PM: "unknown PM",
             VMID_TAKEN: "vmid taken",
             FAILED: "",
+            NO_VM: "no such active VM",
+            BUSY: "busy",
         }[self.kind]
         if self.kind == NO_ROOM:
             return words + self.detail
@@ -104,3 +109,33 @@ def refusal(
         return Refusal(DRAINED)
     short = shortfall(free(capacity, used, ratios), wanted)
     return None if short is None else Refusal(NO_ROOM, short)
+
+
+@frozen
+class Change:
+    """
+    A change of a running VM that holds room until it is done or undone: a C{resize}
+    (on its own PM: the hold is what each resource grows by) or a C{move} (to another
+    PM: the hold is its whole flavor there).
+
+    @ivar pmid: the PM the VM is on once the change is done.
+    @ivar flavor: its flavor once the change is done.
+    @ivar op: the change's own token; C{owner}: the daemon making it.
+    """
+
+    kind: str
+    pmid: int
+    flavor: Flavor
+    hold: Resources
+    op: str
+    owner: str
+
+    @classmethod
+    def resize(cls, pmid: int, old: Resources, flavor: Flavor, op: str, owner: str) -> Change:
+        new = flavor.resources
+        hold = Resources(*(max(getattr(new, r) - getattr(old, r), 0) for r in RESOURCES))
+        return cls("resize", pmid, flavor, hold, op, owner)
+
+    @classmethod
+    def move(cls, pmid: int, flavor: Flavor, op: str, owner: str) -> Change:
+        return cls("move", pmid, flavor, flavor.resources, op, owner)

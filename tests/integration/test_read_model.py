@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from tests.harness import shared_redis, unique_prefix
 from vorchd.config import RedisAddress
 from vorchd.model import Flavor, Resources
+from vorchd.room import Change
 from vorchd.state import views
 from vorchd.state.feed import ChangeFeed
 from vorchd.state.model import FleetState
@@ -38,6 +39,9 @@ OPS = (
     "register",
     "adopt",
     "flavors",
+    "resize",
+    "move",
+    "end",
 )
 
 
@@ -125,6 +129,7 @@ class ModelTestsMixin:
         await store.set_flavors([Flavor(1, 1, 512, 1), Flavor(2, 2, 1024, 2)])
         await store.register_images([("/i/a.img", "a")])
         vms: dict[int, int] = {}
+        changes: dict[int, Change] = {}
         for op, number in ops:
             rng = random.Random(number)
             if op == "claim" and pmids:
@@ -163,6 +168,25 @@ class ModelTestsMixin:
                     vms[vmid] = pmid
             elif op == "flavors":
                 await store.set_flavors([Flavor(rng.randint(1, 4), 1, 512, 1)])
+            elif op in ("resize", "move") and vms and pmids:
+                vmid = rng.choice(sorted(vms))
+                if op == "resize":
+                    flavor = Flavor(2, rng.randint(1, 4), 1024, 2)
+                    change = Change.resize(
+                        vms[vmid], Resources(1, 512, 1), flavor, f"o{number}", "d"
+                    )
+                else:
+                    change = Change.move(
+                        rng.choice(pmids), Flavor(1, 1, 512, 1), f"o{number}", "d"
+                    )
+                if await store.begin_change(vmid, change, ONE) is None:
+                    changes[vmid] = change
+            elif op == "end" and changes:
+                vmid = rng.choice(sorted(changes))
+                change = changes.pop(vmid)
+                done = rng.random() < 0.5
+                if await store.end_change(vmid, change.op, done) and done and vmid in vms:
+                    vms[vmid] = change.pmid
 
     async def test_model_equals_snapshot_after_any_changes(self):
         """

@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 from tests.harness import RedisServer, free_port, shared_redis, unique_prefix
 from vorchd.config import RedisAddress
 from vorchd.model import Flavor, Resources
+from vorchd.room import Change
 from vorchd.store import Store, StoreUnavailable
 from vorchd.store.fake import FakeStore
 
@@ -137,6 +138,80 @@ class StoreTestsMixin:
         self.assertEqual(await self.used(self.pmid), Resources())
         self.assertEqual(await self.store.pm_vmids(self.pmid), [])
         self.assertFalse(await self.store.commit(vmid, self.pmid))
+
+    async def created(self, wanted=SMALL) -> int:
+        vmid, why = await self.claim(wanted)
+        self.assertIsNone(why)
+        self.assertTrue(await self.store.commit(vmid, self.pmid))
+        return vmid
+
+    async def test_resize_holds_growth_then_done_or_undone(self):
+        """
+        A resize holds only what grows, on the VM's own PM; done, the VM has the new
+        flavor and the PM its room exactly; undone, everything is as before. A growth
+        past the PM's room is refused with nothing held.
+        """
+        vmid = await self.created(Resources(2, 1024, 10))
+        bigger = Flavor(5, 3, 512, 20)
+        change = Change.resize(self.pmid, Resources(2, 1024, 10), bigger, "op1", "d1")
+        self.assertEqual(change.hold, Resources(1, 0, 10))
+        self.assertIsNone(await self.store.begin_change(vmid, change, ONE))
+        self.assertEqual(await self.used(self.pmid), Resources(3, 1024, 20))
+        self.assertTrue(await self.store.end_change(vmid, "op1", True))
+        self.assertEqual(await self.used(self.pmid), Resources(3, 512, 20))
+        rec = await self.store.vm(vmid)
+        self.assertEqual(
+            (rec["instance_type"], rec["cpu"], rec["ram"], rec["disk"]), ("5", "3", "512", "20")
+        )
+        self.assertNotIn("change_op", rec)
+        # Undone: the hold given back, the flavor kept.
+        again = Change.resize(self.pmid, Resources(3, 512, 20), Flavor(6, 4, 512, 20), "op2", "d1")
+        self.assertIsNone(await self.store.begin_change(vmid, again, ONE))
+        self.assertTrue(await self.store.end_change(vmid, "op2", False))
+        self.assertFalse(await self.store.end_change(vmid, "op2", False))
+        self.assertEqual(await self.used(self.pmid), Resources(3, 512, 20))
+        self.assertEqual((await self.store.vm(vmid))["instance_type"], "5")
+        # Past the room: refused, nothing held.
+        huge = Change.resize(self.pmid, Resources(3, 512, 20), Flavor(7, 5, 512, 20), "op3", "d1")
+        why = await self.store.begin_change(vmid, huge, ONE)
+        self.assertEqual(why.kind, "no_room")
+        self.assertIn("cpu", why.detail)
+        self.assertEqual(await self.used(self.pmid), Resources(3, 512, 20))
+
+    async def test_move_holds_target_until_done(self):
+        """
+        A move holds the whole flavor on the target; done, the VM is on the target and
+        listed there only, the source's room given back; one change at a time; a drained
+        or full target refuses; releasing a VM mid-move frees the hold too.
+        """
+        [_, other] = await self.store.register_pms([("pm-a", "test:///a"), ("pm-b", "test:///b")])
+        await self.store.set_capacity(other, Resources(2, 2048, 100))
+        vmid = await self.created()
+        move = Change.move(other, Flavor(1, SMALL.cpu, SMALL.ram, SMALL.disk), "m1", "d1")
+        self.assertIsNone(await self.store.begin_change(vmid, move, ONE))
+        self.assertEqual(await self.used(other), SMALL)
+        self.assertEqual(await self.used(self.pmid), SMALL)
+        busy = await self.store.begin_change(
+            vmid, Change.move(other, Flavor(1, SMALL.cpu, SMALL.ram, SMALL.disk), "m2", "d1"), ONE
+        )
+        self.assertEqual(busy.kind, "busy")
+        self.assertTrue(await self.store.end_change(vmid, "m1", True))
+        self.assertEqual(await self.used(self.pmid), Resources())
+        self.assertEqual(await self.used(other), SMALL)
+        self.assertEqual(await self.store.pm_vmids(other), [vmid])
+        self.assertEqual(await self.store.pm_vmids(self.pmid), [])
+        self.assertEqual((await self.store.vm(vmid))["pmid"], str(other))
+        # Back, to a drained PM: refused.
+        await self.store.set_drained(self.pmid, True)
+        back = Change.move(self.pmid, Flavor(1, SMALL.cpu, SMALL.ram, SMALL.disk), "m3", "d1")
+        self.assertEqual((await self.store.begin_change(vmid, back, ONE)).kind, "drained")
+        await self.store.set_drained(self.pmid, False)
+        self.assertIsNone(await self.store.begin_change(vmid, back, ONE))
+        self.assertTrue(await self.store.release(vmid))
+        self.assertEqual(await self.used(self.pmid), Resources())
+        self.assertEqual(await self.used(other), Resources())
+        unknown = await self.store.begin_change(vmid, back, ONE)
+        self.assertEqual(unknown.kind, "no_vm")
 
 
 class RedisStoreTests(StoreTestsMixin, TestCase):

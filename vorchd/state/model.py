@@ -11,8 +11,8 @@ data as JSON; a hash is a flat list (field, value, ...) as Redis gives it:
     pms / images   {ids: [current ids in order], recs: [[id, hash], ...]}
     flavors        [[tid, cpu, ram, disk], ...]  the current flavors in order
     pm             {pm: [pmid, hash]}
-    vm             {vm: [vmid, hash], pm?: [pmid, hash]}
-    gone           {vmid, pm: [pmid, hash]}
+    vm             {vm: [vmid, hash], pm?: [pmid, hash], pms?: [[pmid, hash], ...]}
+    gone           {vmid, pm: [pmid, hash], pms?: [[pmid, hash], ...]}
     settings       hash
 """
 
@@ -72,6 +72,12 @@ class VMRecord:
     domain: str
     volume: str
     resources: Resources
+    # A change under way (lua/change_begin.lua), or "" and 0.
+    change_kind: str = ""
+    change_op: str = ""
+    change_owner: str = ""
+    change_pmid: int = 0
+    change_tid: int = 0
 
     @classmethod
     def from_hash(cls, vmid: int, rec: Mapping[str, str]) -> VMRecord:
@@ -87,6 +93,11 @@ class VMRecord:
             domain=rec.get("domain", ""),
             volume=rec.get("volume", ""),
             resources=resources(rec, ""),
+            change_kind=rec.get("change_kind", ""),
+            change_op=rec.get("change_op", ""),
+            change_owner=rec.get("change_owner", ""),
+            change_pmid=whole(rec.get("change_pmid")),
+            change_tid=whole(rec.get("change_tid")),
         )
 
     @property
@@ -247,8 +258,9 @@ class FleetState:
         if pm is not None:
             (pm.vmids.add if vm.visible else pm.vmids.discard)(vm.vmid)
             touched.add(vm.pmid)
-        if data.get("pm"):
-            self._pm_hash(data["pm"], tell=False)
+        for pair in ([data["pm"]] if data.get("pm") else []) + list(data.get("pms") or ()):
+            self._pm_hash(pair, tell=False)
+            touched.add(int(pair[0]))
         for pmid in touched:
             self.table.set(pmid, vms=len(self.pms[pmid].vmids))
             self._tell("pm", pmid)
@@ -266,6 +278,8 @@ class FleetState:
         if pm is not None:
             self.table.set(pmid, vms=len(pm.vmids))
             self._tell("pm", pmid)
+        for pair in data.get("pms") or ():
+            self._pm_hash(pair)
         if old is not None and old.visible:
             self._tell("vm_gone", (vmid, pmid))
 

@@ -16,15 +16,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from twisted.internet import defer
 
-from vorchd import room
 from vorchd.model import RESOURCES, Flavor, Image, Resources
-from vorchd.room import Refusal
 from vorchd.store.client import StoreUnavailable
+from vorchd.store.fakevms import FakeVMs
 from vorchd.store.hashes import pairs, whole
 from vorchd.store.keys import STREAM_MAXLEN, Keys
 
 
-class FakeStore:
+class FakeStore(FakeVMs):
     """
     The fleet's state in dicts. C{fail} set to a message makes every call fail with
     L{StoreUnavailable} (Redis down), as the real store does on an outage.
@@ -224,105 +223,6 @@ class FakeStore:
     async def settings(self) -> dict[str, str]:
         self._check()
         return dict(self.live)
-
-    # -- VMs -------------------------------------------------------------------------------
-
-    async def claim(
-        self,
-        vmid: int,
-        pmid: int,
-        wanted: Resources,
-        ratios: Mapping[str, float],
-        record: Mapping[str, object],
-        name_prefix: str = "",
-    ) -> tuple[int, Refusal | None]:
-        self._check()
-        pm = self.items["pm"].get(pmid)
-        if pm is None:
-            return vmid, Refusal(room.UNKNOWN_PM)
-        if pm.get("drained") == "1":
-            return vmid, Refusal(room.DRAINED)
-        if vmid == 0:
-            self.vmid_counter += 1
-            vmid = self.vmid_counter
-        if vmid in self.vms:
-            return vmid, Refusal(room.VMID_TAKEN)
-        capacity = Resources(*(whole(pm.get(f"cap_{r}")) for r in RESOURCES))
-        used = Resources(*(whole(pm.get(f"used_{r}")) for r in RESOURCES))
-        short = room.shortfall(room.free(capacity, used, ratios), wanted)
-        if short is not None:
-            return vmid, Refusal(room.NO_ROOM, short)
-        for r in RESOURCES:
-            pm[f"used_{r}"] = str(whole(pm.get(f"used_{r}")) + getattr(wanted, r))
-        domain = f"{name_prefix}{vmid}"
-        rec = {
-            "vmid": str(vmid),
-            "domain": domain,
-            "volume": f"{domain}.qcow2",
-            **{r: str(getattr(wanted, r)) for r in RESOURCES},
-            "state": "creating",
-            **{k: str(v) for k, v in record.items()},
-            "pmid": str(pmid),
-        }
-        self.vms[vmid] = rec
-        seq = self._emit("vm", {"vm": [vmid, pairs(rec)], "pm": [pmid, pairs(pm)]})
-        await self._written(seq)
-        return vmid, None
-
-    async def commit(self, vmid: int, pmid: int) -> bool:
-        self._check()
-        rec = self.vms.get(vmid)
-        if rec is None or rec.get("state") != "creating":
-            return False
-        rec["state"] = "active"
-        self.pm_vms.setdefault(pmid, set()).add(vmid)
-        await self._written(self._emit("vm", {"vm": [vmid, pairs(rec)]}))
-        return True
-
-    async def release(self, vmid: int) -> bool:
-        self._check()
-        rec = self.vms.pop(vmid, None)
-        if rec is None:
-            return False
-        pmid = whole(rec.get("pmid"))
-        pm = self.items["pm"].setdefault(pmid, {})
-        for r in RESOURCES:
-            pm[f"used_{r}"] = str(whole(pm.get(f"used_{r}")) - whole(rec.get(r)))
-        self.pm_vms.get(pmid, set()).discard(vmid)
-        await self._written(self._emit("gone", {"vmid": vmid, "pm": [pmid, pairs(pm)]}))
-        return True
-
-    async def set_vm_state(self, vmid: int, state: str) -> None:
-        self._check()
-        rec = self.vms.get(vmid)
-        if rec is None or rec.get("state") in (None, "creating"):
-            return
-        rec["state"] = state
-        await self._written(self._emit("vm", {"vm": [vmid, pairs(rec)]}))
-
-    async def adopt(
-        self, vmid: int, pmid: int, flavor: Flavor, record: Mapping[str, object]
-    ) -> bool:
-        self._check()
-        if vmid in self.vms:
-            return False
-        rec = {
-            **{k: str(v) for k, v in record.items()},
-            "vmid": str(vmid),
-            "pmid": str(pmid),
-            "state": "active",
-            "instance_type": str(flavor.tid),
-            **{r: str(getattr(flavor, r)) for r in RESOURCES},
-        }
-        self.vms[vmid] = rec
-        pm = self.items["pm"].setdefault(pmid, {})
-        for r in RESOURCES:
-            pm[f"used_{r}"] = str(whole(pm.get(f"used_{r}")) + getattr(flavor, r))
-        self.pm_vms.setdefault(pmid, set()).add(vmid)
-        self.vmid_counter = max(self.vmid_counter, vmid)
-        seq = self._emit("vm", {"vm": [vmid, pairs(rec)], "pm": [pmid, pairs(pm)]})
-        await self._written(seq)
-        return True
 
     # -- reads ------------------------------------------------------------------------------
 

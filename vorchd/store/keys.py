@@ -7,7 +7,11 @@ Every Redis key vorchd uses, in one place. All of them start with a prefix
     P:vm:<vmid>              hash: vmid, name, instance_type, image_id, pmid, cpu, ram, disk,
                              domain, volume, owner (the creating daemon), op (the
                              create's own token),
-                             state (creating | active | missing)
+                             state (creating | active | missing);
+                             while a resize or move is under way (lua/change_begin.lua):
+                             change_kind (resize | move), change_op, change_owner,
+                             change_pmid, change_tid, change_cpu/ram/disk (what it will
+                             have), hold_cpu/ram/disk (what is held on change_pmid)
     P:vms                    set of every vmid that holds a claim (in any state)
     P:pm:index  P:pm:next    hash pm_file line -> pmid, and the pmid counter
     P:pm:<pmid>              hash: line, extra (its URI), cap_cpu/ram/disk, used_cpu/ram/disk,

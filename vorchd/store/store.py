@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from vorchd.model import RESOURCES, Flavor, Image, Resources
-from vorchd.room import Refusal
+from vorchd.room import Change, Refusal
 from vorchd.store.client import RedisClient
 from vorchd.store.hashes import mapping, pairs, whole
 
@@ -187,6 +187,44 @@ class Store(RedisClient):
         """
         seq = await self._write(
             "release", [self.keys.vm(vmid), self.keys.vms], [vmid], patient=True
+        )
+        return bool(int(seq))
+
+    async def begin_change(
+        self,
+        vmid: int,
+        change: Change,
+        ratios: Mapping[str, float],
+    ) -> Refusal | None:
+        """
+        Atomically hold the room C{change} needs on its PM and mark it under way on VM
+        C{vmid} (which keeps its PM, flavor and room until L{end_change}).
+
+        @return: C{None} when held, else why not (no such active VM, another change
+            under way, unknown or drained PM, no room).
+        """
+        flavor, hold = change.flavor, change.hold
+        kind, detail, _seq = await self._write(
+            "change_begin",
+            [self.keys.vm(vmid), self.keys.pm(change.pmid)],
+            [vmid, change.pmid, change.kind, change.op, change.owner, flavor.tid]
+            + [flavor.cpu, flavor.ram, flavor.disk, hold.cpu, hold.ram, hold.disk]
+            + [repr(float(ratios[r])) for r in RESOURCES],
+        )
+        return None if kind == "ok" else Refusal(kind, detail)
+
+    async def end_change(self, vmid: int, op: str, done: bool) -> bool:
+        """
+        End VM C{vmid}'s change C{op}: C{done} makes its PM and flavor the VM's (and
+        gives the old PM's room back), else the held room is given back.
+
+        @return: C{False} if the VM had no such change (ended already).
+        """
+        seq = await self._write(
+            "change_end",
+            [self.keys.vm(vmid)],
+            [vmid, op, "done" if done else "undo"],
+            patient=True,
         )
         return bool(int(seq))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 
 from twisted.cred import checkers, portal
 from twisted.internet import defer
@@ -21,7 +22,7 @@ from zope.interface import implementer
 
 from vorchd import listening, room
 from vorchd.admincmds import BadArgument, bind, command_named
-from vorchd.fleet import Fleet
+from vorchd.fleet import Fleet, Refused
 from vorchd.listening import ListeningService
 from vorchd.model import RESOURCES
 from vorchd.policies import UnknownPolicy, available_policies, policy_named
@@ -75,9 +76,12 @@ class Admin(pb.Avatar):
         kw = broker.unserialize(kw, self)
         try:
             command = command_named(message)
+            reporter = kw.pop("progress", None) if command.progress else None
             values = bind(command, args, kw)
         except BadArgument as e:
             raise AdminError(str(e)) from None
+        if command.progress:
+            values["progress"] = _reporting(reporter)
         method = getattr(self, command.name)
         return broker.serialize(defer.ensureDeferred(method(**values)), self, method, args, kw)
 
@@ -158,11 +162,25 @@ class Admin(pb.Avatar):
         _, ratios = self.fleet.current()
         return {r: ratios[r] for r in RESOURCES}
 
-    async def drain(self, pmid: int) -> int:
+    async def drain(self, pmid: int, evacuate: bool, progress=None) -> int | dict:
         """
-        Give PM C{pmid} no new VMs; its VMs stay.
+        Give PM C{pmid} no new VMs; its VMs stay, or with C{evacuate} are moved away one
+        by one (each reported to C{progress} as it goes).
         """
-        return await self._drain(pmid, True)
+        if not evacuate:
+            return await self._drain(pmid, True)
+        self._audit("PM {pmid}: evacuating", pmid=pmid)
+
+        def moved(vmid: int, target: int | None, reason: str) -> None:
+            if progress is not None:
+                progress({"vmid": vmid, "pmid": target or 0, "reason": reason})
+
+        try:
+            report = await self.fleet.evacuate(pmid, moved)
+        except Refused as e:
+            raise AdminError(str(e)) from None
+        self._audit("PM {pmid} evacuated: {report}", pmid=pmid, report=report)
+        return {"pmid": pmid, **report}
 
     async def enable(self, pmid: int) -> int:
         """
@@ -233,3 +251,20 @@ class AdminService(ListeningService):
     def __init__(self, fleet: Fleet, port: int, interface: str, checker, reactor):
         factory = pb.PBServerFactory(portal.Portal(AdminRealm(fleet), [checker]))
         super().__init__(listening.endpoint(reactor, port, interface), factory, "admin port")
+
+
+def _reporting(reporter) -> Callable[[object], None] | None:
+    """
+    A callable that sends each report to the admin's C{reporter} (a remote reference),
+    never failing the command if the admin went away; C{None} for no reporter.
+    """
+    if not isinstance(reporter, pb.RemoteReference):
+        return None
+
+    def report(item: object) -> None:
+        try:
+            reporter.callRemote("report", item).addErrback(lambda _f: None)
+        except pb.DeadReferenceError:
+            pass
+
+    return report

@@ -27,6 +27,8 @@ from typing import Any
 from attrs import field, frozen
 
 from vorchd.cli.admin_format import (
+    format_drained,
+    format_moved,
     format_policies,
     format_pruned,
     format_ratios,
@@ -129,6 +131,19 @@ POLICY = Kind("policy", "NAME", lambda word: ALIASES.get(word, word), is_text, "
 RATIO = Kind("ratio", "RATIO", number, is_ratio)
 
 
+def is_flag(value: object) -> bool:
+    """
+    A received flag: C{True} or C{False}. @raise BadArgument: anything else.
+    """
+    if not isinstance(value, bool):
+        raise BadArgument(f"{value!r} is not true or false")
+    return value
+
+
+# A flag (--evacuate): given or not; it is never typed as a word.
+FLAG = Kind("flag", "", bool, is_flag)
+
+
 # --- Commands and their arguments ------------------------------------------------------------
 
 
@@ -145,6 +160,9 @@ class Argument:
         the keys. Each travels as a keyword argument of the call, and the method gets
         those given as one dict, in this order.
     @ivar metavar: how usage lines show it, if not as its kind's metavar.
+
+    An argument of kind L{FLAG} is typed as C{--name}, travels as a keyword argument
+    when given, and the method gets C{True} or C{False}.
     """
 
     name: str
@@ -155,10 +173,16 @@ class Argument:
     metavar: str | None = None
 
     @property
+    def flag(self) -> bool:
+        return self.kind is FLAG
+
+    @property
     def shown(self) -> str:
         """
-        How usage lines show it: C{PMID}, C{RESOURCE=RATIO}.
+        How usage lines show it: C{PMID}, C{RESOURCE=RATIO}, C{--evacuate}.
         """
+        if self.flag:
+            return f"--{self.name}"
         return self.metavar or self.kind.metavar
 
 
@@ -174,6 +198,10 @@ class Command:
     @ivar json: whether C{--json} prints the daemon's answer as JSON instead.
     @ivar asks: the command whose answer C{format} reads, if not this one's (it is called
         with no arguments).
+    @ivar progress: for a long command that reports as it goes: one report -> the line
+        vorchd-admin prints for it. The caller then passes a C{progress} keyword (a
+        C{pb.Referenceable} whose C{remote_report} gets each report), and the avatar's
+        method a C{progress} callable (or C{None}).
     """
 
     name: str
@@ -182,6 +210,7 @@ class Command:
     format: Callable[[Any], str] = str
     json: bool = False
     asks: str | None = None
+    progress: Callable[[Any], str] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.asks is not None and self.arguments:
@@ -190,9 +219,9 @@ class Command:
     @property
     def plain(self) -> list[Argument]:
         """
-        The arguments sent in order (those not made of C{KEY=VALUE} words).
+        The arguments sent in order (those not made of C{KEY=VALUE} words, nor flags).
         """
-        return [a for a in self.arguments if not a.keys]
+        return [a for a in self.arguments if not a.keys and not a.flag]
 
     def usage(self) -> str:
         """
@@ -201,7 +230,11 @@ class Command:
         words = [self.name, "[--json]"] if self.json else [self.name]
         for a in self.arguments:
             words.append(
-                f"[{a.shown} ...]" if a.keys else f"[{a.shown}]" if a.optional else a.shown
+                f"[{a.shown} ...]"
+                if a.keys
+                else f"[{a.shown}]"
+                if a.optional or a.flag
+                else a.shown
             )
         return " ".join(words)
 
@@ -243,9 +276,17 @@ COMMANDS = _commands(
     ),
     Command(
         "drain",
-        "give PM PMID no new VMs; its VMs stay",
-        [Argument("pmid", PMID)],
-        format=lambda pmid: f"PM {pmid} drained: it gets no new VMs and keeps its own",
+        "give PM PMID no new VMs; its VMs stay, or with --evacuate move away one by one",
+        [
+            Argument("pmid", PMID),
+            Argument(
+                "evacuate",
+                FLAG,
+                "then move its VMs live to other PMs (rerun it to move what is left)",
+            ),
+        ],
+        format=format_drained,
+        progress=format_moved,
     ),
     Command(
         "enable",
@@ -300,6 +341,8 @@ def to_call(command: Command, values: Mapping[str, object]) -> tuple[str, tuple,
     for a in command.arguments:
         if a.keys:
             kw.update(values.get(a.name) or {})
+        elif a.flag and values.get(a.name):
+            kw[a.name] = True
     return command.name, tuple(args), kw
 
 
@@ -313,12 +356,13 @@ def bind(command: Command, args: Sequence, kw: Mapping[str, object]) -> dict[str
         its kind refuses; the message says which.
     """
     plain = {a.name: a for a in command.plain}
+    flags = {a.name for a in command.arguments if a.flag}
     if len(args) > len(plain):
         raise BadArgument(f"{command.name}: too many arguments; usage: {command.usage()}")
     received = dict(zip(plain, args, strict=False))
     keyed: dict[str, object] = {}
     for key, value in kw.items():
-        if key in plain:
+        if key in plain or key in flags:
             if key in received:
                 raise BadArgument(f"{command.name}: {key} given twice")
             received[key] = value
@@ -334,6 +378,8 @@ def bind(command: Command, args: Sequence, kw: Mapping[str, object]) -> dict[str
             }
         elif received.get(a.name) is not None:
             values[a.name] = _checked(a, received[a.name])
+        elif a.flag:
+            values[a.name] = False
         elif a.optional:
             values[a.name] = None
         else:

@@ -77,6 +77,8 @@ class Settings:
     reconnect_max_delay: float = 60.0
     domain_type: str = "auto"
     console_log_dir: str = "/var/log/libvirt/qemu"
+    stop_timeout: float = 60.0
+    migrate_timeout: float = 600.0
     policy: str = "first-fit"
     ratios: Mapping[str, float] = field(factory=lambda: {"cpu": 1.0, "ram": 1.0, "disk": 1.0})
     max_attempts: int = 3
@@ -195,6 +197,10 @@ def load_settings(
             ),
             domain_type=get("libvirt", "domain_type", "auto") or "auto",
             console_log_dir=get("libvirt", "console_log_dir", "/var/log/libvirt/qemu"),
+            stop_timeout=_positive(number("libvirt", "stop_timeout", 60.0, float), "stop_timeout"),
+            migrate_timeout=_positive(
+                number("libvirt", "migrate_timeout", 600.0, float), "migrate_timeout"
+            ),
             policy=get("allocation", "policy", "first-fit") or "first-fit",
             ratios=ratios,
             max_attempts=int(_positive(number("allocation", "max_attempts", 3), "max_attempts")),

@@ -240,7 +240,12 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
         settings.policy,
         settings.ratios,
         HostSettings(
-            settings.pool_name, settings.pool_path, settings.domain_type, settings.console_log_dir
+            settings.pool_name,
+            settings.pool_path,
+            settings.domain_type,
+            settings.console_log_dir,
+            settings.stop_timeout,
+            settings.migrate_timeout,
         ),
         settings.max_attempts,
         inventory.this_machine(),

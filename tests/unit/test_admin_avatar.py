@@ -250,7 +250,8 @@ class DispatchTests(AdminPortTestCase):
             method = getattr(Admin, name)
             self.assertTrue(inspect.iscoroutinefunction(method), name)
             parameters = list(inspect.signature(method).parameters)[1:]
-            self.assertEqual(parameters, [a.name for a in command.arguments], name)
+            progress = ["progress"] if command.progress else []
+            self.assertEqual(parameters, [a.name for a in command.arguments] + progress, name)
         self.assertEqual(set(CASES), set(COMMANDS))
 
     def test_each_command_dispatched(self):
@@ -319,8 +320,8 @@ class DispatchTests(AdminPortTestCase):
         message naming the argument, before the fleet is told anything.
         """
         refusals = [
-            (("drain",), {}, "drain: PMID missing; usage: drain PMID"),
-            (("drain", 1, 2), {}, "drain: too many arguments; usage: drain PMID"),
+            (("drain",), {}, "drain: PMID missing; usage: drain PMID [--evacuate]"),
+            (("drain", 1, 2), {}, "drain: too many arguments; usage: drain PMID [--evacuate]"),
             (("drain", "1"), {}, "PM id '1' is not a number"),
             (("enable", True), {}, "PM id True is not a number"),
             (("drain", 1), {"pmid": 1}, "drain: pmid given twice"),
@@ -385,7 +386,7 @@ class WireTests(SynchronousTestCase):
             "status": {},
             "policy": {"name": "best-fit"},
             "ratios": {"wanted": {"cpu": 2.0, "disk": 1.5}},
-            "drain": {"pmid": 3},
+            "drain": {"pmid": 3, "evacuate": False},
             "enable": {"pmid": 3},
             "rediscover": {"pmid": None},
             "prune": {},
@@ -396,3 +397,10 @@ class WireTests(SynchronousTestCase):
             self.assertEqual(bind(COMMANDS[name], args, kw), values, name)
         self.assertEqual(to_call(COMMANDS["policies"], {}), ("status", (), {}))
         self.assertEqual(to_call(COMMANDS["rediscover"], {"pmid": None}), ("rediscover", (), {}))
+        self.assertEqual(
+            to_call(COMMANDS["drain"], {"pmid": 3, "evacuate": True}),
+            ("drain", (3,), {"evacuate": True}),
+        )
+        self.assertEqual(
+            bind(COMMANDS["drain"], (3,), {"evacuate": True}), {"pmid": 3, "evacuate": True}
+        )

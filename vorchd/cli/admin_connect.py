@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from attrs import field, frozen
 from twisted.cred.credentials import UsernamePassword
@@ -145,6 +145,8 @@ class AdminConnection:
         self.target = target
         self._factory: pb.PBClientFactory | None = None
         self._avatar: pb.RemoteReference | None = None
+        # Where a long command's reports are printed as they come.
+        self.progress_out: Callable[[str], object] = lambda line: print(line, flush=True)
 
     async def open(self) -> None:
         """
@@ -187,6 +189,8 @@ class AdminConnection:
         """
         command = COMMANDS[name]
         remote, args, kw = to_call(command, values)
+        if command.progress is not None:
+            kw["progress"] = Reporter(lambda item: self.progress_out(command.progress(item)))
         answer = await self.call(remote, *args, **kw)
         return command.show(answer, as_json=bool(values.get("json")))
 
@@ -235,3 +239,15 @@ def _text(raw: bytes | str) -> str:
 
 def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
+
+
+class Reporter(pb.Referenceable):
+    """
+    Passed with a long command: the daemon calls C{report} with each step's report.
+    """
+
+    def __init__(self, out: Callable[[object], object]):
+        self.out = out
+
+    def remote_report(self, item: object) -> None:
+        self.out(item)

@@ -133,3 +133,26 @@ def format_pruned(pruned: Mapping[int, list[str] | None]) -> str:
         else:
             lines.append(f"PM {pmid}: " + (", ".join(names) if names else "nothing to prune"))
     return "\n".join(lines)
+
+
+def format_drained(answer: int | Mapping) -> str:
+    """
+    C{drain}'s answer: the PM's id, or with --evacuate what moved where and what did not.
+    """
+    if not isinstance(answer, Mapping):
+        return f"PM {answer} drained: it gets no new VMs and keeps its own"
+    moved, failed = answer.get("moved") or {}, answer.get("failed") or {}
+    lines = [f"PM {answer['pmid']} drained: {len(moved)} VMs moved, {len(failed)} not"]
+    lines += [f"  vm {vmid} could not move: {failed[vmid]}" for vmid in sorted(failed)]
+    if failed:
+        lines.append("  (run the same command again to retry them)")
+    return "\n".join(lines)
+
+
+def format_moved(report: Mapping) -> str:
+    """
+    One VM of an evacuation: moved (to which PM) or not (why).
+    """
+    if report.get("pmid"):
+        return f"vm {report['vmid']}: moved to PM {report['pmid']}"
+    return f"vm {report['vmid']}: not moved: {report.get('reason', '')}"

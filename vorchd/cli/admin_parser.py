@@ -91,6 +91,9 @@ def build_parser(prog: str | None = PROG) -> Parser:
         for argument in command.arguments:
             if argument.name in RESERVED:
                 raise ValueError(f"{command.name}: an argument may not be named {argument.name}")
+            if argument.flag:
+                each.add_argument(f"--{argument.name}", action="store_true", help=argument.help)
+                continue
             each.add_argument(
                 argument.name,
                 nargs="*" if argument.keys else "?" if argument.optional else None,

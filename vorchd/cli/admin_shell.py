@@ -166,6 +166,7 @@ class Shell(cmd.Cmd):
             return []
         before = line[:begidx].split()[1:]
         offered = ["--json"] if command.json and "--json" not in before else []
+        offered += [a.shown for a in command.arguments if a.flag and a.shown not in before]
         plain = command.plain
         index = len([w for w in before if not w.startswith("-")])
         if index < len(plain):

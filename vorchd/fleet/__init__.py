@@ -4,7 +4,8 @@ The fleet as users see it through the API, and the acts that change it.
 L{Fleet} holds the shared parts (L{parts}) and one object per job, each in a module of
 its own, none calling back up to the fleet: L{startup} (inventory, connections),
 L{discovery} (capacity, domains present), L{create}, L{destroy}, L{undo},
-L{reconcile}, and L{settings} (the live policy and ratios). Reads answer from the read
+L{reconcile}, L{running} (state changes of running VMs), L{move} (resize, migrate,
+evacuate), and L{settings} (the live policy and ratios). Reads answer from the read
 model (L{vorchd.state}).
 """
 
@@ -16,9 +17,10 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from vorchd.fleet import discovery
+from vorchd.fleet import discovery, running
 from vorchd.fleet.create import Creator
 from vorchd.fleet.destroy import destroy
+from vorchd.fleet.move import Mover
 from vorchd.fleet.parts import HostSettings, Parts, Refused
 from vorchd.fleet.reconcile import Reconciler
 from vorchd.fleet.settings import LiveSettings
@@ -61,7 +63,10 @@ class Fleet:
         self.startup = Startup(parts, self.settings.ini)
         self.undo = Undo(parts)
         self.creator = Creator(parts, self.settings, self.undo)
-        self.reconciler = Reconciler(parts, self.creator.in_flight, self.connected_pmids)
+        self.mover = Mover(parts, self.settings, self.creator)
+        self.reconciler = Reconciler(
+            parts, self.creator.in_flight, self.connected_pmids, self.mover.settle
+        )
         hypervisors.on_up = self._discovered
         hypervisors.on_state = parts.state.set_up
         self._view_cache: tuple[tuple, bytes] | None = None
@@ -155,6 +160,42 @@ class Fleet:
         L{destroy}, carried through to the end even if the caller gives up.
         """
         return _finish(destroy(self.parts, vmid))
+
+    def act(self, vmid: int, action: str) -> defer.Deferred:
+        """
+        Change VM C{vmid}'s state (L{running.act}): C{action} is one of
+        L{running.ACTIONS}. Fails with L{Refused} when it cannot.
+        """
+        return _finish(running.act(self.parts, vmid, action))
+
+    def info(self, vmid: int) -> defer.Deferred:
+        """
+        VM C{vmid} as its hypervisor has it now (L{running.info}): a dict with C{vmid},
+        C{name}, C{instance_type}, C{pmid}, C{image_id}, C{state} and C{domain}. Fails
+        with L{Refused} when there is no such VM.
+        """
+        return defer.ensureDeferred(running.info(self.parts, vmid))
+
+    def resize(self, vmid: int, instance_type: int) -> defer.Deferred:
+        """
+        Give VM C{vmid} flavor C{instance_type} on its PM. Fails with L{Refused} (nothing
+        changed) when it cannot.
+        """
+        return _finish(self.mover.resize(vmid, instance_type))
+
+    def migrate(self, vmid: int, pmid: int | None = None) -> defer.Deferred:
+        """
+        Move VM C{vmid} to PM C{pmid} (live if it runs), or to the PM the active policy
+        picks when C{pmid} is None. Fails with L{Refused} (the VM where it was) when it
+        cannot.
+        """
+        return _finish(self.mover.migrate(vmid, pmid))
+
+    def evacuate(self, pmid: int, progress=None) -> defer.Deferred:
+        """
+        Close PM C{pmid} to new VMs and move its VMs away (L{Mover.evacuate}).
+        """
+        return _finish(self.mover.evacuate(pmid, progress))
 
     async def retry_undos(self) -> list[int]:
         return await self.undo.retry()

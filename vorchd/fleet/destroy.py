@@ -55,6 +55,8 @@ async def _destroy(parts: Parts, vmid: int, where: dict) -> None:
     if rec is None or not rec.visible:
         raise Refused(f"no VM {vmid}")
     pmid = where["pmid"] = rec.pmid
+    if rec.change_op:
+        raise Refused(f"VM {vmid}: a {rec.change_kind} of it is under way; try again after it")
     try:
         await parts.hypervisors.on(pmid).destroy_vm(rec.domain, rec.volume)
     except HypervisorError as e:

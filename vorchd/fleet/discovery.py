@@ -42,7 +42,9 @@ async def check_domains(parts: Parts, pmid: int, present: set[str] | None = None
     pm = state.pms.get(pmid)
     for vmid in sorted(pm.vmids if pm is not None else ()):
         rec = state.vms.get(vmid)
-        if rec is None:
+        if rec is None or rec.change_op:
+            # A VM being moved may be on either PM: the change's end (or the
+            # reconciler) says where.
             continue
         if rec.domain not in present:
             missing.append(vmid)

@@ -41,6 +41,10 @@ class HostSettings:
     pool_path: str = "/var/lib/vorchd/pool"
     domain_type: str = "auto"
     console_log_dir: str | None = None
+    # Seconds a guest is given to shut down before it is forced off (stop, resize).
+    stop_timeout: float = 60.0
+    # Seconds a migration (its disk copied) may take.
+    migrate_timeout: float = 600.0
 
 
 class Parts:

@@ -4,7 +4,7 @@ Reconciliation: Redis and the hypervisors made to agree again after a crash.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from twisted.logger import Logger
 
@@ -12,6 +12,7 @@ from vorchd.domain import domain_name, volume_name
 from vorchd.fleet.discovery import check_domains
 from vorchd.fleet.parts import Parts
 from vorchd.hypervisor.interface import HypervisorError
+from vorchd.state.model import VMRecord
 
 
 class Reconciler:
@@ -28,11 +29,13 @@ class Reconciler:
         parts: Parts,
         in_flight: set[str],
         connected_pmids: Callable[[], Iterable[int]],
+        settle: Callable[[VMRecord], Awaitable[str | None]] | None = None,
     ):
         self.parts = parts
         self.in_flight = in_flight
         self.connected_pmids = connected_pmids
-        self.last: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
+        self.settle = settle
+        self.last: dict[str, list[int]] = {"rolled_back": [], "adopted": [], "settled": []}
 
     async def reconcile(self) -> dict[str, list[int]]:
         """
@@ -40,26 +43,53 @@ class Reconciler:
 
           - a claim left C{creating} by a daemon that died (its lease expired) is rolled
             back: its domain and disk, if they were made, are removed, its room freed;
+          - a change of a VM (a resize, a move) left under way by a daemon that died, or
+            not recorded as ended while Redis was down, is settled by what the
+            hypervisors say (L{vorchd.fleet.move.Mover.settle});
           - a domain of this fleet that a PM runs but Redis does not know (Redis lost
             its last second, say) is adopted back with its own ids;
           - a VM whose domain is gone is marked missing (L{check_domains}).
 
         PMs that cannot be reached now are left for the next round.
 
-        @return: the vmids rolled back and adopted.
+        @return: the vmids rolled back, settled and adopted.
         """
         parts = self.parts
         store, hypervisors = parts.store, parts.hypervisors
-        report: dict[str, list[int]] = {"rolled_back": [], "adopted": []}
+        report: dict[str, list[int]] = {"rolled_back": [], "adopted": [], "settled": []}
         owners: dict[str, bool] = {}
+
+        async def orphaned(owner: str, op: str) -> bool:
+            # Whether no daemon is making the create or change C{op} any more.
+            if owner == parts.daemon_id:
+                return op not in self.in_flight
+            if owner not in owners:
+                owners[owner] = bool(owner) and await store.alive(owner)
+            return not owners[owner]
+
+        changes = [rec for rec in parts.state.vms.values() if rec.change_op]
+        for rec in sorted(changes, key=lambda r: r.vmid):
+            if self.settle is None or not await orphaned(rec.change_owner, rec.change_op):
+                continue
+            try:
+                outcome = await self.settle(rec)
+            except HypervisorError as e:
+                self.log.warn("vm {vmid}: change not settled yet: {e}", vmid=rec.vmid, e=e)
+                continue
+            if outcome is not None:
+                report["settled"].append(rec.vmid)
+                self.log.warn(
+                    "vm {vmid}: its {kind} to PM {target}, left by daemon {owner}, {outcome}",
+                    vmid=rec.vmid,
+                    kind=rec.change_kind,
+                    target=rec.change_pmid,
+                    owner=rec.change_owner or "(unknown)",
+                    outcome=outcome,
+                )
         claims = [(v, rec) for v, rec in parts.state.vms.items() if rec.state == "creating"]
         for vmid, rec in sorted(claims, key=lambda item: item[0]):
             owner = rec.owner
-            if owner == parts.daemon_id and rec.op in self.in_flight:
-                continue
-            if owner not in owners:
-                owners[owner] = bool(owner) and await store.alive(owner)
-            if owners[owner] and owner != parts.daemon_id:
+            if not await orphaned(owner, rec.op):
                 continue
             pmid = rec.pmid
             if not hypervisors.is_up(pmid):

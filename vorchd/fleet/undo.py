@@ -26,6 +26,9 @@ class Undo:
         self.parts = parts
         self.pending: dict[int, int] = {}
         self.lost_claims: dict[str, int] = {}
+        # What a failed move left on a PM it could not clean then (its libvirtd died,
+        # say): (pmid, domain) -> the disk to delete with it, or None to keep it.
+        self.leftovers: dict[tuple[int, str], str | None] = {}
 
     def later(self, vmid: int, pmid: int) -> None:
         self.pending[vmid] = pmid
@@ -60,7 +63,34 @@ class Undo:
                 del self.lost_claims[op]
                 if op in found:
                     self.later(found[op], pmid)
+        for (pmid, domain), volume in list(self.leftovers.items()):
+            await self.remove_leftover(pmid, domain, volume)
         return [vmid for vmid, pmid in list(self.pending.items()) if await self.undo(vmid, pmid)]
+
+    async def remove_leftover(self, pmid: int, domain: str, volume: str | None) -> bool:
+        """
+        Remove what a failed move left on PM C{pmid} (the domain C{domain}, if there,
+        and the disk C{volume}); if the PM cannot do it now, try again at the next
+        round. A domain that runs there (the move went through after all) is kept.
+
+        @return: whether it is removed.
+        """
+        host = self.parts.hypervisors.on(pmid)
+        try:
+            if await host.vm_state(domain) in ("missing", "shutoff"):
+                await host.destroy_vm(domain, volume)
+            self.leftovers.pop((pmid, domain), None)
+            return True
+        except HypervisorError as e:
+            if (pmid, domain) not in self.leftovers:
+                self.log.warn(
+                    "{domain}: left-overs on PM {pmid} not removed yet: {e}",
+                    domain=domain,
+                    pmid=pmid,
+                    e=e,
+                )
+            self.leftovers[(pmid, domain)] = volume
+            return False
 
     async def undo(self, vmid: int, pmid: int) -> bool:
         """

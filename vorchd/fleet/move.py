@@ -1,0 +1,367 @@
+"""
+Changes of a running VM that need room: a new flavor on its PM (L{Mover.resize}) and a
+new PM (L{Mover.migrate}, live when it runs; and L{Mover.evacuate}, every VM off a PM).
+
+Each is a change of the store (L{vorchd.room.Change}): the room it needs is held at the
+authority before anything changes on a hypervisor, and the change is made the VM's only
+once the hypervisor has done it (or undone, its room given back, when it failed). A
+daemon that dies in between leaves the change to the reconciler (L{Mover.settle}), which
+finds the guest wherever it runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from vorchd import placement, room
+from vorchd.domain import VM
+from vorchd.fleet.create import Creator, summary
+from vorchd.fleet.parts import Parts, Refused
+from vorchd.fleet.running import visible_vm
+from vorchd.fleet.settings import LiveSettings
+from vorchd.hypervisor.interface import HypervisorError
+from vorchd.images import ImageUnavailable
+from vorchd.model import Flavor
+from vorchd.policies import Request
+from vorchd.state.model import VMRecord
+from vorchd.store import StoreUnavailable
+
+#: Hypervisor states of a guest that moves live (a running QEMU); others move cold.
+LIVE_STATES = ("running", "paused", "blocked")
+
+
+class Mover:
+    """
+    Resizes and moves VMs.
+
+    @ivar in_flight: the tokens of the changes (and creates) this daemon is making now:
+        the reconciler leaves their holds alone.
+    @ivar evacuating: the PMs being evacuated now.
+    """
+
+    log = Logger()
+
+    def __init__(self, parts: Parts, settings: LiveSettings, creator: Creator):
+        self.parts = parts
+        self.settings = settings
+        self.creator = creator
+        self.in_flight = creator.in_flight
+        self.evacuating: set[int] = set()
+
+    # -- resize ------------------------------------------------------------------------
+
+    async def resize(self, vmid: int, instance_type: int) -> None:
+        """
+        Give VM C{vmid} flavor C{instance_type} on its PM: the growth is held first (no
+        room: nothing changes), then the domain is redefined with the new CPUs and
+        memory and its disk grown (a running guest is shut down and started again).
+
+        @raise Refused: no such VM or flavor, a smaller disk (disks are never shrunk), no
+            room on its PM, or the hypervisor failed (the VM keeps its flavor).
+        """
+        parts = self.parts
+        state = parts.ready()
+        rec = visible_vm(parts, vmid)
+        flavor = state.flavor(instance_type)
+        if flavor is None:
+            raise Refused(f"no instance_type {instance_type}")
+        if flavor.disk < rec.resources.disk:
+            raise Refused(
+                f"VM {vmid} has a {rec.resources.disk} GiB disk; instance_type"
+                f" {instance_type}'s {flavor.disk} GiB would shrink it (disks only grow)"
+            )
+        if flavor.tid == rec.instance_type and flavor.resources == rec.resources:
+            return
+        _policy, ratios = self.settings.current(state)
+        pmid = rec.pmid
+        change = room.Change.resize(pmid, rec.resources, flavor, _token(), parts.daemon_id)
+        started = time.monotonic()
+        self.in_flight.add(change.op)
+        try:
+            why = await parts.store.begin_change(vmid, change, ratios)
+            if why is not None:
+                raise Refused(f"VM {vmid} not resized on PM {pmid}: {why}")
+            vm = VM(parts.fleet_id, vmid, rec.name, flavor, rec.image_id, pmid)
+            stop = parts.host_settings.stop_timeout
+            host = parts.hypervisors.on(pmid, timeout=stop + parts.hypervisors.call_timeout)
+            try:
+                await host.resize_vm(vm, stop)
+            except HypervisorError as e:
+                await self._end(vmid, change.op, False)
+                raise Refused(f"VM {vmid} not resized: {e}") from None
+            await self._end(vmid, change.op, True)
+        finally:
+            self.in_flight.discard(change.op)
+        self.log.info(
+            "vm {vmid} on PM {pmid} resized from flavor {old} to {tid} in {duration:.3f} s",
+            event="vm_resize",
+            vmid=vmid,
+            pmid=pmid,
+            old=rec.instance_type,
+            tid=flavor.tid,
+            duration=time.monotonic() - started,
+        )
+
+    # -- migrate -----------------------------------------------------------------------
+
+    async def migrate(self, vmid: int, pmid: int | None = None) -> int:
+        """
+        Move VM C{vmid} to PM C{pmid}, or to the PMs the active policy ranks first (at
+        most C{max_attempts} tried) when C{pmid} is None. A running guest moves live,
+        its disk copied incrementally (no copy when the two PMs share their pool); a
+        stopped one moves cold.
+
+        The target's room is held before anything moves and the source's given back
+        only once the guest is on the target: a failed move leaves the guest where it
+        was, running if it ran, and nothing held on the target.
+
+        @return: the PM it is on now.
+        @raise Refused: it could not be moved (why, per PM tried).
+        """
+        parts = self.parts
+        state = parts.ready()
+        rec = visible_vm(parts, vmid)
+        source = rec.pmid
+        if rec.change_op:
+            raise Refused(f"VM {vmid}: a {rec.change_kind} of it is under way")
+        if pmid == source:
+            raise Refused(f"VM {vmid} is on PM {pmid} already")
+        if pmid is not None and pmid not in state.pm_ids:
+            raise Refused(f"no PM {pmid}")
+        if not parts.hypervisors.is_up(source):
+            raise Refused(f"VM {vmid}: its PM {source} is down")
+        policy, ratios = self.settings.current(state)
+        flavor = _flavor(rec)
+        if pmid is None:
+            request = Request(flavor, rec.image_id, rec.name)
+            ranked = (p for p in placement.ranked(policy, request, state, ratios) if p != source)
+            targets = list(itertools.islice(ranked, parts.max_attempts))
+        else:
+            targets = [pmid]
+        try:
+            where = await parts.hypervisors.on(source).vm_state(rec.domain)
+        except HypervisorError as e:
+            raise Refused(f"VM {vmid}: {e}") from None
+        if where == "missing":
+            raise Refused(f"VM {vmid}: its domain is gone from PM {source}")
+        refused: dict[int, room.Refusal] = {}
+        for target in targets:
+            if not parts.hypervisors.is_up(target):
+                refused[target] = room.Refusal(room.DOWN)
+                continue
+            change = room.Change.move(target, flavor, _token(), parts.daemon_id)
+            started = time.monotonic()
+            self.in_flight.add(change.op)
+            try:
+                why = await parts.store.begin_change(vmid, change, ratios)
+                if why is not None and why.kind in (room.NO_VM, room.BUSY):
+                    raise Refused(f"VM {vmid} not moved: {why}")
+                if why is not None:
+                    refused[target] = why
+                    continue
+                try:
+                    await self._move(rec, target, where in LIVE_STATES)
+                except (HypervisorError, Refused) as e:
+                    await self._end(vmid, change.op, False)
+                    refused[target] = room.Refusal(room.FAILED, str(e))
+                    self.log.warn(
+                        "vm {vmid}: not moved to PM {target}: {e}", vmid=vmid, target=target, e=e
+                    )
+                    continue
+                await self._end(vmid, change.op, True)
+            finally:
+                self.in_flight.discard(change.op)
+            self.log.info(
+                "vm {vmid} moved {how} from PM {source} to PM {target} in {duration:.3f} s",
+                event="vm_migrate",
+                vmid=vmid,
+                source=source,
+                target=target,
+                how="live" if where in LIVE_STATES else "cold",
+                duration=time.monotonic() - started,
+            )
+            return target
+        raise Refused(f"VM {vmid} not moved: {summary(refused)}")
+
+    async def _move(self, rec: VMRecord, target: int, live: bool) -> None:
+        """
+        Move C{rec}'s guest to PM C{target} on the hypervisors; on failure, leave it where
+        it was and nothing of it on the target.
+        """
+        parts = self.parts
+        hypervisors, fleet, source = parts.hypervisors, parts.fleet_id, rec.pmid
+        flavor = _flavor(rec)
+        vm = VM(fleet, rec.vmid, rec.name, flavor, rec.image_id, target)
+        await hypervisors.on(source).pool_marks(fleet, source)
+        shared = source in await hypervisors.on(target).pool_marks(fleet, target)
+        if not shared:
+            image = parts.ready().image(rec.image_id)
+            if image is None:
+                raise Refused(f"image {rec.image_id} is no longer in the image_file")
+            try:
+                path = await self.creator.sources.local_path(image.source)
+            except ImageUnavailable as e:
+                raise Refused(str(e)) from None
+            base_path, base_format = await self.creator.bases.ensure(
+                fleet, target, rec.image_id, path
+            )
+            await hypervisors.on(target).prepare_incoming(vm, base_path, base_format)
+        slow = parts.host_settings.migrate_timeout
+        try:
+            if live:
+                uri = parts.ready().pms[target].uri
+                await hypervisors.on(source, timeout=slow).migrate_vm(vm, uri, shared)
+            else:
+                if not shared:
+                    await self._copy_disk(source, target, vm.volume_name)
+                await hypervisors.on(target).define_vm(vm)
+                await hypervisors.on(source).destroy_vm(rec.domain, None if shared else rec.volume)
+        except HypervisorError:
+            if await self._landed(rec, target):
+                # It failed to say so (a timeout, say), but the guest is on the target.
+                return
+            await self.creator.undo.remove_leftover(
+                target, rec.domain, None if shared else rec.volume
+            )
+            raise
+
+    async def _copy_disk(self, source: int, target: int, volume: str) -> None:
+        """
+        Copy a stopped VM's disk from PM C{source} to the volume prepared on C{target},
+        through a file on this machine.
+        """
+        hypervisors, slow = self.parts.hypervisors, self.parts.host_settings.migrate_timeout
+        fd, path = tempfile.mkstemp(prefix="vorchd-disk-")
+        os.close(fd)
+        try:
+            await hypervisors.on(source, timeout=slow).export_disk(volume, path)
+            await hypervisors.on(target, timeout=slow).import_disk(volume, path)
+        finally:
+            os.unlink(path)
+
+    async def _landed(self, rec: VMRecord, target: int) -> bool:
+        """
+        Whether C{rec}'s guest is on PM C{target} and gone from its own PM.
+        """
+        try:
+            there = await self.parts.hypervisors.on(target).vm_state(rec.domain)
+            here = await self.parts.hypervisors.on(rec.pmid).vm_state(rec.domain)
+        except HypervisorError:
+            return False
+        return there != "missing" and here == "missing"
+
+    async def _end(self, vmid: int, op: str, done: bool) -> None:
+        """
+        End change C{op}; when Redis cannot be told now, the reconciler settles it later
+        from what the hypervisors say (L{settle}).
+        """
+        try:
+            await self.parts.store.end_change(vmid, op, done)
+        except StoreUnavailable as e:
+            self.log.warn(
+                "vm {vmid}: change not recorded as {how} yet (the reconciler will): {e}",
+                vmid=vmid,
+                how="done" if done else "undone",
+                e=e,
+            )
+
+    # -- evacuate ----------------------------------------------------------------------
+
+    async def evacuate(
+        self, pmid: int, progress: Callable[[int, int | None, str], object] | None = None
+    ) -> dict[str, dict[int, object]]:
+        """
+        Close PM C{pmid} to new VMs and move its VMs away one by one, each to where the
+        active policy puts it. Run again, it moves what is left.
+
+        @param progress: told C{(vmid, pmid or None, reason)} after each VM.
+        @return: C{{"moved": {vmid: pmid}, "failed": {vmid: reason}}}.
+        @raise Refused: no such PM, or it is being evacuated already.
+        """
+        parts = self.parts
+        if pmid in self.evacuating:
+            raise Refused(f"PM {pmid} is being evacuated already")
+        if not await parts.store.set_drained(pmid, True):
+            raise Refused(f"no PM {pmid}")
+        report: dict[str, dict[int, object]] = {"moved": {}, "failed": {}}
+        self.evacuating.add(pmid)
+        try:
+            pm = parts.ready().pms[pmid]
+            for vmid in sorted(pm.vmids):
+                rec = parts.ready().vms.get(vmid)
+                if rec is None or rec.pmid != pmid:
+                    continue
+                try:
+                    report["moved"][vmid] = target = await self.migrate(vmid)
+                    reason = ""
+                except Refused as e:
+                    report["failed"][vmid] = reason = str(e)
+                    target = None
+                if progress is not None:
+                    progress(vmid, target, reason)
+        finally:
+            self.evacuating.discard(pmid)
+        self.log.info(
+            "PM {pmid} evacuated: {moved} VMs moved, {failed} not",
+            event="pm_evacuate",
+            pmid=pmid,
+            moved=len(report["moved"]),
+            failed=len(report["failed"]),
+        )
+        return report
+
+    # -- after a crash -----------------------------------------------------------------
+
+    async def settle(self, rec: VMRecord) -> str | None:
+        """
+        End a change that no daemon is making any more (its daemon died, or Redis was
+        down when it ended) by what the hypervisors say: a resize is done if the domain
+        has the new flavor, a move if the guest is on the target and gone from the
+        source; else it is undone (and a move's left-overs on the target removed). A
+        move still under way at libvirt (the guest on both PMs) is left for a later round.
+
+        @return: C{done} or C{undone}, or C{None} when left for later.
+        @raise HypervisorError: a PM could not be asked.
+        """
+        parts = self.parts
+        hypervisors, fleet = parts.hypervisors, parts.fleet_id
+        source, target = rec.pmid, rec.change_pmid
+        if not (hypervisors.is_up(source) and hypervisors.is_up(target)):
+            return None
+        if rec.change_kind == "resize":
+            metas = await hypervisors.on(source).fleet_domains(fleet)
+            flavor = next((m.get("flavor") for m in metas if m["domain"] == rec.domain), None)
+            done = flavor is not None and flavor.tid == rec.change_tid
+        else:
+            here = await hypervisors.on(source).vm_state(rec.domain)
+            there = await hypervisors.on(target).vm_state(rec.domain)
+            if here != "missing" and there != "missing":
+                return None
+            done = here == "missing" and there != "missing"
+            shared = source in await hypervisors.on(target).pool_marks(fleet, target)
+            if not shared:
+                # The copy of the disk the guest is not using (half made, or left behind).
+                leftover = source if done else target
+                await hypervisors.on(leftover).destroy_vm(rec.domain, rec.volume)
+        await parts.store.end_change(rec.vmid, rec.change_op, done)
+        return "done" if done else "undone"
+
+
+def _flavor(rec: VMRecord) -> Flavor:
+    """
+    The flavor VM C{rec} has: its instance type with the room it was given (kept when the
+    flavor_file changes the type).
+    """
+    r = rec.resources
+    return Flavor(rec.instance_type, r.cpu, r.ram, r.disk)
+
+
+def _token() -> str:
+    return secrets.token_hex(6)

@@ -171,9 +171,11 @@ class Admin(pb.Avatar):
             return await self._drain(pmid, True)
         self._audit("PM {pmid}: evacuating", pmid=pmid)
 
-        def moved(vmid: int, target: int | None, reason: str) -> None:
-            if progress is not None:
-                progress({"vmid": vmid, "pmid": target or 0, "reason": reason})
+        def moved(vmid: int, target: int | None, reason: str) -> bool:
+            # False (stop after this VM) once the admin has gone: Ctrl-C interrupts.
+            return progress is None or progress(
+                {"vmid": vmid, "pmid": target or 0, "reason": reason}
+            )
 
         try:
             report = await self.fleet.evacuate(pmid, moved)
@@ -253,18 +255,20 @@ class AdminService(ListeningService):
         super().__init__(listening.endpoint(reactor, port, interface), factory, "admin port")
 
 
-def _reporting(reporter) -> Callable[[object], None] | None:
+def _reporting(reporter) -> Callable[[object], bool] | None:
     """
-    A callable that sends each report to the admin's C{reporter} (a remote reference),
-    never failing the command if the admin went away; C{None} for no reporter.
+    A callable that sends each report to the admin's C{reporter} (a remote reference)
+    and answers whether the admin is still there to get it (never failing the command
+    when not); C{None} for no reporter.
     """
     if not isinstance(reporter, pb.RemoteReference):
         return None
 
-    def report(item: object) -> None:
+    def report(item: object) -> bool:
         try:
             reporter.callRemote("report", item).addErrback(lambda _f: None)
         except pb.DeadReferenceError:
-            pass
+            return False
+        return True
 
     return report

@@ -297,3 +297,15 @@ class MovesTests(SynchronousTestCase):
         self.assertEqual(report["settled"], [])
         self.assertEqual(self.used(2), Resources(1, 512, 1))
         self.assertEqual(self.where(vmid), {1: "running", 2: "shutoff"})
+
+    def test_evacuate_stops_when_its_caller_is_gone(self):
+        """
+        Interrupted (the admin's progress says it is gone) after the first VM, the
+        evacuation stops there; run again, it moves the rest.
+        """
+        vmids = [self.create() for _ in range(3)]
+        report = self.wait(self.fleet.evacuate(1, lambda vmid, pmid, why: False))
+        self.assertEqual(list(report["moved"]), vmids[:1])
+        self.assertEqual(self.fleet.pm_vmids(1), vmids[1:])
+        report = self.wait(self.fleet.evacuate(1))
+        self.assertEqual(sorted(report["moved"]), vmids[1:])

@@ -281,7 +281,8 @@ class Mover:
         Close PM C{pmid} to new VMs and move its VMs away one by one, each to where the
         active policy puts it. Run again, it moves what is left.
 
-        @param progress: told C{(vmid, pmid or None, reason)} after each VM.
+        @param progress: told C{(vmid, pmid or None, reason)} after each VM; if it
+            answers C{False} (whoever asked is gone), the evacuation stops there.
         @return: C{{"moved": {vmid: pmid}, "failed": {vmid: reason}}}.
         @raise Refused: no such PM, or it is being evacuated already.
         """
@@ -304,8 +305,9 @@ class Mover:
                 except Refused as e:
                     report["failed"][vmid] = reason = str(e)
                     target = None
-                if progress is not None:
-                    progress(vmid, target, reason)
+                if progress is not None and progress(vmid, target, reason) is False:
+                    self.log.info("PM {pmid}: evacuation interrupted", pmid=pmid)
+                    break
         finally:
             self.evacuating.discard(pmid)
         self.log.info(

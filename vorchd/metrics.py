@@ -27,8 +27,9 @@ from vorchd.store import StoreUnavailable
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
-# The seed API's calls (its OpenAPI document's paths but the document's own), by path,
-# labelled after it (/vm/create: vm_create); every other request counts as "other".
+# The API's calls (its OpenAPI document's paths but the document's own: the seed API, the
+# fleet view and the calls on running VMs), by path, labelled after it (/vm/create:
+# vm_create, /vm/migrate: vm_migrate); every other request counts as "other".
 ENDPOINTS = {
     path.encode("ascii"): path[1:].replace("/", "_")
     for path in openapi.PATHS
@@ -37,15 +38,18 @@ ENDPOINTS = {
 OTHER = "other"
 ENDPOINT_NAMES = (*ENDPOINTS.values(), OTHER)
 
-# ok: the call's success value; failed: the call's own failure value; malformed: the plain
-# 0 of anything that is not a call (unknown path, other method, bad argument).
+# ok: the call's success value; failed: the call's own failure value (a malformed argument
+# included); malformed: the plain 0 of anything that is not a call (unknown path, another
+# method, a HEAD of a call that changes state).
 OUTCOMES = ("ok", "failed", "malformed")
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 # Why a vm/create failed, as a label:
 PLACEMENT_REASONS = (
-    "bad_request",  # empty name, non-positive or unknown instance_type or image_id
+    # a name, instance_type or image_id missing, empty, repeated, malformed, non-positive
+    # or unknown
+    "bad_request",
     "no_room",  # some PM was up and open, but none had room for the flavor
     "drained",  # the only PMs up were closed to new VMs by an admin
     "down",  # no PM could be reached
@@ -62,7 +66,7 @@ RESOURCE_LABELS = (("cpu", "cpu"), ("ram_mib", "ram"), ("disk_gib", "disk"))
 
 def endpoint_of(path: bytes) -> str:
     """
-    The endpoint label of a request for C{path}: one of the seed calls, else C{other}.
+    The endpoint label of a request for C{path}: one of the API's calls, else C{other}.
     """
     return ENDPOINTS.get(path, OTHER)
 

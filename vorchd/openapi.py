@@ -1,11 +1,12 @@
 """
-The OpenAPI 3.1 document of the seed REST API, exactly as L{vorchd.rest} implements it;
-the daemon serves it at C{GET /openapi.json}.
+The OpenAPI 3.1 document of vorchd's REST API (the seed API and the calls beside it),
+exactly as L{vorchd.rest} implements it; the daemon serves it at C{GET /openapi.json}.
 
-Every answer is HTTP 200 with a JSON body. A call that fails answers its own failure value;
-anything that is not a call (unknown path, another method, a missing, repeated or
-non-integer argument) answers C{0}. So each operation's 200 response is one of its success
-shape, its failure value, or C{0}.
+Every answer is HTTP 200 with a JSON body. A GET of a call that fails, for whatever reason
+(a missing, empty, repeated, non-integer or out-of-range argument included), answers that
+call's own failure value (L{FAILURES}); what is not a call at all (an unknown path, a method
+other than GET or HEAD, a HEAD of a call that changes state) answers C{0}. So each
+operation's 200 response is one of its success shape, its failure value, or C{0}.
 """
 
 from __future__ import annotations
@@ -14,6 +15,21 @@ import copy
 import json
 
 _REF = "#/components/schemas/"
+
+#: The state changes of a running VM, each a call of its own (C{/vm/stop}, ...): the fleet's
+#: L{vorchd.fleet.running.ACTIONS}, written out again here because this module may not import
+#: the fleet (L{vorchd.metrics} imports it, and the fleet imports the metrics).
+ACTIONS = ("stop", "start", "reboot", "suspend", "resume")
+
+#: The calls that change state: a HEAD of one does nothing and answers 0 (its answer would
+#: never be seen).
+CHANGING = (
+    "/vm/create",
+    "/vm/destroy",
+    *(f"/vm/{action}" for action in ACTIONS),
+    "/vm/resize",
+    "/vm/migrate",
+)
 
 
 def _ref(name: str) -> dict:
@@ -41,8 +57,8 @@ _COUNT = {"type": "integer", "minimum": 0}
 
 _INTEGER_ARGUMENT = (
     "A decimal integer: an optional '-' and 1 to 1000 digits, nothing else (no '+', spaces, "
-    "decimal point or exponent). Anything else, a missing argument, or the argument given more "
-    "than once, is not a call of the API and answers 0."
+    "decimal point or exponent). Anything else, a missing or empty argument, or the argument "
+    "given more than once, makes the call fail: it answers its own failure value."
 )
 
 _REASON_HEADER = {
@@ -57,17 +73,22 @@ _REASON_HEADER = {
 }
 
 
-def _int_param(name: str, description: str) -> dict:
+def _int_param(name: str, description: str, required: bool = True) -> dict:
     return {
         "name": name,
         "in": "query",
-        "required": True,
+        "required": required,
         "description": f"{description} {_INTEGER_ARGUMENT}",
         "schema": {"type": "integer"},
     }
 
 
+_HEAD_READS = " HEAD is answered like GET, without a body."
+_HEAD_CHANGES = " The call changes state: a HEAD of it does nothing and answers 0."
+
+
 def _operation(
+    path: str,
     operation_id: str,
     summary: str,
     description: str,
@@ -76,7 +97,8 @@ def _operation(
     parameters: list | None = None,
 ) -> dict:
     """
-    A GET operation whose 200 answer is C{success}, C{failure} (if any) or C{NotACall}.
+    The GET operation of C{path}, whose 200 answer is C{success}, C{failure} (if any) or
+    C{NotACall}.
     """
     shapes = [_ref(success)]
     if failure is not None:
@@ -86,9 +108,7 @@ def _operation(
         "get": {
             "operationId": operation_id,
             "summary": summary,
-            "description": description
-            + " HEAD is answered like GET without a body, except for calls that change "
-            "state (vm/create, vm/destroy), which do nothing on HEAD and answer 0.",
+            "description": description + (_HEAD_CHANGES if path in CHANGING else _HEAD_READS),
             "parameters": parameters or [],
             "responses": {
                 "200": {
@@ -107,9 +127,9 @@ SCHEMAS = {
     "NotACall": {
         **_const(0),
         "description": (
-            "Not a call of the API: unknown path, a method other than GET (or HEAD), a "
-            "missing, repeated or non-integer argument. Also vm/query's and pm/query's own "
-            "failure value."
+            "Not a call of the API: an unknown path, a method other than GET or HEAD, a HEAD "
+            "of a call that changes state. Also the own failure value of the calls that have "
+            "no other (vm/query, pm/query, vm/info, v1/fleet)."
         ),
     },
     "Flavor": _obj(
@@ -137,8 +157,9 @@ SCHEMAS = {
     "VmCreated": _obj({"vmid": _ID}, "The new VM's id: positive, unique, never reused."),
     "VmCreateFailed": _obj(
         {"vmid": _const(0)},
-        "Nothing was made: unknown or non-positive instance_type or image_id, an empty, "
-        "missing or non-UTF-8 name, or no PM has room.",
+        "Nothing was made: an instance_type or image_id unknown, non-positive, missing, "
+        "repeated or not an integer, an empty, missing, repeated or non-UTF-8 name, or no "
+        "PM has room.",
     ),
     "Vm": _obj(
         {
@@ -149,11 +170,16 @@ SCHEMAS = {
         }
     ),
     "Destroyed": _obj({"status": _const(1)}),
-    "DestroyFailed": _obj({"status": _const(0)}, "No such VM, or its PM cannot be reached."),
+    "DestroyFailed": _obj(
+        {"status": _const(0)},
+        "No such VM, its PM cannot be reached, or vmid is missing, repeated or not an integer.",
+    ),
     "Types": _obj({"types": {"type": "array", "items": _ref("Flavor")}}),
     "PmList": _obj({"pmids": {"type": "array", "items": _ID}}),
     "PmVms": _obj({"vmids": {"type": "array", "items": _ID}}),
-    "PmVmsFailed": _obj({"vmids": _const(0)}, "No such PM."),
+    "PmVmsFailed": _obj(
+        {"vmids": _const(0)}, "No such PM, or pmid is missing, repeated or not an integer."
+    ),
     "Pm": _obj(
         {
             "pmid": _ID,
@@ -197,6 +223,36 @@ SCHEMAS = {
         "The whole fleet at change seq of the daemon's read model: the pm_file's PMs in "
         "order then the retired ones, and every VM by vmid.",
     ),
+    "Done": _obj({"status": _const(1)}, "Done."),
+    "NotDone": _obj(
+        {"status": _const(0)},
+        "Not done, and nothing changed: no such VM (or PM, or instance type), the VM in a "
+        "state that does not allow it, no room, its PM unreachable, or an argument missing, "
+        "repeated, not an integer or not positive. X-Vorchd-Reason says which.",
+    ),
+    "VmInfo": _obj(
+        {
+            "vmid": _ID,
+            "name": {"type": "string", "description": "Exactly as given at vm/create."},
+            "instance_type": _ID,
+            "pmid": _ID,
+            "image_id": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "0 for a VM adopted back without a record of its image.",
+            },
+            "state": {
+                "type": "string",
+                "description": (
+                    "What the VM's hypervisor says now: running, paused, shutoff, ..., "
+                    "missing (its domain is gone from its PM) or unknown (its PM cannot "
+                    "be asked)."
+                ),
+            },
+            "domain": {"type": "string", "description": "The libvirt domain's name."},
+        },
+        "A VM as its hypervisor has it now.",
+    ),
     "OpenAPIDocument": {
         "type": "object",
         "description": "This document.",
@@ -206,9 +262,75 @@ SCHEMAS = {
 
 _VMID = _int_param("vmid", "The VM's id.")
 _PMID = _int_param("pmid", "The PM's id.")
+_POSITIVE_VMID = _int_param("vmid", "The VM's id; a non-positive one fails at once.")
+
+
+def _action(action: str, summary: str, description: str) -> dict:
+    """
+    The operation of C{/vm/<action>}, one of L{ACTIONS}.
+    """
+    return _operation(
+        f"/vm/{action}",
+        "vm" + action.capitalize(),
+        summary,
+        description + ' Answers {"status": 1} once done, {"status": 0} (nothing changed) '
+        "when it cannot be done.",
+        "Done",
+        "NotDone",
+        [_POSITIVE_VMID],
+    )
+
+
+_RUNNING_PATHS = {
+    "/vm/info": _operation(
+        "/vm/info",
+        "vmInfo",
+        "A VM as its hypervisor has it now",
+        "Its record (as vm/query, with its image) and its domain's name and state, asked "
+        "of its hypervisor; 0 (as vm/query) if there is no such VM.",
+        "VmInfo",
+        None,
+        [_POSITIVE_VMID],
+    ),
+    "/vm/stop": _action("stop", "Stop a VM", "Powers the VM off; its domain, disk and room stay."),
+    "/vm/start": _action("start", "Start a VM", "Boots a stopped VM again."),
+    "/vm/reboot": _action("reboot", "Reboot a VM", "Restarts a running VM."),
+    "/vm/suspend": _action("suspend", "Suspend a VM", "Pauses a running VM, in memory."),
+    "/vm/resume": _action("resume", "Resume a VM", "Lets a suspended VM run on."),
+    "/vm/resize": _operation(
+        "/vm/resize",
+        "vmResize",
+        "Give a VM another flavor",
+        "Gives the VM the flavor instance_type on its PM, if the PM has room for it. "
+        'Answers {"status": 1} once done, {"status": 0} (nothing changed) when it cannot '
+        "be done.",
+        "Done",
+        "NotDone",
+        [_POSITIVE_VMID, _int_param("instance_type", "A flavor's tid from vm/types.")],
+    ),
+    "/vm/migrate": _operation(
+        "/vm/migrate",
+        "vmMigrate",
+        "Move a VM to another PM",
+        "Moves the VM (live if it runs) to PM pmid, or without pmid to the PM the active "
+        'placement policy picks. Answers {"status": 1} once done, {"status": 0} (the VM '
+        "where it was) when it cannot be done.",
+        "Done",
+        "NotDone",
+        [
+            _POSITIVE_VMID,
+            _int_param(
+                "pmid",
+                "The PM to move it to; without it, the active policy picks one.",
+                required=False,
+            ),
+        ],
+    ),
+}
 
 PATHS = {
     "/vm/create": _operation(
+        "/vm/create",
         "vmCreate",
         "Create a VM",
         "Places, builds and starts a VM; answers once its domain runs on the chosen PM.",
@@ -221,8 +343,8 @@ PATHS = {
                 "required": True,
                 "description": (
                     "Free text (any UTF-8), stored and answered exactly as given; two VMs may "
-                    'share a name. Missing, empty or not UTF-8: answers {"vmid": 0}. Given '
-                    "more than once: answers 0."
+                    "share a name. Missing, empty, not UTF-8 or given more than once: answers "
+                    '{"vmid": 0}.'
                 ),
                 "schema": {"type": "string", "minLength": 1},
             },
@@ -231,6 +353,7 @@ PATHS = {
         ],
     ),
     "/vm/query": _operation(
+        "/vm/query",
         "vmQuery",
         "Describe a VM",
         "The VM's name, flavor and PM; 0 if there is no such VM.",
@@ -239,6 +362,7 @@ PATHS = {
         [_VMID],
     ),
     "/vm/destroy": _operation(
+        "/vm/destroy",
         "vmDestroy",
         "Destroy a VM",
         "Stops and undefines its domain, deletes its disk, frees its room.",
@@ -246,9 +370,12 @@ PATHS = {
         "DestroyFailed",
         [_VMID],
     ),
-    "/vm/types": _operation("vmTypes", "List the instance types", "Every flavor.", "Types", None),
-    "/pm/list": _operation("pmList", "List the PMs", "Every PM's id.", "PmList", None),
+    "/vm/types": _operation(
+        "/vm/types", "vmTypes", "List the instance types", "Every flavor.", "Types", None
+    ),
+    "/pm/list": _operation("/pm/list", "pmList", "List the PMs", "Every PM's id.", "PmList", None),
     "/pm/listvms": _operation(
+        "/pm/listvms",
         "pmListVms",
         "List a PM's VMs",
         "The ids of the VMs placed on the PM.",
@@ -257,6 +384,7 @@ PATHS = {
         [_PMID],
     ),
     "/pm/query": _operation(
+        "/pm/query",
         "pmQuery",
         "Describe a PM",
         "Its capacity, what is free, and how many VMs it has; 0 if there is no such PM.",
@@ -265,9 +393,15 @@ PATHS = {
         [_PMID],
     ),
     "/image/list": _operation(
-        "imageList", "List the images", "Every image VMs can be made from.", "Images", None
+        "/image/list",
+        "imageList",
+        "List the images",
+        "Every image VMs can be made from.",
+        "Images",
+        None,
     ),
     "/v1/fleet": _operation(
+        "/v1/fleet",
         "fleet",
         "The whole fleet",
         "Every PM (state, capacity, free room, VM ids) and every VM, the flavors and "
@@ -296,25 +430,50 @@ PATHS = {
             },
         }
     },
+    **_RUNNING_PATHS,
     "/openapi.json": _operation(
+        "/openapi.json",
         "openapi",
         "This document",
-        "The OpenAPI document of the seed API.",
+        "The OpenAPI document of the API.",
         "OpenAPIDocument",
         None,
     ),
 }
 
+# Answered as a stream of events, not one JSON document.
+STREAMS = ("/v1/events",)
+
+
+def _failure_value(operation: dict) -> object:
+    """
+    What a GET of C{operation} answers when it fails: its failure schema's value, or 0.
+    """
+    content = operation["get"]["responses"]["200"]["content"]["application/json"]
+    shapes = content["schema"]["anyOf"]
+    if len(shapes) == 2:  # success or NotACall
+        return 0
+    schema = SCHEMAS[shapes[1]["$ref"].removeprefix(_REF)]
+    return {key: value["const"] for key, value in schema["properties"].items()}
+
+
+#: What a GET of each call (but the streams) answers when it fails, for whatever reason.
+FAILURES = {path: _failure_value(op) for path, op in PATHS.items() if path not in STREAMS}
+
 DOCUMENT = {
     "openapi": "3.1.0",
     "info": {
-        "title": "vorchd seed API",
-        "version": "1.0.0",
+        "title": "vorchd REST API",
+        "version": "1.1.0",
         "description": (
-            "The seed REST API of vorchd, a virtualization orchestration daemon. Every "
-            "answer is HTTP 200 with a JSON body. A call that fails answers its own failure "
-            "value; anything that is not a call of the API (an unknown path, a method other "
-            "than GET or HEAD, a missing, repeated or non-integer argument) answers 0. "
+            "The REST API of vorchd, a virtualization orchestration daemon: the seed API "
+            "(vm/create, vm/query, vm/destroy, vm/types, pm/list, pm/listvms, pm/query, "
+            "image/list) and the calls beside it, which never add a key to a seed answer. "
+            "Every answer is HTTP 200 with a JSON body. A GET of a call that fails, for "
+            "whatever reason (a missing, empty, repeated, non-integer or out-of-range "
+            "argument included), answers that call's own failure value; what is not a call "
+            "of the API (an unknown path, a method other than GET or HEAD, a HEAD of a call "
+            "that changes state) answers 0. "
             "Paths are matched exactly as sent (no percent-decoding, no merging of slashes). "
             "Query strings are parsed as application/x-www-form-urlencoded: '&' separates "
             "arguments (';' is an ordinary character), '+' is a space, %XX escapes any byte. "

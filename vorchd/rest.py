@@ -1,9 +1,16 @@
 """
-The seed REST API: HTTP in, fleet calls, JSON out. It only translates.
+The REST API: HTTP in, fleet calls, JSON out. It only translates.
 
-Every answer is HTTP 200 with a JSON body. A call that fails answers its own failure
-value (C{{"vmid": 0}}, C{{"status": 0}}, C{{"vmids": 0}}, C{0}); anything that is not a
-call of the API (unknown path, other method, a missing or non-integer argument) answers
+The calls are the seed API's (vm/create, vm/query, vm/destroy, vm/types, pm/list,
+pm/listvms, pm/query, image/list) and, beside them under paths of their own, the fleet view
+(v1/fleet, v1/events) and the calls on running VMs (vm/info, vm/stop, vm/start, vm/reboot,
+vm/suspend, vm/resume, vm/resize, vm/migrate), which never add a key to a seed answer.
+
+Every answer is HTTP 200 with a JSON body. A GET of a call that fails, for whatever reason
+(a missing, empty, repeated, non-integer or out-of-range argument included), answers that
+call's own failure value (C{{"vmid": 0}}, C{{"status": 0}}, C{{"vmids": 0}}, C{0}: see
+L{vorchd.openapi.FAILURES}); what is not a call of the API at all (an unknown path, a method
+other than GET or HEAD, a HEAD of a call that changes state, which does nothing) answers
 C{0}. Failures carry the reason in an C{X-Vorchd-Reason} header for people using curl.
 
 Whatever bytes arrive, the answer is one of those: a front door (L{SeedResource}) matches
@@ -38,9 +45,14 @@ _INTEGER = re.compile(rb"-?[0-9]{1,1000}")
 _ALLOWED_METHODS = (b"GET", b"HEAD")
 # A call that changes state does nothing on HEAD: its answer would never be seen.
 _CHANGING_METHODS = (b"GET",)
+# The largest id there can be (ids are Redis counters, signed 64-bit integers).
+MAX_ID = 2**63 - 1
 
 # Every path the API answers, matched byte for byte as sent: its OpenAPI document's.
 CALLS = frozenset(path.encode("ascii") for path in openapi.PATHS)
+# The calls that change state, and what a GET of each call answers when it fails.
+CHANGING = frozenset(path.encode("ascii") for path in openapi.CHANGING)
+FAILURES = {path.encode("ascii"): value for path, value in openapi.FAILURES.items()}
 # Served too, but not a call of the API (nor in its OpenAPI document).
 METRICS = b"/metrics"
 SERVED = CALLS | {METRICS}
@@ -49,18 +61,28 @@ SERVED = CALLS | {METRICS}
 _OUTCOME = "_vorchd_outcome"
 
 
-class Malformed(Exception):
+class NotACall(Exception):
     """
-    Not a call of the seed API at all (other method, a missing, repeated or non-integer
-    argument): answered with a plain C{0}, like an unknown path.
+    Not a call of the API at all (a method other than GET or HEAD, a HEAD of a call that
+    changes state): answered with a plain C{0}, like an unknown path.
     """
 
 
 class BadRequest(Exception):
     """
-    A well-formed call that cannot succeed as asked (an empty name, a non-positive id):
-    answered with the call's own failure value.
+    A call that cannot succeed as asked (an argument missing, empty, repeated, not an
+    integer or out of range, an empty name): answered with the call's own failure value.
     """
+
+
+def is_call(request) -> bool:
+    """
+    Whether C{request} is a call of the API: a GET of one of its paths, or a HEAD of one
+    that changes nothing.
+    """
+    if request.path not in CALLS:
+        return False
+    return request.method == b"GET" or (request.method == b"HEAD" and request.path not in CHANGING)
 
 
 _UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
@@ -100,10 +122,11 @@ def parse_query(uri: bytes) -> dict[bytes, list[bytes]]:
 
 class SeedResource(Resource):
     """
-    The front door of the seed API: answers 0 itself for a path that is not exactly one of
-    L{SERVED}, or a Host header Klein cannot route (not UTF-8, or not a host name at all:
-    Klein would answer a 400 or 500 page and log a traceback); replaces C{request.args}
-    with L{parse_query}'s, and hands every call to the Klein app.
+    The front door of the API: answers 0 itself for a path that is not exactly one of
+    L{SERVED}, and the call's failure value (L{SeedAPI._fail}) for a Host header Klein
+    cannot route (not UTF-8, or not a host name at all: Klein would answer a 400 or 500
+    page and log a traceback); replaces C{request.args} with L{parse_query}'s, and hands
+    every call to the Klein app.
 
     Every request is counted in C{metrics} by endpoint and outcome, and timed from here
     to its answer written.
@@ -155,21 +178,19 @@ class SeedResource(Resource):
         try:
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
-            return SeedAPI._answer(request, 0, "the Host header is not UTF-8")
+            return SeedAPI._fail(request, "the Host header is not UTF-8")
         request.args = parse_query(request.uri)
         try:
             return self._klein.render(request)
         except BadHost:
             # Routing refused the Host (werkzeug wants an IDNA host name: no label over
             # 63 characters, none empty) before any call ran.
-            return SeedAPI._answer(request, 0, "the Host header is not a host name")
+            return SeedAPI._fail(request, "the Host header is not a host name")
         except HTTPException as e:
-            return SeedAPI._answer(request, 0, f"not a call: {e.code} {e.name}")
+            return SeedAPI._fail(request, f"not routed: {e.code} {e.name}")
         except Exception as e:
             self.log.failure("unexpected error routing {uri}", uri=request.uri)
-            return SeedAPI._answer(
-                request, 0, f"internal error: {e.__class__.__name__}", outcome="failed"
-            )
+            return SeedAPI._fail(request, f"internal error: {e.__class__.__name__}")
 
     @staticmethod
     def _dashboard(request):
@@ -184,7 +205,8 @@ class SeedResource(Resource):
 
 class SeedAPI:
     """
-    The Klein application serving the seed API over a L{Fleet}.
+    The Klein application serving the API (the seed API and the calls beside it) over a
+    L{Fleet}.
     """
 
     app = Klein()
@@ -224,36 +246,63 @@ class SeedAPI:
             request.setHeader(name, value)
         return body
 
+    @classmethod
+    def _fail(cls, request, reason: str) -> bytes:
+        """
+        Answer C{request}'s failure with C{reason}: a call's own failure value (counted as
+        failed), or, for what is not a call, 0.
+        """
+        if is_call(request):
+            return cls._answer(request, FAILURES.get(request.path, 0), reason, outcome="failed")
+        return cls._answer(request, 0, reason)
+
     @staticmethod
-    def _check_method(request, changes: bool) -> None:
+    def _check_method(request) -> None:
+        changes = request.path in CHANGING
         if request.method not in (_CHANGING_METHODS if changes else _ALLOWED_METHODS):
-            raise Malformed(f"method {_printable(request.method)} not allowed")
+            raise NotACall(f"method {_printable(request.method)} not allowed")
 
     @staticmethod
     def _arg(request, name: str) -> bytes:
         values = request.args.get(name.encode("ascii"))
         if not values:
-            raise Malformed(f"missing argument {name}")
+            raise BadRequest(f"missing argument {name}")
         if len(values) > 1:
-            raise Malformed(f"argument {name} given {len(values)} times")
+            raise BadRequest(f"argument {name} given {len(values)} times")
         return values[0]
 
     @classmethod
     def _int_arg(cls, request, name: str) -> int:
         raw = cls._arg(request, name)
+        if not raw:
+            raise BadRequest(f"argument {name} is empty")
         if not _INTEGER.fullmatch(raw):
-            raise Malformed(f"argument {name} is not an integer")
+            raise BadRequest(f"argument {name} is not an integer")
         return int(raw)
 
-    async def _serve(self, request, failure, work, changes: bool = False):
+    @classmethod
+    def _id_arg(cls, request, name: str) -> int:
         """
-        Run C{work()} and answer its value, or C{failure} with the reason. A call that
-        C{changes} state answers 0 to HEAD without doing anything.
+        The id in argument C{name}: an integer from 1 to L{MAX_ID}.
         """
+        value = cls._int_arg(request, name)
+        if value <= 0:
+            raise BadRequest(f"argument {name} must be positive")
+        if value > MAX_ID:
+            raise BadRequest(f"argument {name} is out of range")
+        return value
+
+    async def _serve(self, request, work):
+        """
+        Run C{work()} and answer its value, or the call's failure value (L{FAILURES})
+        with the reason. A call that changes state (L{CHANGING}) answers 0 to HEAD
+        without doing anything.
+        """
+        failure = FAILURES[request.path]
         try:
-            self._check_method(request, changes)
+            self._check_method(request)
             return self._answer(request, await work(), outcome="ok")
-        except Malformed as e:
+        except NotACall as e:
             return self._answer(request, 0, str(e))
         except (BadRequest, Refused, StoreUnavailable) as e:
             return self._answer(request, failure, str(e), outcome="failed")
@@ -271,14 +320,12 @@ class SeedAPI:
     @app.route("/vm/create")
     def vm_create(self, request):
         async def work():
-            tid = self._int_arg(request, "instance_type")
-            image_id = self._int_arg(request, "image_id")
-            # The seed names a missing name among create's own failures, unlike other
-            # missing arguments.
-            names = request.args.get(b"name") or [b""]
-            if len(names) > 1:
-                raise Malformed(f"argument name given {len(names)} times")
             try:
+                tid = self._int_arg(request, "instance_type")
+                image_id = self._int_arg(request, "image_id")
+                names = request.args.get(b"name") or [b""]
+                if len(names) > 1:
+                    raise BadRequest(f"argument name given {len(names)} times")
                 try:
                     name = names[0].decode("utf-8")
                 except UnicodeDecodeError:
@@ -292,7 +339,7 @@ class SeedAPI:
                 raise
             return {"vmid": await self.fleet.create(name, tid, image_id)}
 
-        return self._serve(request, {"vmid": 0}, work, changes=True)
+        return self._serve(request, work)
 
     @app.route("/vm/query")
     def vm_query(self, request):
@@ -303,7 +350,7 @@ class SeedAPI:
                 raise Refused(f"no VM {vmid}")
             return vm
 
-        return self._serve(request, 0, work)
+        return self._serve(request, work)
 
     @app.route("/vm/destroy")
     def vm_destroy(self, request):
@@ -311,21 +358,21 @@ class SeedAPI:
             await self.fleet.destroy(self._int_arg(request, "vmid"))
             return {"status": 1}
 
-        return self._serve(request, {"status": 0}, work, changes=True)
+        return self._serve(request, work)
 
     @app.route("/vm/types")
     def vm_types(self, request):
         async def work():
             return {"types": [f.as_dict() for f in self.fleet.flavors()]}
 
-        return self._serve(request, 0, work)
+        return self._serve(request, work)
 
     @app.route("/pm/list")
     def pm_list(self, request):
         async def work():
             return {"pmids": self.fleet.pm_ids()}
 
-        return self._serve(request, 0, work)
+        return self._serve(request, work)
 
     @app.route("/pm/listvms")
     def pm_listvms(self, request):
@@ -336,7 +383,7 @@ class SeedAPI:
                 raise Refused(f"no PM {pmid}")
             return {"vmids": vmids}
 
-        return self._serve(request, {"vmids": 0}, work)
+        return self._serve(request, work)
 
     @app.route("/pm/query")
     def pm_query(self, request):
@@ -347,7 +394,7 @@ class SeedAPI:
                 raise Refused(f"no PM {pmid}")
             return pm
 
-        return self._serve(request, 0, work)
+        return self._serve(request, work)
 
     @app.route("/image/list")
     def image_list(self, request):
@@ -355,14 +402,61 @@ class SeedAPI:
             images = self.fleet.images_list()
             return {"images": [{"id": i.id, "name": i.name} for i in images]}
 
-        return self._serve(request, 0, work)
+        return self._serve(request, work)
+
+    # -- running VMs ------------------------------------------------------------------------
+
+    @app.route("/vm/info")
+    def vm_info(self, request):
+        async def work():
+            return await self.fleet.info(self._id_arg(request, "vmid"))
+
+        return self._serve(request, work)
+
+    def vm_act(self, request):
+        """
+        C{/vm/<action>}: one of L{openapi.ACTIONS}, the last segment of the path.
+        """
+        action = request.path.rpartition(b"/")[2].decode("ascii")
+
+        async def work():
+            await self.fleet.act(self._id_arg(request, "vmid"), action)
+            return {"status": 1}
+
+        return self._serve(request, work)
+
+    for _action in openapi.ACTIONS:
+        app.route(f"/vm/{_action}")(vm_act)
+    del _action
+
+    @app.route("/vm/resize")
+    def vm_resize(self, request):
+        async def work():
+            vmid = self._id_arg(request, "vmid")
+            await self.fleet.resize(vmid, self._id_arg(request, "instance_type"))
+            return {"status": 1}
+
+        return self._serve(request, work)
+
+    @app.route("/vm/migrate")
+    def vm_migrate(self, request):
+        async def work():
+            vmid = self._id_arg(request, "vmid")
+            # Without a pmid the active policy picks the target; an empty one is no id.
+            pmid = self._id_arg(request, "pmid") if b"pmid" in request.args else None
+            await self.fleet.migrate(vmid, pmid)
+            return {"status": 1}
+
+        return self._serve(request, work)
+
+    # -- the fleet view, the documents ------------------------------------------------------
 
     @app.route("/v1/fleet")
     def fleet_view(self, request):
         try:
-            self._check_method(request, False)
+            self._check_method(request)
             body = self.fleet.view_json()
-        except Malformed as e:
+        except NotACall as e:
             return self._answer(request, 0, str(e))
         except StoreUnavailable as e:
             return self._answer(request, 0, str(e), outcome="failed")
@@ -373,7 +467,7 @@ class SeedAPI:
         async def work():
             return openapi.DOCUMENT
 
-        return self._serve(request, 0, work)
+        return self._serve(request, work)
 
     @app.route("/metrics")
     async def metrics_text(self, request):
@@ -386,4 +480,4 @@ class SeedAPI:
     def error(self, request, failure):
         # Klein's own failures (a routing error, say) never show a traceback either.
         self.log.failure("error answering {uri}", failure, uri=request.uri)
-        return self._answer(request, 0, "internal error", outcome="failed")
+        return self._fail(request, "internal error")

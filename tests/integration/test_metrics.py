@@ -234,18 +234,70 @@ class MetricsTestsMixin:
             value(after, "vorchd_requests_total", **failed),
             value(before, "vorchd_requests_total", **failed) + 3,
         )
-        # A missing argument is not a create at all: malformed, no placement failure.
-        self.assertEqual(await self.json("/vm/create?name=x&image_id=1"), 0)
+        # A missing or non-integer argument is a create that failed, as a bad request;
+        # a HEAD or a POST is not a create at all: malformed, no placement failure.
+        self.assertEqual(await self.json("/vm/create?name=x&image_id=1"), {"vmid": 0})
+        self.assertEqual(
+            await self.json("/vm/create?name=x&instance_type=abc&image_id=1"), {"vmid": 0}
+        )
+        for method in ("HEAD", "POST"):
+            answer = await self.client.call(
+                "/vm/create?" + q(name="x", instance_type=1, image_id=1), method
+            )
+            self.assertEqual(answer.status, 200)
         for pmid in (1, 2):
             await self.daemon.fleet.store.set_drained(pmid, True)
         self.assertEqual(await self.create(1), 0)
         last = await self.scrape()
+        self.assertEqual(failures(last, "bad_request"), failures(after, "bad_request") + 2)
         self.assertEqual(failures(last, "drained"), failures(after, "drained") + 1)
-        self.assertEqual(sum(v for (n, _), v in last.items() if "placement" in n), 4)
+        self.assertEqual(sum(v for (n, _), v in last.items() if "placement" in n), 6)
         self.assertEqual(
-            value(last, "vorchd_requests_total", endpoint="vm_create", outcome="malformed"), 1
+            value(last, "vorchd_requests_total", endpoint="vm_create", outcome="failed"),
+            value(after, "vorchd_requests_total", endpoint="vm_create", outcome="failed") + 3,
+        )
+        self.assertEqual(
+            value(last, "vorchd_requests_total", endpoint="vm_create", outcome="malformed"), 2
         )
         self.assertEqual(value(last, "vorchd_pm_drained", pmid=1), 1)
+
+    async def test_argument_errors_and_new_calls_counted(self):
+        """
+        Malformed arguments of a seed call count as failed (they answer its failure
+        value), other methods as malformed; the calls on running VMs have endpoints of
+        their own, and their failures count as failed.
+        """
+        before = await self.scrape()
+
+        def moved(samples, endpoint, outcome):
+            labels = {"endpoint": endpoint, "outcome": outcome}
+            return value(samples, "vorchd_requests_total", **labels) - value(
+                before, "vorchd_requests_total", **labels
+            )
+
+        for path in ("/vm/destroy?vmid=abc", "/vm/destroy", "/vm/destroy?vmid=1&vmid=1"):
+            self.assertEqual(await self.json(path), {"status": 0}, path)
+        self.assertEqual(await self.json("/pm/listvms"), {"vmids": 0})
+        self.assertEqual(await self.json("/pm/query?pmid=x"), 0)
+        self.assertEqual((await self.client.call("/vm/destroy?vmid=1", "POST")).json, 0)
+        self.assertEqual((await self.client.call("/vm/destroy?vmid=1", "HEAD")).status, 200)
+        self.assertEqual(await self.json("/vm/info?vmid=abc"), 0)
+        for path in ("/vm/stop?vmid=0", "/vm/migrate?vmid=-1"):
+            self.assertEqual(await self.json(path), {"status": 0}, path)
+        self.assertEqual((await self.client.call("/vm/stop?vmid=1", "HEAD")).status, 200)
+        after = await self.scrape()
+        self.assertEqual(moved(after, "vm_destroy", "failed"), 3)
+        self.assertEqual(moved(after, "vm_destroy", "malformed"), 2)
+        self.assertEqual(moved(after, "pm_listvms", "failed"), 1)
+        self.assertEqual(moved(after, "pm_query", "failed"), 1)
+        self.assertEqual(moved(after, "vm_info", "failed"), 1)
+        self.assertEqual(moved(after, "vm_stop", "failed"), 1)
+        self.assertEqual(moved(after, "vm_stop", "malformed"), 1)
+        self.assertEqual(moved(after, "vm_migrate", "failed"), 1)
+        for endpoint in ("vm_info", "vm_stop", "vm_start", "vm_reboot", "vm_suspend"):
+            self.assertIn(endpoint, metrics.ENDPOINT_NAMES)
+        for endpoint in ("vm_resume", "vm_resize", "vm_migrate", "v1_fleet"):
+            self.assertIn(endpoint, metrics.ENDPOINT_NAMES)
 
     async def test_seed_answers_unchanged(self):
         """/ and unknown paths still answer 0; only GET and HEAD of exactly /metrics serve it."""

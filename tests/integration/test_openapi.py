@@ -1,5 +1,6 @@
 """
-The seed API's OpenAPI document: valid OpenAPI 3.1, served by the daemon at
+The API's OpenAPI document (the seed API and the calls beside it): valid OpenAPI 3.1, served
+by the daemon at
 GET /openapi.json, and true to what the daemon answers (every answer of every call, success
 and failure, fits the document's schema for it, and only the right branch of it).
 
@@ -16,7 +17,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.clients import InMemoryClient, LoopbackClient
 from tests.harness import FLAVORS, require, start_daemon
-from vorchd import openapi
+from vorchd import openapi, rest
+from vorchd.fleet import running
 from vorchd.rest import CALLS
 
 try:
@@ -43,10 +45,31 @@ PARAMETERS = {
     "/openapi.json": {},
     "/v1/fleet": {},
     "/v1/events": {},
+    "/vm/info": {"vmid": "integer"},
+    "/vm/stop": {"vmid": "integer"},
+    "/vm/start": {"vmid": "integer"},
+    "/vm/reboot": {"vmid": "integer"},
+    "/vm/suspend": {"vmid": "integer"},
+    "/vm/resume": {"vmid": "integer"},
+    "/vm/resize": {"vmid": "integer", "instance_type": "integer"},
+    "/vm/migrate": {"vmid": "integer", "pmid": "integer"},
 }
+# The only parameters a call may go without.
+OPTIONAL = {("/vm/migrate", "pmid")}
 # Answered as a stream of events, not one JSON document.
 STREAMS = {"/v1/events"}
-FAILURES = {"/vm/create": {"vmid": 0}, "/vm/destroy": {"status": 0}, "/pm/listvms": {"vmids": 0}}
+RUNNING = ["/vm/info", "/vm/stop", "/vm/start", "/vm/reboot", "/vm/suspend", "/vm/resume"]
+RUNNING += ["/vm/resize", "/vm/migrate"]
+# The calls whose failure value is not 0.
+FAILURES = {
+    "/vm/create": {"vmid": 0},
+    "/vm/destroy": {"status": 0},
+    "/pm/listvms": {"vmids": 0},
+    # vm/info fails with 0, as vm/query does (contract section 6).
+    **{path: {"status": 0} for path in RUNNING if path != "/vm/info"},
+}
+# The calls that change state (a HEAD of one does nothing).
+CHANGING = {"/vm/create", "/vm/destroy", *RUNNING} - {"/vm/info"}
 
 
 def need_validators():
@@ -98,7 +121,25 @@ class DocumentTests(TestCase):
             got = {p["name"]: p["schema"]["type"] for p in DOC["paths"][path]["get"]["parameters"]}
             self.assertEqual(got, params, path)
             for p in DOC["paths"][path]["get"]["parameters"]:
-                self.assertEqual((p["in"], p["required"]), ("query", True), (path, p))
+                required = (path, p["name"]) not in OPTIONAL
+                self.assertEqual((p["in"], p["required"]), ("query", required), (path, p))
+
+    def test_failure_table(self):
+        """
+        FAILURES, which the daemon answers a failed GET with, is each call's own failure
+        value as its schema says (0 where it has none); the state-changing calls are
+        those the fleet's actions name, and their descriptions say HEAD does nothing.
+        """
+        expected = {p: FAILURES.get(p, 0) for p in PARAMETERS if p not in STREAMS}
+        self.assertEqual(openapi.FAILURES, expected)
+        self.assertEqual(rest.FAILURES, {p.encode(): v for p, v in expected.items()})
+        self.assertEqual(set(openapi.CHANGING), CHANGING)
+        self.assertEqual(openapi.ACTIONS, running.ACTIONS)
+        for path in PARAMETERS:
+            if path in STREAMS:
+                continue
+            description = DOC["paths"][path]["get"]["description"]
+            self.assertEqual("a HEAD of it does nothing" in description, path in CHANGING, path)
 
     def test_always_200_json_with_reason_header(self):
         """Every operation answers 200 JSON: success, own failure or 0; X-Vorchd-Reason."""
@@ -150,6 +191,22 @@ class DocumentTests(TestCase):
             "/pm/list": [{"pmids": [0]}, {"pmids": 0}],
             "/vm/types": [{"types": [{"tid": 1}]}, {"types": 0}],
             "/image/list": [{"images": [{"id": 1}]}, {"images": 0}],
+            "/vm/info": [
+                {"vmid": 1},
+                {"status": 1},
+                {
+                    "vmid": 1,
+                    "name": "a",
+                    "instance_type": 1,
+                    "pmid": 1,
+                    "image_id": 1,
+                    "state": "running",
+                    "domain": "d",
+                    "extra": 1,
+                },
+            ],
+            "/vm/stop": [{"status": 2}, {"status": 1, "vmid": 1}, {}, 1],
+            "/vm/migrate": [{"status": "1"}, {"pmid": 2}],
             "/v1/fleet": [
                 {"pms": []},
                 {
@@ -230,9 +287,17 @@ class ServedDocumentTestsMixin:
             ("/image/list", "", True),
             ("/openapi.json", "", True),
             ("/v1/fleet", "", True),
+            ("/vm/info", q(vmid=999999), False),
+            ("/vm/info", q(vmid=0), False),
+            ("/vm/stop", q(vmid="abc"), False),
+            ("/vm/start", "", False),
+            ("/vm/resize", q(vmid=vmid, instance_type=99), False),
+            ("/vm/migrate", q(vmid=vmid, pmid=99), False),
+            ("/vm/migrate", q(vmid=vmid, pmid=""), False),
             ("/vm/destroy", q(vmid=vmid), True),
             ("/vm/destroy", q(vmid=vmid), False),
             ("/vm/destroy", q(vmid="1.0"), False),
+            ("/vm/destroy", "", False),
         ]
         for path, query, success in calls:
             seen.append((path, query, success, await self.client.call(path + query)))
@@ -247,6 +312,17 @@ class ServedDocumentTestsMixin:
             self.assertEqual(answer.reason is None, success, where)
         types = [a.json for p, _, _, a in seen if p == "/vm/types"]
         self.assertEqual(types, [{"types": FLAVORS}])
+
+    async def test_info_fits_document(self):
+        """A real VM's vm/info fits the success branch of its schema, only."""
+        need_validators()
+        answer = await self.client.call("/vm/create?name=doc&instance_type=1&image_id=1")
+        vmid = answer.json["vmid"]
+        answer = await self.client.call(f"/vm/info?vmid={vmid}")
+        success_schema, failure_schema = response_schema("/vm/info")["anyOf"]
+        self.assertTrue(validator(success_schema).is_valid(answer.json), answer)
+        self.assertFalse(validator(failure_schema).is_valid(answer.json), answer)
+        self.assertIsNone(answer.reason)
 
 
 class InMemoryServedDocumentTests(ServedDocumentTestsMixin, TestCase):

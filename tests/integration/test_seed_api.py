@@ -298,9 +298,9 @@ class SeedAPITestsMixin:
 
     async def test_create_failures(self):
         """
-        Unknown or non-positive types and images, an empty or missing name, answer
-        {"vmid": 0}; missing, repeated or non-integer arguments are not a call at all and
-        answer 0. Every one has a reason and leaves nothing on any PM.
+        Unknown or non-positive types and images, an empty or missing name, and missing,
+        empty, repeated or non-integer arguments all answer {"vmid": 0}, never a bare 0.
+        Every one has a reason and leaves nothing on any PM.
         """
         refused = [
             q(name="x", instance_type=9, image_id=1),
@@ -312,8 +312,7 @@ class SeedAPITestsMixin:
             q(name="", instance_type=1, image_id=1),
             q(instance_type=1, image_id=1),
             "name=%ff%fe&instance_type=1&image_id=1",
-        ]
-        malformed = [
+            q(name="x", instance_type="abc", image_id=1),
             q(name="x", instance_type="one", image_id=1),
             q(name="x", instance_type="1.0", image_id=1),
             q(name="x", instance_type=" 1", image_id=1),
@@ -323,12 +322,15 @@ class SeedAPITestsMixin:
             q(name="x", instance_type=1),
             "name=x&name=y&instance_type=1&image_id=1",
             "name=x&instance_type=1&instance_type=1&image_id=1",
+            "name=x&instance_type=&image_id=1",
+            "name=x&instance_type=1&image_id=",
+            "name=x&instance_type&image_id=1",
+            "",
         ]
-        for queries, expected in ((refused, {"vmid": 0}), (malformed, 0)):
-            for query in queries:
-                answer = await self.get("/vm/create?" + query)
-                self.assertEqual(answer.json, expected, query)
-                self.assertTrue(answer.reason, query)
+        for query in refused:
+            answer = await self.get("/vm/create?" + query)
+            self.assertEqual(answer.json, {"vmid": 0}, query)
+            self.assertTrue(answer.reason, query)
         for pmid in (1, 2, 3):
             self.assertEqual(await self.domains(pmid), {})
             pm = await self.json(f"/pm/query?pmid={pmid}")
@@ -336,8 +338,8 @@ class SeedAPITestsMixin:
 
     async def test_query_failures(self):
         """
-        Unknown ids answer each call's failure value; missing, repeated and non-integer
-        ids are not a call at all and answer 0.
+        Unknown ids, and missing, empty, repeated, non-integer and out-of-range ones,
+        answer each call's own failure value, with a reason.
         """
         vmid, _ = await self.create()
         cases = {
@@ -351,8 +353,11 @@ class SeedAPITestsMixin:
             "/vm/destroy?vmid=999999": {"status": 0},
             "/vm/destroy?vmid=0": {"status": 0},
             "/vm/destroy?vmid=-5": {"status": 0},
-            "/vm/destroy?vmid=x": 0,
-            "/vm/destroy": 0,
+            "/vm/destroy?vmid=x": {"status": 0},
+            "/vm/destroy?vmid=": {"status": 0},
+            f"/vm/destroy?vmid={vmid}&vmid={vmid}": {"status": 0},
+            "/vm/destroy?vmid=" + "9" * 5000: {"status": 0},
+            "/vm/destroy": {"status": 0},
             "/pm/query?pmid=4": 0,
             "/pm/query?pmid=0": 0,
             "/pm/query?pmid=x": 0,
@@ -360,9 +365,10 @@ class SeedAPITestsMixin:
             "/pm/listvms?pmid=4": {"vmids": 0},
             "/pm/listvms?pmid=-1": {"vmids": 0},
             "/pm/listvms?pmid=" + "1" * 40: {"vmids": 0},
-            "/pm/listvms?pmid=": 0,
-            "/pm/listvms?pmid=1.5": 0,
-            "/pm/listvms": 0,
+            "/pm/listvms?pmid=": {"vmids": 0},
+            "/pm/listvms?pmid=1.5": {"vmids": 0},
+            "/pm/listvms?pmid=1&pmid=1": {"vmids": 0},
+            "/pm/listvms": {"vmids": 0},
         }
         for path, expected in cases.items():
             answer = await self.get(path)
@@ -370,9 +376,73 @@ class SeedAPITestsMixin:
             self.assertTrue(answer.reason, path)
         self.assertEqual((await self.json(f"/vm/query?vmid={vmid}"))["vmid"], vmid)
 
+    async def test_contract_examples(self):
+        """
+        The contract's own examples of malformed arguments: each answers its call's
+        failure value, with a reason, and no bare 0.
+        """
+        for path, expected in (
+            ("/vm/create?name=x&instance_type=abc&image_id=1", {"vmid": 0}),
+            ("/vm/destroy?vmid=abc", {"status": 0}),
+            ("/pm/listvms", {"vmids": 0}),
+        ):
+            answer = await self.get(path)
+            self.assertEqual(answer.json, expected, path)
+            self.assertEqual(answer.headers.getRawHeaders("content-type"), ["application/json"])
+            self.assertTrue(answer.reason, path)
+
+    async def test_malformed_arguments(self):
+        """
+        For every seed call that takes arguments, each argument missing, empty, repeated,
+        not an integer or out of range answers the call's own failure value (0 only for
+        vm/query and pm/query, whose failure value it is), with a reason; none changes
+        anything. A HEAD of a read answers the same headers without a body.
+        """
+        vmid, _ = await self.create(name="kept")
+        before = await self.snapshot()
+        good = {
+            "/vm/create": {"name": "m", "instance_type": "1", "image_id": "1"},
+            "/vm/query": {"vmid": str(vmid)},
+            "/vm/destroy": {"vmid": str(vmid)},
+            "/pm/listvms": {"pmid": "1"},
+            "/pm/query": {"pmid": "1"},
+        }
+        failure = {
+            "/vm/create": {"vmid": 0},
+            "/vm/query": 0,
+            "/vm/destroy": {"status": 0},
+            "/pm/listvms": {"vmids": 0},
+            "/pm/query": 0,
+        }
+        bad_values = ["", "abc", "1.0", "+1", " 1", "0x1", "1e3", "9" * 1001, "%ff"]
+        for path, args in good.items():
+            for name in args:
+                if path == "/vm/create" and name == "name":
+                    variants = [{k: v for k, v in args.items() if k != name}]
+                    variants.append({**args, name: ""})
+                else:
+                    variants = [{k: v for k, v in args.items() if k != name}]
+                    variants += [{**args, name: value} for value in bad_values]
+                queries = [urllib.parse.urlencode(v).replace("%25ff", "%ff") for v in variants]
+                # Given twice (even twice the same good value).
+                queries.append(urllib.parse.urlencode(args) + f"&{name}={args[name]}")
+                for query in queries:
+                    where = f"{path}?{query}"
+                    answer = await self.get(where)
+                    self.assertEqual(answer.json, failure[path], where)
+                    self.assertTrue(answer.reason, where)
+                    if path in ("/vm/query", "/pm/listvms", "/pm/query"):
+                        head = await self.get(where, "HEAD")
+                        self.assertEqual((head.raw, head.reason), (b"", answer.reason), where)
+        self.assertEqual(await self.snapshot(), before)
+        home = before[f"/vm/query?vmid={vmid}"]["pmid"]
+        for pmid in (1, 2, 3):
+            self.assertEqual(len(await self.domains(pmid)), int(pmid == home), pmid)
+
     async def test_unknown_paths_and_methods(self):
         """
-        Any other path, and any method but GET on a real path, answers 0 (HTTP 200).
+        Any other path, any method but GET and HEAD on a real path, and a HEAD of a call
+        that changes state (which does nothing), answer 0 (HTTP 200) with a reason.
         """
         for path in (
             "/",
@@ -389,7 +459,19 @@ class SeedAPITestsMixin:
                 "/vm/create?" + q(name="x", instance_type=1, image_id=1), method
             )
             self.assertEqual(answer.json, 0, method)
+            self.assertTrue(answer.reason, method)
             self.assertEqual((await self.get("/pm/list", method)).json, 0, method)
+            # Even with malformed arguments, another method is not a call at all.
+            for path in ("/vm/destroy?vmid=abc", "/pm/listvms", "/vm/query?vmid=x"):
+                self.assertEqual((await self.get(path, method)).json, 0, (path, method))
+        for path in (
+            "/vm/create?" + q(name="x", instance_type=1, image_id=1),
+            "/vm/create?name=x&instance_type=abc&image_id=1",
+            "/vm/destroy?vmid=abc",
+        ):
+            head = await self.get(path, "HEAD")
+            self.assertEqual(head.raw, b"", path)
+            self.assertTrue(head.reason, path)
         for pmid in (1, 2, 3):
             self.assertEqual(await self.domains(pmid), {})
 

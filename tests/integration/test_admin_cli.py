@@ -378,13 +378,14 @@ class ShellTests(SynchronousTestCase):
     def test_complete_pmids_ratios_status(self):
         """
         drain, enable and rediscover complete PM ids; ratios the resources not yet set;
-        status its --json flag.
+        status its --json flag, drain its --evacuate.
         """
         complete = self.shell().completedefault
         self.assertEqual(complete("1", "drain 1", 6, 7), ["1", "12"])
         self.assertEqual(complete("", "enable ", 7, 7), ["1", "2", "12"])
         self.assertEqual(complete("2", "rediscover 2", 11, 12), ["2"])
-        self.assertEqual(complete("", "drain 1 ", 8, 8), [])
+        self.assertEqual(complete("", "drain 1 ", 8, 8), ["--evacuate"])
+        self.assertEqual(complete("", "drain 1 --evacuate ", 19, 19), [])
         self.assertEqual(complete("", "ratios ", 7, 7), ["cpu=", "ram=", "disk="])
         self.assertEqual(complete("", "ratios cpu=2 ", 13, 13), ["ram=", "disk="])
         self.assertEqual(complete("d", "ratios d", 7, 8), ["disk="])

@@ -473,6 +473,89 @@ class VorchExecutableTests(TestCase):
         self.assertTrue(answer.reason)
         self.assertEqual(err, f"vorch: cannot destroy vm 999999: {answer.reason}\n")
 
+    async def test_running_vm_commands(self):
+        """
+        vm info, stop, start, suspend, resume, reboot, resize and migrate (of a stopped
+        VM, which libvirt's test driver can move) against the daemon: each says what it
+        did, and the REST API agrees.
+        """
+        created = await self.ok_json("vm", "create", "runner", "--type", "1", "--image", "1")
+        vmid = str(created["vmid"])
+        info = await self.rest_json(f"/vm/info?vmid={vmid}")
+        self.assertEqual(await self.ok_json("vm", "info", vmid), info)
+        header, row = (await self.ok("vm", "info", vmid)).splitlines()
+        self.assertEqual(
+            header.split(), ["VMID", "NAME", "TYPE", "PM", "IMAGE", "STATE", "DOMAIN"]
+        )
+        self.assertEqual(row.split()[:6], [vmid, "runner", "1", str(info["pmid"]), "1", "running"])
+
+        async def state() -> str:
+            return (await self.rest_json(f"/vm/info?vmid={vmid}"))["state"]
+
+        self.assertEqual(await self.ok("vm", "stop", vmid), f"stopped vm {vmid}\n")
+        self.assertEqual(await state(), "shutoff")
+        err = await self.failed("vm", "stop", vmid)
+        self.assertTrue(err.startswith(f"vorch: cannot stop vm {vmid}: "), err)
+        self.assertEqual(await self.ok_json("vm", "start", vmid), {"status": 1})
+        self.assertEqual(await state(), "running")
+        self.assertEqual(await self.ok("vm", "suspend", vmid), f"suspended vm {vmid}\n")
+        self.assertEqual(await state(), "paused")
+        self.assertEqual(await self.ok("vm", "resume", vmid), f"resumed vm {vmid}\n")
+        self.assertEqual(await self.ok("vm", "reboot", vmid), f"rebooted vm {vmid}\n")
+        self.assertEqual(await state(), "running")
+
+        self.assertEqual(
+            await self.ok("vm", "resize", vmid, "2"), f"resized vm {vmid} to type 2\n"
+        )
+        self.assertEqual((await self.rest_json(f"/vm/query?vmid={vmid}"))["instance_type"], 2)
+        # libvirt's test driver moves a stopped VM only (cold).
+        self.assertEqual(await self.ok("vm", "stop", vmid), f"stopped vm {vmid}\n")
+        target = 3 if info["pmid"] != 3 else 2
+        self.assertEqual(
+            await self.ok("vm", "migrate", vmid, str(target)),
+            f"migrated vm {vmid} to pm {target}\n",
+        )
+        self.assertEqual((await self.rest_json(f"/vm/query?vmid={vmid}"))["pmid"], target)
+        out = await self.ok("vm", "migrate", vmid)
+        moved = (await self.rest_json(f"/vm/query?vmid={vmid}"))["pmid"]
+        self.assertEqual(out, f"migrated vm {vmid} to pm {moved}\n")
+        self.assertNotEqual(moved, target)
+        self.assertEqual(await self.ok("vm", "start", vmid), f"started vm {vmid}\n")
+        self.assertEqual(await state(), "running")
+        self.assertEqual(await self.ok("vm", "destroy", vmid), f"destroyed vm {vmid}\n")
+
+    async def test_running_vm_failures(self):
+        """
+        The commands on running VMs exit 1 with one line carrying the daemon's reason for
+        an unknown VM, type or PM and a non-positive id; wrong usage exits 2.
+        """
+        created = await self.ok_json("vm", "create", "f", "--type", "1", "--image", "1")
+        vmid = created["vmid"]
+        for argv, path, what in (
+            (["vm", "info", "999999"], "/vm/info?vmid=999999", "show vm 999999"),
+            (["vm", "stop", "999999"], "/vm/stop?vmid=999999", "stop vm 999999"),
+            (["vm", "resume", "0"], "/vm/resume?vmid=0", "resume vm 0"),
+            (
+                ["vm", "resize", str(vmid), "99"],
+                f"/vm/resize?vmid={vmid}&instance_type=99",
+                f"resize vm {vmid} to type 99",
+            ),
+            (
+                ["vm", "migrate", str(vmid), "42"],
+                f"/vm/migrate?vmid={vmid}&pmid=42",
+                f"migrate vm {vmid} to pm 42",
+            ),
+        ):
+            answer = await self.rest.call(path)
+            self.assertEqual(answer.json, 0 if "info" in path else {"status": 0}, path)
+            self.assertTrue(answer.reason, path)
+            self.assertEqual(await self.failed(*argv), f"vorch: cannot {what}: {answer.reason}\n")
+        self.assertIn("VMID", await self.failed("vm", "stop", code=2))
+        self.assertIn("TID", await self.failed("vm", "resize", str(vmid), code=2))
+        self.assertIn("not an integer id", await self.failed("vm", "migrate", "1", "x", code=2))
+        vm = await self.rest_json(f"/vm/query?vmid={vmid}")
+        self.assertEqual((vm["instance_type"], vm["name"]), (1, "f"))
+
     async def test_unknown_pm(self):
         """
         pm show and pm vms of an unknown pmid exit 1 and say so.

@@ -3,6 +3,11 @@ vorch: the command-line client of a vorchd's REST API.
 
     vorch vm create NAME --type T --image I   create a VM; waits until it runs
     vorch vm show VMID                        one VM
+    vorch vm info VMID                        one VM as its hypervisor has it: state, domain
+    vorch vm stop|start|reboot|suspend|resume VMID
+                                              change a VM's state; waits until done
+    vorch vm resize VMID TID                  give a VM another instance type
+    vorch vm migrate VMID [PMID]              move a VM to a PM (without one, the policy's)
     vorch vm destroy VMID                     stop and delete a VM
     vorch vm list [--pm PMID]                 every VM (or those on one PM)
     vorch types                               the instance types
@@ -13,9 +18,9 @@ vorch: the command-line client of a vorchd's REST API.
     vorch watch [--count N]                   the fleet's changes, one line each, as they come
     vorch completion bash                     a bash completion script
 
-Output is a table, or the daemon's JSON with C{--json} (for C{vm list} and C{pm list}, a
-JSON array of the records of C{vm/query} and C{pm/query}; for C{watch}, one JSON object a
-line per event). The server is C{--url}, else C{$VORCH_URL}, else C{http://localhost}.
+Output is a table or a line, or the daemon's JSON with C{--json} (for C{vm list} and C{pm
+list}, a JSON array of the records of C{vm/query} and C{pm/query}; for C{watch}, one JSON
+object a line per event). The server is C{--url}, else C{$VORCH_URL}, else C{http://localhost}.
 
 Exit status: 0 done (C{watch}: also when interrupted), 1 failed (one line on stderr says
 what and why: the daemon's C{X-Vorchd-Reason} when it gave one), 2 wrong usage.
@@ -47,14 +52,19 @@ from vorchd.cli.vorch_client import (
     VorchError,
 )
 from vorchd.cli.vorch_commands import (
+    ACTIONS,
     images,
     pm_list,
     pm_show,
     pm_vms,
     types,
+    vm_act,
     vm_create,
     vm_destroy,
+    vm_info,
     vm_list,
+    vm_migrate,
+    vm_resize,
     vm_show,
 )
 from vorchd.cli.vorch_events import (
@@ -68,6 +78,10 @@ TREE: dict[str, dict[str, tuple[str, ...]]] = {
     "vm": {
         "create": ("--type", "--image"),
         "show": (),
+        "info": (),
+        **dict.fromkeys(ACTIONS, ()),
+        "resize": (),
+        "migrate": (),
         "destroy": (),
         "list": ("--pm",),
     },
@@ -170,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", title="commands")
     groups.required = True
 
-    vm = groups.add_parser("vm", help="create, show, destroy and list VMs").add_subparsers(
-        dest="command", metavar="COMMAND", title="commands", required=True
-    )
+    vm = groups.add_parser(
+        "vm", help="create, show, change, move, destroy and list VMs"
+    ).add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True)
     create = vm.add_parser(
         "create", parents=common, help="create a VM and wait until it runs (prints it)"
     )
@@ -183,6 +197,29 @@ def build_parser() -> argparse.ArgumentParser:
     show = vm.add_parser("show", parents=common, help="one VM")
     show.add_argument("vmid", type=id_arg, metavar="VMID")
     show.set_defaults(run=vm_show)
+    info = vm.add_parser(
+        "info", parents=common, help="one VM as its hypervisor has it now: its state and domain"
+    )
+    info.add_argument("vmid", type=id_arg, metavar="VMID")
+    info.set_defaults(run=vm_info)
+    for action, (does, _, _) in ACTIONS.items():
+        acting = vm.add_parser(action, parents=common, help=does)
+        acting.add_argument("vmid", type=id_arg, metavar="VMID")
+        acting.set_defaults(run=vm_act)
+    resize = vm.add_parser(
+        "resize", parents=common, help="give a VM another instance type, on its PM"
+    )
+    resize.add_argument("vmid", type=id_arg, metavar="VMID")
+    resize.add_argument("type", type=id_arg, metavar="TID", help="vorch types")
+    resize.set_defaults(run=vm_resize)
+    migrate = vm.add_parser(
+        "migrate", parents=common, help="move a VM to another PM (live if it runs)"
+    )
+    migrate.add_argument("vmid", type=id_arg, metavar="VMID")
+    migrate.add_argument(
+        "pmid", type=id_arg, nargs="?", metavar="PMID", help="without it, the policy picks"
+    )
+    migrate.set_defaults(run=vm_migrate)
     destroy = vm.add_parser("destroy", parents=common, help="stop and delete a VM")
     destroy.add_argument("vmid", type=id_arg, metavar="VMID")
     destroy.set_defaults(run=vm_destroy)

@@ -19,11 +19,36 @@ from vorchd.cli.vorch_client import (
 from vorchd.cli.vorch_format import (
     Progress,
     format_images,
+    format_info,
     format_pms,
     format_types,
     format_vmids,
     format_vms,
 )
+
+# The state changes of a running VM (vorch vm stop ...), each the daemon's /vm/<action>:
+# what it does, and what it is called as it runs and once done.
+ACTIONS = {
+    "stop": ("power a VM off (its disk and room stay)", "stopping", "stopped"),
+    "start": ("boot a stopped VM", "starting", "started"),
+    "reboot": ("restart a running VM", "rebooting", "rebooted"),
+    "suspend": ("pause a running VM, in memory", "suspending", "suspended"),
+    "resume": ("let a suspended VM run on", "resuming", "resumed"),
+}
+
+
+def _done(client: Client, path: str, what: str, doing: str, **params: Any) -> dict:
+    """
+    GET C{path}, a call answering {"status": 1} once done (C{doing} shows meanwhile on a
+    terminal); that answer.
+
+    @raise VorchError: it answered anything else ("cannot C{what}: the daemon's reason").
+    """
+    with Progress(f"{doing}..."):
+        answer, reason = client.get(path, **params)
+    if not isinstance(answer, dict) or answer.get("status") != 1:
+        raise failure(f"cannot {what}", reason, answer)
+    return answer
 
 
 def vm_create(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
@@ -47,6 +72,45 @@ def vm_destroy(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
     if not isinstance(answer, dict) or answer.get("status") != 1:
         raise failure(f"cannot destroy vm {options.vmid}", reason, answer)
     return answer, f"destroyed vm {options.vmid}\n"
+
+
+def vm_info(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
+    answer, reason = client.get("vm/info", vmid=options.vmid)
+    if not isinstance(answer, dict) or not answer.get("vmid"):
+        raise failure(f"cannot show vm {options.vmid}", reason, answer)
+    return answer, format_info([answer])
+
+
+def vm_act(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
+    """
+    vorch vm stop|start|reboot|suspend|resume VMID.
+    """
+    action, vmid = options.command, options.vmid
+    _, doing, done = ACTIONS[action]
+    answer = _done(client, f"vm/{action}", f"{action} vm {vmid}", f"{doing} vm {vmid}", vmid=vmid)
+    return answer, f"{done} vm {vmid}\n"
+
+
+def vm_resize(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
+    what = f"resize vm {options.vmid} to type {options.type}"
+    params = {"vmid": options.vmid, "instance_type": options.type}
+    answer = _done(client, "vm/resize", what, f"resizing vm {options.vmid}", **params)
+    return answer, f"resized vm {options.vmid} to type {options.type}\n"
+
+
+def vm_migrate(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
+    params: dict[str, Any] = {"vmid": options.vmid}
+    what = f"migrate vm {options.vmid}"
+    if options.pmid is not None:
+        params["pmid"] = options.pmid
+        what += f" to pm {options.pmid}"
+    answer = _done(client, "vm/migrate", what, f"migrating vm {options.vmid}", **params)
+    if options.json:
+        return answer, ""
+    # Where it went (the policy's choice, without a PMID).
+    where, _ = client.get("vm/query", vmid=options.vmid)
+    pmid = where.get("pmid") if isinstance(where, dict) else options.pmid
+    return answer, f"migrated vm {options.vmid}" + (f" to pm {pmid}" if pmid else "") + "\n"
 
 
 def vm_list(client: Client, options: argparse.Namespace) -> tuple[Any, str]:

@@ -115,6 +115,17 @@ def format_vms(vms: Iterable[Mapping[str, Any]]) -> str:
     )
 
 
+INFO_HEADERS = ("VMID", "NAME", "TYPE", "PM", "IMAGE", "STATE", "DOMAIN")
+
+
+def format_info(vms: Iterable[Mapping[str, Any]]) -> str:
+    """
+    C{vm/info} answers as a table: the VM's record, its state and its domain.
+    """
+    keys = ("vmid", "name", "instance_type", "pmid", "image_id", "state", "domain")
+    return format_table(INFO_HEADERS, [[v[k] for k in keys] for v in vms])
+
+
 def format_types(answer: Mapping[str, Any]) -> str:
     """
     A C{vm/types} answer as a table.

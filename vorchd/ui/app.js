@@ -5,6 +5,13 @@
 // destroys VMs through the seed API, as any client does, and puts every value on the page
 // as text, never as HTML: VM names are free text and show exactly as given.
 //
+// A VM shown in an open PM shows its state as its hypervisor has it (GET /vm/info: running,
+// paused, shutoff, ...), asked while its row is on screen: when it comes into view, after
+// every change of it, and every 15 s; VMs off screen cost the hypervisors nothing. It shows
+// the actions that state allows (stop, start, reboot, suspend, resume), a migrate target
+// and a resize, each a call of the API beside the seed one (/vm/stop, ..., /vm/migrate,
+// /vm/resize).
+//
 // At a thousand PMs the page stays usable: every PM is one compact row (rows off screen
 // cost nothing to lay out, see style.css), a PM shows its VMs only once opened, and the
 // filter box finds a PM by id or a VM by name or id.
@@ -22,6 +29,17 @@ const OPEN_PMS = 50;
 const OPEN_VMS = 200;
 const ROWS = 100; // VM rows an open PM shows before a "show all" button
 const CHANGES = ["pm", "vm", "vm_gone", "catalog", "settings"];
+const INFO_FRESH = 15000; // ms a VM's state from /vm/info counts as current
+const INFO_AT_ONCE = 4; // /vm/info calls in flight at most
+// What each action is called, as it runs and once done; and the hypervisor states that
+// allow it (a VM whose state is not known offers them all: the daemon says no if need be).
+const ACTIONS = {
+  stop: { label: "Stop", doing: "stopping", done: "stopped", from: ["running", "paused", "blocked", "crashed", "pmsuspended"] },
+  start: { label: "Start", doing: "starting", done: "started", from: ["shutoff", "shutdown", "crashed"] },
+  reboot: { label: "Reboot", doing: "rebooting", done: "rebooted", from: ["running", "blocked"] },
+  suspend: { label: "Suspend", doing: "suspending", done: "suspended", from: ["running", "blocked"] },
+  resume: { label: "Resume", doing: "resuming", done: "resumed", from: ["paused", "pmsuspended"] },
+};
 
 const state = {
   loaded: false, // a fleet has been loaded
@@ -41,6 +59,9 @@ const state = {
   everyRow: new Set(), // pmids whose open VM table shows every row
   armed: new Map(), // vmid -> {timer, at} of a destroy button waiting to be confirmed
   busy: new Set(), // vmids being destroyed
+  info: new Map(), // vmid -> {state, at} from /vm/info (state null: it could not be read)
+  acting: new Map(), // vmid -> what is being done to it (a call on a running VM), as text
+  chosen: new Map(), // vmid -> {migrate, resize}: what its selects were set to
 };
 
 // What the next render must redo: some PMs (by pmid), or everything.
@@ -157,6 +178,8 @@ function apply(event) {
     }
     case "vm": {
       setVM(data);
+      // Its record changed (moved, resized, gone missing...): ask its state again.
+      stale(data.vmid);
       // Its PM's own event says so too; until it arrives, list it there already.
       const pm = state.pms.get(data.pmid);
       if (pm && !pm.vmids.includes(data.vmid)) {
@@ -169,6 +192,8 @@ function apply(event) {
       state.vms.delete(data.vmid);
       if (state.armed.has(data.vmid)) clearTimeout(state.armed.get(data.vmid).timer);
       state.armed.delete(data.vmid);
+      state.info.delete(data.vmid);
+      state.chosen.delete(data.vmid);
       for (const pmid of new Set([data.pmid, vm && vm.pmid])) {
         const pm = state.pms.get(pmid);
         if (pm && pm.vmids.includes(data.vmid)) pm.vmids = pm.vmids.filter((v) => v !== data.vmid);
@@ -420,6 +445,100 @@ function destroyButton(vmid) {
   );
 }
 
+// The state a VM's row shows: what is being done to it, else what its hypervisor said,
+// else what the fleet records (missing), else "…" until /vm/info answers.
+function shownState(vmid) {
+  const vm = state.vms.get(vmid);
+  const acting = state.acting.get(vmid);
+  if (acting) return { text: `${acting}…`, kind: "busy" };
+  const info = state.info.get(vmid);
+  if (info && info.state) return { text: info.state, kind: info.state };
+  if (vm && vm.state && vm.state !== "active") return { text: vm.state, kind: vm.state };
+  if (info) return { text: "unknown", kind: "unknown", title: info.reason || "" };
+  return { text: "…", kind: "loading" };
+}
+
+function stateCell(vmid) {
+  const shown = shownState(vmid);
+  return el(
+    "td",
+    { class: "state" },
+    el("span", { class: `vmstate ${shown.kind}`, "data-state": shown.kind, title: shown.title || "" }, shown.text),
+  );
+}
+
+// The actions the VM's state allows (all of them while it is not known), as buttons.
+function actionsCell(vmid) {
+  const info = state.info.get(vmid);
+  const known = info && info.state;
+  const busy = state.acting.has(vmid) || state.busy.has(vmid);
+  const buttons = Object.entries(ACTIONS)
+    .filter(([, a]) => !known || a.from.includes(info.state))
+    .map(([name, a]) =>
+      el(
+        "button",
+        {
+          type: "button",
+          class: "act",
+          "data-action": name,
+          "data-vmid": vmid,
+          onclick: () => act(vmid, name),
+          ...(busy ? { disabled: "" } : {}),
+        },
+        a.label,
+      ),
+    );
+  return el("td", { class: "actions" }, ...buttons);
+}
+
+// A select of C{options} ([value, text]) showing what was chosen for the VM, if offered.
+function choice(vmid, kind, options, attrs) {
+  const select = el(
+    "select",
+    {
+      ...attrs,
+      onchange: (e) => state.chosen.set(vmid, { ...(state.chosen.get(vmid) || {}), [kind]: e.target.value }),
+    },
+    ...options.map(([value, text]) => el("option", { value }, text)),
+  );
+  const chosen = (state.chosen.get(vmid) || {})[kind];
+  if (chosen !== undefined && options.some(([value]) => String(value) === chosen)) select.value = chosen;
+  return select;
+}
+
+// Where the VM may go (the policy's choice, or another PM that is up) and which flavor it
+// may take instead of its own.
+function changeCell(vmid) {
+  const vm = state.vms.get(vmid);
+  if (!vm) return el("td", { class: "change" });
+  const busy = state.acting.has(vmid) || state.busy.has(vmid);
+  const disabled = busy ? { disabled: "" } : {};
+  const targets = [["", "policy's choice"]];
+  for (const pmid of state.order) {
+    const pm = state.pms.get(pmid);
+    if (pm && pm.state === "up" && pmid !== vm.pmid) targets.push([pmid, `PM ${pmid}`]);
+  }
+  const flavors = state.types.filter((t) => t.tid !== vm.instance_type).map((t) => [t.tid, flavorText(t.tid)]);
+  return el(
+    "td",
+    { class: "change" },
+    el(
+      "span",
+      { class: "move" },
+      choice(vmid, "migrate", targets, { class: "migrate-target", "aria-label": `Migrate VM ${vmid} to` }),
+      el("button", { type: "button", class: "migrate", "data-vmid": vmid, onclick: () => migrate(vmid), ...disabled }, "Migrate"),
+    ),
+    flavors.length
+      ? el(
+          "span",
+          { class: "resize" },
+          choice(vmid, "resize", flavors, { class: "resize-type", "aria-label": `Resize VM ${vmid} to` }),
+          el("button", { type: "button", class: "resize", "data-vmid": vmid, onclick: () => resize(vmid), ...disabled }, "Resize"),
+        )
+      : null,
+  );
+}
+
 function vmRow(vmid) {
   const vm = state.vms.get(vmid);
   const missing = vm && vm.state && vm.state !== "active";
@@ -430,9 +549,100 @@ function vmRow(vmid) {
     el("td", { class: "name" }, vm ? vm.name : "…"),
     el("td", {}, vm ? flavorText(vm.instance_type) : ""),
     el("td", {}, vm ? imageText(vm.image_id) : ""),
-    el("td", {}, missing ? el("span", { class: "vmstate" }, vm.state) : null),
+    stateCell(vmid),
+    actionsCell(vmid),
+    changeCell(vmid),
     el("td", {}, destroyButton(vmid)),
   );
+}
+
+// The row of VM vmid, in the card last rendered for its PM (shown or not), or null.
+function rowOf(vmid) {
+  const vm = state.vms.get(vmid);
+  const card = vm && cards.get(vm.pmid);
+  return card ? card.node.querySelector(`tr.vm[data-vmid="${vmid}"]`) : null;
+}
+
+// Show a VM's state and actions anew in its row, in place: the rest of the row (a select
+// being chosen from, say) stays as it is.
+function showState(vmid) {
+  const row = rowOf(vmid);
+  if (!row) return;
+  row.querySelector("td.state").replaceWith(stateCell(vmid));
+  row.querySelector("td.actions").replaceWith(actionsCell(vmid));
+}
+
+// -- the state of VMs, from /vm/info ----------------------------------------------------
+
+const infoQueue = { wanted: [], queued: new Set(), running: 0 };
+
+// Ask the VM's state of its hypervisor, unless it was asked recently (or force).
+function wantInfo(vmid, force) {
+  const known = state.info.get(vmid);
+  if (!force && known && Date.now() - known.at < INFO_FRESH) return;
+  if (infoQueue.queued.has(vmid)) return;
+  infoQueue.queued.add(vmid);
+  infoQueue.wanted.push(vmid);
+  pumpInfo();
+}
+
+// The VM's record changed: its state shown may be out of date.
+function stale(vmid) {
+  const known = state.info.get(vmid);
+  if (known) known.at = 0;
+}
+
+function pumpInfo() {
+  while (infoQueue.running < INFO_AT_ONCE && infoQueue.wanted.length) {
+    const vmid = infoQueue.wanted.shift();
+    infoQueue.running += 1;
+    readInfo(vmid).finally(() => {
+      infoQueue.running -= 1;
+      infoQueue.queued.delete(vmid);
+      pumpInfo();
+    });
+  }
+}
+
+async function readInfo(vmid) {
+  if (!state.vms.has(vmid)) return;
+  let entry;
+  try {
+    const { value, reason } = await call("vm/info", { vmid });
+    if (value && typeof value === "object" && value.vmid === vmid && typeof value.state === "string") {
+      entry = { state: value.state, at: Date.now() };
+    } else {
+      entry = { state: null, reason: reason || "no state", at: Date.now() };
+    }
+  } catch (e) {
+    entry = { state: null, reason: e.message, at: Date.now() };
+  }
+  if (!state.vms.has(vmid)) return; // destroyed meanwhile
+  const before = state.info.get(vmid);
+  state.info.set(vmid, entry);
+  if (!before || before.state !== entry.state) showState(vmid);
+}
+
+// Every VM row on screen asks its state, unless it is fresh.
+function askVisible() {
+  if (document.visibilityState === "hidden") return;
+  const bottom = window.innerHeight;
+  for (const row of document.querySelectorAll("#pms tr.vm")) {
+    const box = row.getBoundingClientRect();
+    if (box.bottom > 0 && box.top < bottom) wantInfo(Number(row.dataset.vmid));
+  }
+}
+
+let askTimer = null;
+
+// Ask soon (once the page has settled after a render or a scroll).
+function askSoon() {
+  if (askTimer === null) {
+    askTimer = setTimeout(() => {
+      askTimer = null;
+      askVisible();
+    }, RENDER_AFTER);
+  }
 }
 
 // The VMs an open PM shows: all of them, or those the filter found.
@@ -459,6 +669,8 @@ function vmTable(item) {
         el("th", {}, "flavor"),
         el("th", {}, "image"),
         el("th", {}, "state"),
+        el("th", {}, "actions"),
+        el("th", {}, "migrate · resize"),
         el("th"),
       ),
     ),
@@ -687,6 +899,7 @@ function render() {
     shown.length === state.pms.size ? `(${state.pms.size})` : `(${shown.length} of ${state.pms.size})`;
   dirty.all = false;
   dirty.pms.clear();
+  askSoon();
 }
 
 function banner(text) {
@@ -751,6 +964,59 @@ async function create(event) {
   if (!stream.connected) await reload();
 }
 
+// Call /vm/<what> on VM vmid (with args), showing doing meanwhile, then that it was done
+// ("Stopped VM 7", "Migrated VM 7 to PM 2": done, then where) or why not; its state is
+// asked again afterwards. Whether it was done.
+async function running(vmid, what, args, doing, done, where = "") {
+  if (state.acting.has(vmid) || state.busy.has(vmid)) return null;
+  state.acting.set(vmid, doing);
+  touchVM(vmid);
+  let ok = false;
+  try {
+    const { value, reason } = await call(`vm/${what}`, { vmid, ...args });
+    ok = Boolean(value && value.status === 1);
+    const Done = done[0].toUpperCase() + done.slice(1);
+    if (ok) status(`${Done} VM ${vmid}${where}.`, "ok");
+    else status(`VM ${vmid} not ${done}${where}: ${reason || "the daemon refused"}.`, "error");
+  } catch (e) {
+    status(`VM ${vmid} not ${done}${where}: ${e.message}.`, "error");
+  } finally {
+    state.acting.delete(vmid);
+    touchVM(vmid);
+    wantInfo(vmid, true);
+  }
+  if (!stream.connected) await reload();
+  return ok;
+}
+
+function act(vmid, action) {
+  const a = ACTIONS[action];
+  return running(vmid, action, {}, a.doing, a.done);
+}
+
+async function migrate(vmid) {
+  const target = (state.chosen.get(vmid) || {}).migrate || "";
+  const args = target ? { pmid: target } : {};
+  const where = target ? ` to PM ${target}` : "";
+  const moved = await running(vmid, "migrate", args, "migrating", "migrated", where);
+  const vm = state.vms.get(vmid);
+  if (moved && vm) {
+    // Open the PM it went to, so that it shows there.
+    state.toggled.set(vm.pmid, true);
+    touch(vm.pmid);
+    schedule();
+  }
+}
+
+function resize(vmid) {
+  const vm = state.vms.get(vmid);
+  const chosen = (state.chosen.get(vmid) || {}).resize;
+  const other = state.types.find((t) => !vm || t.tid !== vm.instance_type);
+  const tid = chosen || (other ? String(other.tid) : "");
+  if (!tid) return null;
+  return running(vmid, "resize", { instance_type: tid }, "resizing", "resized", ` to flavor ${tid}`);
+}
+
 function touchVM(vmid) {
   const vm = state.vms.get(vmid);
   if (vm) touch(vm.pmid);
@@ -807,4 +1073,8 @@ document.addEventListener("DOMContentLoaded", () => {
   state.only = $("state-filter").value;
   reload();
   follow();
+  setInterval(askVisible, INFO_FRESH);
+  window.addEventListener("scroll", askSoon, { passive: true });
+  window.addEventListener("resize", askSoon);
+  document.addEventListener("visibilitychange", askSoon);
 });

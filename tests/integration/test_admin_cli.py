@@ -304,7 +304,7 @@ class ShellTests(SynchronousTestCase):
                 ("status", {"json": False}),
                 ("policy", {"name": "worst-fit"}),
                 ("ratios", {"wanted": {"cpu": 2.0}}),
-                ("drain", {"pmid": 2}),
+                ("drain", {"pmid": 2, "evacuate": False}),
                 ("rediscover", {"pmid": None}),
             ],
         )
@@ -321,7 +321,7 @@ class ShellTests(SynchronousTestCase):
         self.assertEqual(self.calls, [("policy", {"name": "nonsense"}), ("enable", {"pmid": 1})])
         err = self.err.getvalue()
         self.assertIn("drain: argument PMID: PM id 'x' is not a number", err)
-        self.assertIn("usage: drain [-h] PMID", err)
+        self.assertIn("usage: drain [-h] [--evacuate] PMID", err)
         self.assertIn("unknown command 'frobnicate'", err)
         self.assertIn("known: first-fit", err)
 
@@ -626,7 +626,7 @@ class AdminExecutableTests(TestCase):
         order = [
             out.index("policy: first-fit\n"),
             out.index("\nworst-fit\n"),
-            out.index("usage: drain [-h] PMID"),
+            out.index("usage: drain [-h] [--evacuate] PMID"),
             out.rindex("\nworst-fit\n"),
         ]
         self.assertEqual(order, sorted(order), out)

@@ -38,9 +38,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+REDIS_CONF = REPO / "etc" / "redis.conf"
+"""The Redis settings install.sh starts vorchd's Redis with (AOF, its fsync)."""
+
+
 class RedisServer:
     """
-    A real redis-server in a temp dir, with AOF on, as vorchd runs it.
+    A real redis-server in a temp dir, run with install.sh's own settings (L{REDIS_CONF}).
     """
 
     def __init__(self, port: int | None = None, directory: str | None = None):
@@ -61,6 +65,8 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (run ./install.sh test)")
         for _ in range(5 if self._chosen else 1):
             if self._start(exe):
+                # Clients now name this port: a restart must come back on it.
+                self._chosen = False
                 return self
             if self._chosen:
                 self.port = free_port()
@@ -74,16 +80,15 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 exe,
+                str(REDIS_CONF),
                 "--port",
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
                 "--dir",
                 self.dir,
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
+                # No RDB snapshots: the AOF is what Redis loads, and snapshotting all the
+                # tests' data at every stop would be slow.
                 "--save",
                 "",
                 "--daemonize",
@@ -129,6 +134,15 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        """
+        SIGKILL it: no shutdown, only what it already wrote to its files is left.
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
             self.proc.wait(10)
         self.proc = None
 

@@ -18,14 +18,12 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.harness import (
-    REPO,
     Daemon,
-    free_port,
     get_json,
     require,
     shared_redis,
+    spawn_twistd,
     tmpdir,
-    twistd_command,
     unique_prefix,
     wait_answering,
 )
@@ -89,19 +87,7 @@ class KillMidCreateTests(TestCase):
         self.daemon.ini.write_text(text)
 
     def spawn(self) -> tuple[subprocess.Popen, str]:
-        port = free_port()
-        argv, env = twistd_command(self.daemon.ini, port)
-        proc = subprocess.Popen(
-            argv, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-        )
-        # Registered before anything can fail: a stopped daemon is woken to be killed.
-        self.addCleanup(
-            lambda: (
-                proc.poll() is None
-                and (os.kill(proc.pid, signal.SIGCONT), proc.kill(), proc.wait())
-            )
-        )
-        base = f"http://127.0.0.1:{port}"
+        proc, base = spawn_twistd(self, self.daemon.ini)
         wait_answering(base, proc)
         return proc, base
 

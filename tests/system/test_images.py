@@ -492,9 +492,9 @@ class ImageCacheOverSSHTests(TestCase):
         A fetch that takes longer than the timeout is killed and counted as failed.
         """
         entry, _ = self.fifo()
-        started = time.monotonic()
+        # The fetch never ends by itself (a FIFO nobody writes): only its timeout ends
+        # it, and the test's own timeout catches a fetch that hangs.
         await self.assertUnavailable(self.cache(timeout=1), entry, "timed out after 1 s")
-        self.assertLess(time.monotonic() - started, 15)
 
     async def test_path_reaches_remote_shell_quoted(self):
         """

@@ -92,7 +92,14 @@ class FailedStartTests(TestCase):
         await self.start_daemon(domain_type="auto")
         first = (await self.client.call("/vm/create?name=k&instance_type=1&image_id=1")).json
         self.assertGreater(first["vmid"], 0)
-        self.assertEqual(await deferToThread(self.domain_type, first["vmid"]), "kvm")
+        kind = await deferToThread(self.domain_type, first["vmid"])
+        if kind != "kvm":
+            caps = self.pm.virsh("domcapabilities", "--virttype", "kvm")
+            self.fail(
+                f"the PM's first VM runs under {kind}, not KVM: domcapabilities kvm said"
+                f" {caps.returncode} {caps.stderr[-500:]!r}; libvirtd log:\n"
+                + self.pm.libvirtd_log.read_text(errors="replace")[-2000:]
+            )
 
         st = os.stat("/dev/kvm")
         self.addCleanup(os.chown, "/dev/kvm", st.st_uid, st.st_gid)

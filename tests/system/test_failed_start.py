@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -86,6 +85,7 @@ class FailedStartTests(TestCase):
         With domain_type auto, a PM's first VM runs under KVM; once QEMU can no longer
         open /dev/kvm, the next VM's KVM start fails inside libvirt, and the VM is started
         under plain QEMU instead; the failed KVM domain is not left behind.
+        (/dev/kvm is closed in that PM's namespace only.)
         """
         if not os.path.exists("/dev/kvm"):
             require("no /dev/kvm: the fallback from KVM to emulation cannot be shown")
@@ -101,11 +101,14 @@ class FailedStartTests(TestCase):
                 + self.pm.libvirtd_log.read_text(errors="replace")[-2000:]
             )
 
-        st = os.stat("/dev/kvm")
-        self.addCleanup(os.chown, "/dev/kvm", st.st_uid, st.st_gid)
-        self.addCleanup(os.chmod, "/dev/kvm", stat.S_IMODE(st.st_mode))
-        os.chown("/dev/kvm", 0, 0)
-        os.chmod("/dev/kvm", 0o600)
+        # /dev/kvm closed to QEMU on this PM only: in its mount namespace, a root-only
+        # file over the device (the machine's own /dev/kvm, which other test runs may
+        # use meanwhile, is left alone; the mount goes with the PM).
+        closed = self.pm.path("lib", "kvm-closed")
+        closed.write_bytes(b"")
+        closed.chmod(0o600)
+        mounted = self.pm.nsenter("mount", "--bind", "/var/lib/libvirt/kvm-closed", "/dev/kvm")
+        self.assertEqual(mounted.returncode, 0, mounted.stderr)
 
         answer = await self.client.call("/vm/create?name=q&instance_type=1&image_id=1")
         second = answer.json["vmid"]

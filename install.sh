@@ -356,9 +356,9 @@ ensure_redis() {
     mkdir -p "$dir"
     chmod 0750 "$dir"
     say "starting redis-server on 127.0.0.1:$REDIS_PORT (AOF, dir $dir)"
-    local args=(--daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir"
-        --pidfile "$pidfile" --logfile "$log"
-        --appendonly yes --appendfsync everysec)
+    # Durability (AOF, its fsync) is etc/redis.conf's, the file the tests run Redis with.
+    local args=("$REPO/etc/redis.conf" --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT"
+        --dir "$dir" --pidfile "$pidfile" --logfile "$log")
     [[ -n ${REDIS_PASSWORD:-} ]] && args+=(--requirepass "$REDIS_PASSWORD")
     redis-server "${args[@]}" </dev/null || die "redis-server failed to start (see $log)"
     if retry 40 0.25 redis_ping; then

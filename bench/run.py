@@ -674,6 +674,64 @@ def bench_kvm(ctx: Context) -> None:
 
 # ---------------------------------------------------------------------------------------
 
+
+def bench_outage(ctx: Context) -> None:
+    """
+    Redis stopped under a daemon: how long each seed call takes to answer its failure
+    value (README: within the store's 5 s timeout), once alone and then with every call
+    at once; and how long until the daemon serves again once Redis is back. The tests
+    only catch hangs here (tests/integration/test_outage.py).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = ctx.report
+    redis = Redis(ctx.work / "outage-redis").start()
+    daemon = Daemon(
+        ctx.work / "daemons" / "outage",
+        redis.server.url,
+        unique_prefix(),
+        ctx.fleet(4),
+        ctx.image,
+    )
+    paths = [
+        "/vm/create?name=during&instance_type=1&image_id=1",
+        "/vm/query?vmid=1",
+        "/vm/destroy?vmid=1",
+        "/vm/types",
+        "/pm/list",
+        "/pm/listvms?pmid=1",
+        "/pm/query?pmid=1",
+        "/image/list",
+    ]
+
+    def timed(path: str) -> float:
+        started = time.monotonic()
+        Http(daemon.url, timeout=120).get(path)
+        return time.monotonic() - started
+
+    try:
+        ctx.started(daemon)
+        Http(daemon.url).get_json("/vm/create?name=before&instance_type=1&image_id=1")
+        redis.server.stop()
+        r.add("outage", "Redis down: first call answers", timed("/pm/list"), "s", Target("<=", 5))
+        with ThreadPoolExecutor(len(paths)) as pool:
+            took = dict(zip(paths, pool.map(timed, paths), strict=True))
+        for path, secs in took.items():
+            call = path.split("?", 1)[0]
+            r.add("outage", f"Redis down, all at once: {call}", secs, "s", Target("<=", 5))
+        redis.server.start()
+        started = time.monotonic()
+        while not Http(daemon.url).get_json("/pm/list"):
+            if time.monotonic() - started > 120:
+                r.note("outage", "the daemon did not serve again within 120 s of Redis")
+                return
+            time.sleep(0.05)
+        r.add("outage", "Redis back: serving again after", time.monotonic() - started, "s")
+    finally:
+        daemon.stop()
+        redis.server.stop()
+
+
 BENCHMARKS = {
     "create": bench_create,
     "placement": bench_placement,
@@ -681,6 +739,7 @@ BENCHMARKS = {
     "crossdaemon": bench_crossdaemon,
     "discovery": bench_discovery,
     "kvm": bench_kvm,
+    "outage": bench_outage,
 }
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,16 +33,35 @@ REPO = Path(__file__).resolve().parents[1]
 
 def free_port() -> int:
     """
-    A TCP port nobody listens on now.
+    A TCP port nobody had bound a moment ago. Another process may take it before the
+    caller binds it: only for a server that starts again on another port when its port
+    is taken (L{RedisServer}). A daemon under test listens on port 0 instead and says
+    which port it got (L{spawn_twistd}); a port where nothing must answer is
+    L{refused_port}.
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def refused_port(testcase) -> int:
+    """
+    A port on 127.0.0.1 that refuses every connection until C{testcase} ends: bound by
+    this process but never listening, so no other process can take it meanwhile.
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    testcase.addCleanup(s.close)
+    return s.getsockname()[1]
+
+
+REDIS_CONF = REPO / "etc" / "redis.conf"
+"""The Redis settings install.sh starts vorchd's Redis with (AOF, its fsync)."""
+
+
 class RedisServer:
     """
-    A real redis-server in a temp dir, with AOF on, as vorchd runs it.
+    A real redis-server in a temp dir, run with install.sh's own settings (L{REDIS_CONF}).
     """
 
     def __init__(self, port: int | None = None, directory: str | None = None):
@@ -61,7 +82,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (run ./install.sh test)")
         for _ in range(5 if self._chosen else 1):
             if self._start(exe):
-                # Restarted, it must come back where its clients connect.
+                # Clients now name this port: a restart must come back on it.
                 self._chosen = False
                 return self
             if self._chosen:
@@ -76,16 +97,15 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 exe,
+                str(REDIS_CONF),
                 "--port",
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
                 "--dir",
                 self.dir,
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
+                # No RDB snapshots: the AOF is what Redis loads, and snapshotting all the
+                # tests' data at every stop would be slow.
                 "--save",
                 "",
                 "--daemonize",
@@ -131,6 +151,15 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        """
+        SIGKILL it: no shutdown, only what it already wrote to its files is left.
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
             self.proc.wait(10)
         self.proc = None
 
@@ -400,6 +429,54 @@ def twistd_command(
         str(port),
     ]
     return argv, {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def listening_port(log: Path, proc: subprocess.Popen | None = None, deadline: float = 60) -> int:
+    """
+    The port the daemon logging to C{log} (text or JSON lines) serves the seed API on, as
+    it logs once it listens (given C{--port 0}, the system chose it): wait for that line,
+    failing after C{deadline} seconds (a bound that only catches a hang) or if its
+    process C{proc} exits first.
+    """
+    said = re.compile(r"the seed API on [^ ]*?:(\d+)")
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        text = log.read_text() if log.exists() else ""
+        for line in text.replace("\x1e", "\n").splitlines():
+            if line.startswith("{"):
+                event = json.loads(line)
+                if event.get("what") == "the seed API" and "port" in event:
+                    return int(event["port"])
+            elif found := said.search(line):
+                return int(found.group(1))
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the daemon exited {proc.returncode}:\n{text}")
+        time.sleep(0.05)
+    raise AssertionError(f"the daemon never said where it listens (log: {log})")
+
+
+def spawn_twistd(testcase, ini: Path, log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """
+    Start C{twistd vorchd} with the settings in C{ini} in the foreground, on a REST port
+    the system chooses (C{--port 0}: nothing can take it first), logging to C{log} (a
+    fresh file by default); return the process and its URL once it listens. It is killed
+    when C{testcase} ends (woken first if it was stopped).
+    """
+    if log is None:
+        log = tmpdir(testcase) / "twistd.log"
+    argv, env = twistd_command(ini, 0, ("-n", "--pidfile=", f"--logfile={log}"))
+    proc = subprocess.Popen(
+        argv, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env
+    )
+
+    def kill():
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+
+    testcase.addCleanup(kill)
+    return proc, f"http://127.0.0.1:{listening_port(log, proc)}"
 
 
 def get_json(url: str):

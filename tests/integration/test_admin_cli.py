@@ -21,7 +21,15 @@ from twisted.spread import pb
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.clients import LoopbackClient
-from tests.harness import REPO, Daemon, free_port, shared_redis, tmpdir, unique_prefix, write_fleet
+from tests.harness import (
+    REPO,
+    Daemon,
+    refused_port,
+    shared_redis,
+    tmpdir,
+    unique_prefix,
+    write_fleet,
+)
 from vorchd.admincmds import ALIASES
 from vorchd.cli.admin import main
 from vorchd.cli.admin_connect import (
@@ -623,7 +631,7 @@ class AdminExecutableTests(TestCase):
         """
         Nobody listening on the port exits 1 with one line saying so.
         """
-        err = await self.failed("status", port=free_port())
+        err = await self.failed("status", port=refused_port(self))
         self.assertIn("connection refused", err)
 
     async def test_login_again_after_a_lost_connection(self):

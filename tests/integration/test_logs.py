@@ -21,8 +21,8 @@ from tests.clients import InMemoryClient
 from tests.harness import (
     REPO,
     Daemon,
-    free_port,
     get_json,
+    listening_port,
     shared_redis,
     start_daemon,
     tmpdir,
@@ -155,17 +155,16 @@ class TwistdLogTests(TestCase):
         log to C{--logfile}, where each create and destroy shows with its duration;
         SIGTERM to that pid stops it and removes the pidfile.
         """
-        port = free_port()
         pidfile, logfile = self.dir / "vorchd.pid", self.dir / "vorchd.log"
         argv, env = twistd_command(
-            self.daemon.ini, port, (f"--pidfile={pidfile}", f"--logfile={logfile}")
+            self.daemon.ini, 0, (f"--pidfile={pidfile}", f"--logfile={logfile}")
         )
         # The parent returns once the daemon has started (or failed to).
         done = subprocess.run(argv, cwd=str(REPO), env=env, capture_output=True, timeout=60)
         self.assertEqual(done.returncode, 0, done.stderr.decode() + done.stdout.decode())
         pid = int(pidfile.read_text())
         self.addCleanup(lambda: _gone(pid) or os.kill(pid, signal.SIGKILL))
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{listening_port(logfile)}"
         wait_answering(url)
         vmid = self.create_and_destroy(url)
         log = logfile.read_text()
@@ -185,15 +184,14 @@ class TwistdLogTests(TestCase):
         C{--logger vorchd.logs.json_lines} writes JSON records to C{$VORCHD_LOG_JSON}:
         the create and destroy events come back with their fields.
         """
-        port = free_port()
         out = self.dir / "vorchd.json"
         argv, env = twistd_command(
-            self.daemon.ini, port, ("-n", "--pidfile=", "--logger=vorchd.logs.json_lines")
+            self.daemon.ini, 0, ("-n", "--pidfile=", "--logger=vorchd.logs.json_lines")
         )
         env = {**env, "VORCHD_LOG_JSON": str(out)}
         proc = subprocess.Popen(argv, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL)
         self.addCleanup(lambda: proc.poll() is not None or (proc.kill(), proc.wait()))
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{listening_port(out, proc)}"
         wait_answering(url, proc)
         vmid = self.create_and_destroy(url)
         proc.send_signal(signal.SIGTERM)

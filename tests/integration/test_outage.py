@@ -36,8 +36,10 @@ from vorchd.hypervisor.fake import Gate
 SIZES = [(64, 65536), (32, 32768), (96, 98304), (48, 49152)]
 FLAVOR = {f["tid"]: f for f in FLAVORS}
 RESOURCES = ("cpu", "ram", "disk")
-# The store gives up on Redis after 5 s; an answer later than this is a hang, not a wait.
-ANSWER_BOUND = 15.0
+# An answer later than this is a hang, not a wait. That the store gives up on Redis at its
+# timeout (5 s) is pinned on a clock (test_store.OutageTests); how long answers take here
+# is a figure of the benchmark (bench/run.py --only outage), not a test.
+HANG_BOUND = 60.0
 # How long a daemon may take to serve again once Redis is back (txredisapi reconnects
 # with a back-off of at most 10 s; FleetService retries its load every 2 s).
 RECOVERY_BOUND = 60.0
@@ -152,7 +154,7 @@ class OutageTests(TestCase):
     async def check_failure_values(self, vmid: int) -> None:
         """
         Every call, made at once, answers its own failure value with a reason, each within
-        ANSWER_BOUND seconds.
+        HANG_BOUND seconds (a hang).
         """
         expected = {
             "/vm/create?" + q(name="during", instance_type=1, image_id=1): {"vmid": 0},
@@ -178,7 +180,7 @@ class OutageTests(TestCase):
             self.assertTrue(answer.reason, f"{path}: no reason given")
             self.assertNotIn("internal error", answer.reason, path)
             self.assertNotIn(b"Traceback", answer.raw, path)
-            self.assertLessEqual(took, ANSWER_BOUND, f"{path} took {took:.1f} s")
+            self.assertLessEqual(took, HANG_BOUND, f"{path} hung: {took:.1f} s")
 
     async def check_fleet(self, daemon: Daemon, created: dict[int, tuple[int, str]]) -> None:
         """

@@ -5,26 +5,15 @@ daemon are rolled back, domains Redis forgot are adopted back, nothing is lost.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-
-from twisted.internet import defer, reactor, task
-from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.clients import InMemoryClient
 from tests.harness import (
-    REPO,
     Daemon,
-    free_port,
-    get_json,
     shared_redis,
     start_daemon,
     tmpdir,
-    twistd_command,
     unique_prefix,
-    wait_answering,
     write_fleet,
 )
 from vorchd.admin import Admin
@@ -167,98 +156,3 @@ class RetiredPMTests(TestCase):
         self.assertEqual((await client.call(f"/vm/destroy?vmid={vmid}")).json, {"status": 1})
         self.assertEqual((await client.call(f"/vm/query?vmid={vmid}")).json, 0)
         self.assertEqual((await client.call("/pm/listvms?pmid=2")).json, {"vmids": []})
-
-
-class KillTests(TestCase):
-    """
-    The real twistd process killed with SIGKILL in the middle of a burst of creates.
-    """
-
-    timeout = 180
-
-    def spawn(self, daemon: Daemon, port: int) -> subprocess.Popen:
-        argv, env = twistd_command(daemon.ini, port)
-        proc = subprocess.Popen(
-            argv, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-        )
-        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
-        return proc
-
-    async def wait_serving(self, port: int) -> None:
-        await deferToThread(wait_answering, f"http://127.0.0.1:{port}")
-
-    async def test_kill_mid_burst(self):
-        """
-        After a kill -9 during creates and a restart, every VM answered before the kill
-        is still there, and no claim is left behind: each PM's free room is exactly its
-        capacity minus its listed VMs' flavors, and nothing stays half-made.
-        """
-        directory = tmpdir(self)
-        prefix = unique_prefix()
-        daemon = Daemon(
-            directory,
-            shared_redis().url,
-            prefix,
-            write_fleet(directory, SIZES),
-            libvirt={"call_timeout": 30},
-        )
-        text = daemon.ini.read_text().replace(
-            "[server]\n", "[server]\nlease = 2\nreconcile_interval = 1\n"
-        )
-        daemon.ini.write_text(text)
-        port = free_port()
-        proc = self.spawn(daemon, port)
-        await self.wait_serving(port)
-        base = f"http://127.0.0.1:{port}"
-        acked: dict[int, dict] = {}
-
-        def create(i):
-            try:
-                vmid = get_json(f"{base}/vm/create?name=k{i}&instance_type=1&image_id=1")["vmid"]
-            except OSError:
-                return
-            if vmid:
-                acked[vmid] = None
-                try:
-                    acked[vmid] = get_json(f"{base}/vm/query?vmid={vmid}")
-                except OSError:
-                    pass  # acknowledged all the same: it must still be there afterwards
-
-        burst = [deferToThread(create, i) for i in range(12)]
-        while len(acked) < 3:
-            await task.deferLater(reactor, 0.01, lambda: None)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        await defer.DeferredList(burst)
-
-        port = free_port()
-        self.spawn(daemon, port)
-        await self.wait_serving(port)
-        base = f"http://127.0.0.1:{port}"
-        store_prefix = prefix
-        # Leases of the killed daemon run out (2 s), then a reconciliation (every 1 s).
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            keys = shared_redis().keys(f"{store_prefix}:vm:*")
-            states = [
-                subprocess.run(
-                    ["redis-cli", "-p", str(shared_redis().port), "hget", k, "state"],
-                    capture_output=True,
-                    text=True,
-                ).stdout.strip()
-                for k in keys
-            ]
-            if "creating" not in states:
-                break
-            await task.deferLater(reactor, 0.5, lambda: None)
-        self.assertNotIn("creating", states)
-        for vmid, vm in acked.items():
-            now = await deferToThread(get_json, f"{base}/vm/query?vmid={vmid}")
-            self.assertEqual(now["vmid"], vmid)
-            if vm is not None:
-                self.assertEqual(now, vm)
-        for pmid in (1, 2):
-            pm = await deferToThread(get_json, f"{base}/pm/query?pmid={pmid}")
-            listed = (await deferToThread(get_json, f"{base}/pm/listvms?pmid={pmid}"))["vmids"]
-            self.assertEqual(pm["vms"], len(listed))
-            self.assertEqual(pm["free"]["cpu"], pm["capacity"]["cpu"] - len(listed))

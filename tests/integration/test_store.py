@@ -8,7 +8,7 @@ import txredisapi
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from tests.harness import RedisServer, free_port, shared_redis, unique_prefix
+from tests.harness import RedisServer, refused_port, shared_redis, unique_prefix
 from vorchd.config import RedisAddress
 from vorchd.model import Flavor, Resources
 from vorchd.room import Change
@@ -242,7 +242,7 @@ class UnavailableTests(TestCase):
         """
         Every call fails with StoreUnavailable within the store's timeout.
         """
-        store = Store.connect(RedisAddress("127.0.0.1", free_port(), 0), "x", timeout=0.5)
+        store = Store.connect(RedisAddress("127.0.0.1", refused_port(self), 0), "x", timeout=0.5)
         self.addCleanup(store.disconnect)
         with self.assertRaises(StoreUnavailable):
             await store.pm_ids()

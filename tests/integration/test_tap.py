@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IServiceMaker
@@ -21,10 +22,11 @@ from twisted.web.server import Site
 
 import twisted.plugins
 from tests.harness import (
+    FOREGROUND,
     REPO,
     Daemon,
-    free_port,
     get_json,
+    listening_port,
     shared_redis,
     tmpdir,
     twistd_command,
@@ -173,8 +175,11 @@ class TwistdProcessTests(TestCase):
         self.prefix = unique_prefix()
         self.uris = write_fleet(self.dir, [(4, 4096), (2, 2048)])
 
-    def _spawn(self, daemon: Daemon, port: int) -> subprocess.Popen:
-        argv, env = twistd_command(daemon.ini, port)
+    def _spawn(self, daemon: Daemon, log: Path | None = None) -> subprocess.Popen:
+        # On port 0 the daemon takes a port the system gives it, and logs it to C{log}
+        # (listening_port); else it logs to its stdout.
+        options = FOREGROUND if log is None else ("-n", "--pidfile=", f"--logfile={log}")
+        argv, env = twistd_command(daemon.ini, 0, options)
         proc = subprocess.Popen(
             argv, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
         )
@@ -198,8 +203,9 @@ class TwistdProcessTests(TestCase):
         through one is answered by the other; SIGTERM stops each cleanly.
         """
         daemon = Daemon(self.dir / "d", self.redis.url, self.prefix, self.uris)
-        ports = [free_port(), free_port()]
-        procs = [self._spawn(daemon, p) for p in ports]
+        logs = [self.dir / f"twistd{i}.log" for i in range(2)]
+        procs = [self._spawn(daemon, log) for log in logs]
+        ports = [listening_port(log, proc) for proc, log in zip(procs, logs, strict=True)]
         for proc, port in zip(procs, ports, strict=True):
             wait_answering(f"http://127.0.0.1:{port}", proc)
         a, b = (f"http://127.0.0.1:{p}" for p in ports)
@@ -214,7 +220,7 @@ class TwistdProcessTests(TestCase):
             proc.send_signal(signal.SIGTERM)
             # twistd stops the reactor, then exits by the signal that stopped it.
             self.assertIn(proc.wait(30), (0, -signal.SIGTERM))
-            log = proc.stdout.read().decode()
+            log = logs[procs.index(proc)].read_text() + proc.stdout.read().decode()
             self.assertIn("Main loop terminated", log)
             self.assertNotIn("Traceback", log)
 
@@ -225,7 +231,7 @@ class TwistdProcessTests(TestCase):
         """
         daemon = Daemon(self.dir / "d", self.redis.url, self.prefix, self.uris)
         (daemon.dir / "pm_file").write_text("good-host\nbad host name\n")
-        proc = self._spawn(daemon, free_port())
+        proc = self._spawn(daemon)
         self.assertNotEqual(proc.wait(60), 0)
         output = proc.stdout.read().decode()
         self.assertIn(f"{daemon.dir / 'pm_file'}, line 2", output)

@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.clients import LoopbackClient
-from tests.harness import free_port, start_daemon, tmpdir
+from tests.harness import refused_port, start_daemon, tmpdir
 from vorchd.cli.vorch import TREE, bash_completion, build_parser, main
 from vorchd.cli.vorch_events import ServerEvent, event_json, format_event, parse_event_stream
 from vorchd.cli.vorch_format import (
@@ -579,7 +579,7 @@ class VorchExecutableTests(TestCase):
         """
         Nobody listening: exit 1 with a one-line message naming the URL.
         """
-        url = f"http://127.0.0.1:{free_port()}"
+        url = f"http://127.0.0.1:{refused_port(self)}"
         err = await self.failed("pm", "list", url=url)
         self.assertIn(f"cannot reach vorchd at {url}: connection refused", err)
 
@@ -608,7 +608,7 @@ class VorchExecutableTests(TestCase):
         env = self.env(VORCH_URL=self.daemon.url)
         out = await self.ok("pm", "list", "--json", env=env)
         self.assertEqual(len(json.loads(out)), 3)
-        env = self.env(VORCH_URL=f"http://127.0.0.1:{free_port()}")
+        env = self.env(VORCH_URL=f"http://127.0.0.1:{refused_port(self)}")
         out, err, code = await getProcessOutputAndValue(
             EXE, ["--url", self.daemon.url, "types"], env
         )
@@ -684,7 +684,7 @@ class VorchExecutableTests(TestCase):
         vorch watch exits 1 with one line when nothing listens, and when the server
         serves no event stream.
         """
-        url = f"http://127.0.0.1:{free_port()}"
+        url = f"http://127.0.0.1:{refused_port(self)}"
         err = await self.failed("watch", url=url)
         self.assertIn(f"cannot reach vorchd at {url}: connection refused", err)
         port = reactor.listenTCP(0, Site(NotVorchd()))

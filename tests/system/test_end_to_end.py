@@ -63,6 +63,10 @@ class EndToEndTests(TestCase):
         self.pool_path = Path("/var/lib/vorchd-tests") / prefix
         self.pool_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.addCleanup(_remove_pool, self.pool_name, self.pool_path)
+        # Before anything is made: a failed test leaves no guest running on this machine
+        # (run before the pool's removal, which the disks are in).
+        self.addCleanup(self._remove_domains)
+        self.daemon = None
         self.daemon = Daemon(
             tmpdir(self),
             shared_redis().url,
@@ -80,6 +84,27 @@ class EndToEndTests(TestCase):
         self.addCleanup(self.daemon.stop)
         self.client = LoopbackClient(self.daemon)
         self.addCleanup(self.client.close)
+
+    def _remove_domains(self) -> None:
+        """
+        Destroy and undefine every domain of this test's fleet on qemu:///system.
+        """
+        import libvirt
+
+        if self.daemon is None or self.daemon.service is None:
+            return
+        if self.daemon.fleet.fleet_id is None:
+            return  # it never loaded its inventory: it made nothing
+        prefix = f"vorchd-{self.daemon.fleet.fleet_id}-"
+        conn = libvirt.open("qemu:///system")
+        try:
+            for dom in conn.listAllDomains(0):
+                if dom.name().startswith(prefix):
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+        finally:
+            conn.close()
 
     async def _console(self, domain: str) -> bytes:
         path = Path(CONSOLE_DIR) / f"{domain}-serial.log"

@@ -5,10 +5,14 @@ restarted under a running daemon, which notices, routes around them and takes th
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from urllib.parse import quote
 
 from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.clients import LoopbackClient
@@ -34,11 +38,11 @@ class HostFailureTests(TestCase):
         self.addCleanup(deferToThread, self.fleet.stop)
         self.pm1, self.pm2 = self.fleet.pms
 
-    async def start_daemon(self) -> None:
+    async def start_daemon(self, directory=None, prefix=None, **libvirt) -> None:
         self.daemon = Daemon(
-            tmpdir(self),
+            directory or tmpdir(self),
             shared_redis().url,
-            unique_prefix(),
+            prefix or unique_prefix(),
             self.fleet.uris,
             flavors=FLAVORS,
             libvirt={
@@ -47,6 +51,7 @@ class HostFailureTests(TestCase):
                 "call_timeout": 60,
                 "reconnect_max_delay": 2,
                 "domain_type": "qemu",
+                **libvirt,
             },
         )
         await self.daemon.start()
@@ -137,3 +142,62 @@ class HostFailureTests(TestCase):
         overlays = [v for v in vols if v.endswith(".qcow2") and not v.startswith("/")]
         self.assertEqual(len(bases), 1)
         self.assertEqual(len(overlays), 2)
+
+    async def test_hung_pm_fails_keepalive(self):
+        """
+        A PM whose libvirtd hangs (SIGSTOP) while its connection stays open is marked
+        down by libvirt's keepalive (every 5 s, 3 unanswered: 20 s), with no call of the
+        daemon's to time out first (their timeout here is 10 minutes); new VMs go to the
+        other PM meanwhile, and once libvirtd runs again the PM is back.
+        """
+        downs = []
+
+        def observe(event):
+            if event.get("log_format") == "PM {pmid} down: {why}":
+                downs.append((event["pmid"], event["why"]))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        await self.start_daemon(call_timeout=600)
+        hypervisors = self.daemon.fleet.hypervisors
+        self.assertTrue(hypervisors.is_up(1))
+        pid = self.pm1.libvirtd_pid()
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(lambda: self.pm1.libvirtd_pid() and os.kill(pid, signal.SIGCONT))
+        # A bound that only catches a hang: keepalive promises 20 s.
+        await self.until("marked down", lambda: not hypervisors.is_up(1), 120)
+        self.assertIn("keepalive timeout", dict(downs)[1])
+        self.assertEqual((await self.create())[1], 2)
+        os.kill(pid, signal.SIGCONT)
+        # First libvirtd itself answers again (else the fleet, not vorchd, is at fault).
+        deadline = time.monotonic() + 60
+        while not await deferToThread(self.pm1.answers):
+            if time.monotonic() > deadline:
+                self.fail("libvirtd does not answer again after SIGCONT")
+        await self.until("back up", lambda: hypervisors.is_up(1), 120)
+
+    async def test_unicode_named_domain_adopted_at_start(self):
+        """
+        A VM with a name in several scripts, whose record Redis lost, is adopted back
+        from its domain on a real libvirtd when the next daemon starts: answered as
+        before, its name intact.
+        """
+        directory, prefix = tmpdir(self), unique_prefix()
+        await self.start_daemon(directory, prefix)
+        name = "café ☕ 名前 – Ωμέγα"
+        answer = await self.client.call(
+            f"/vm/create?name={quote(name)}&instance_type=1&image_id=1"
+        )
+        vmid = answer.json["vmid"]
+        self.assertGreater(vmid, 0, answer)
+        before = await self.json(f"/vm/query?vmid={vmid}")
+        self.assertEqual(before["name"], name)
+        # Redis loses the VM (its last second, say), then the daemon restarts.
+        self.assertTrue(await self.daemon.fleet.store.release(vmid))
+        await self.daemon.stop()
+        await self.client.close()
+
+        await self.start_daemon(directory, prefix)
+        await self.until("adopted", lambda: self.daemon.fleet.vm(vmid) is not None, 60)
+        self.assertEqual(await self.json(f"/vm/query?vmid={vmid}"), before)
+        self.assertEqual(self.daemon.fleet.reconciler.last["adopted"], [vmid])

@@ -26,6 +26,7 @@ from tests.clients import InMemoryClient
 from tests.harness import (
     Daemon,
     free_port,
+    refused_port,
     require,
     shared_redis,
     tmpdir,
@@ -107,7 +108,15 @@ class LoopbackSSHD:
             _keygen(key)
         authorized = directory / "authorized_keys"
         authorized.write_bytes(Path(f"{self.client_key}.pub").read_bytes())
+        self.authorized = authorized
         self.config = directory / "sshd_config"
+        self._write_config()
+        self.log = directory / "sshd.log"
+        self.process: subprocess.Popen | None = None
+        self.started = False
+
+    def _write_config(self) -> None:
+        authorized = self.authorized
         self.config.write_text(
             f"Port {self.port}\n"
             "ListenAddress 127.0.0.1\n"
@@ -115,19 +124,31 @@ class LoopbackSSHD:
             f"AuthorizedKeysFile {authorized}\n"
             # The temp dir's owner and modes are not what StrictModes wants for a home.
             "StrictModes no\n"
-            f"PidFile {directory / 'sshd.pid'}\n"
+            f"PidFile {self.directory / 'sshd.pid'}\n"
             "PermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\n"
             "UsePAM no\n"
         )
-        self.log = directory / "sshd.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         """
-        Start sshd and return once its port accepts connections.
+        Start sshd and return once its port accepts connections. If another process took
+        its port first (chosen free a moment before), it starts on another, unless it ran
+        before (clients know it by its port).
         """
+        for _ in range(5):
+            if self._start():
+                self.started = True
+                return
+            taken = "Address already in use" in self.log.read_text(errors="replace")
+            if self.started or not taken:
+                break
+            self.port = free_port()
+            self._write_config()
+        raise RuntimeError(f"sshd did not start: {self.log.read_text(errors='replace')[-500:]}")
+
+    def _start(self) -> bool:
         # The privilege separation directory, which a machine without sshd running lacks.
         os.makedirs("/run/sshd", 0o755, exist_ok=True)
         with open(self.log, "ab") as log:
@@ -143,11 +164,12 @@ class LoopbackSSHD:
                 break
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                if self.process.poll() is None:
+                    return True
             except OSError:
                 time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"sshd did not start: {self.log.read_text(errors='replace')[-500:]}")
+        return False
 
     def new_host_key(self) -> None:
         """
@@ -436,7 +458,7 @@ class ImageCacheOverSSHTests(TestCase):
         A host that refuses the connection makes a clear failure.
         """
         entry, _ = self.image(size=1024)
-        cache = self.cache(port=free_port())
+        cache = self.cache(port=refused_port(self))
         await self.assertUnavailable(cache, entry, "Connection refused")
 
     async def test_cut_off_mid_transfer(self):
@@ -470,9 +492,9 @@ class ImageCacheOverSSHTests(TestCase):
         A fetch that takes longer than the timeout is killed and counted as failed.
         """
         entry, _ = self.fifo()
-        started = time.monotonic()
+        # The fetch never ends by itself (a FIFO nobody writes): only its timeout ends
+        # it, and the test's own timeout catches a fetch that hangs.
         await self.assertUnavailable(self.cache(timeout=1), entry, "timed out after 1 s")
-        self.assertLess(time.monotonic() - started, 15)
 
     async def test_path_reaches_remote_shell_quoted(self):
         """

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -117,11 +116,11 @@ class KillAndRestartTests(SynchronousTestCase):
         qemu = pm1.qemu_pids()[GUEST]
         pm1.kill()
         self.assertIsNone(pm1.libvirtd_pid())
-        started = time.monotonic()
+        # Refused at once, not timed out: the error says which (the test's own timeout
+        # catches a hang).
         with self.assertRaises(libvirt.libvirtError) as caught:
             libvirt.open(pm1.uri)
         self.assertRegex(str(caught.exception), "Connection refused")
-        self.assertLess(time.monotonic() - started, 2)
         self.assertTrue(_alive(qemu))
         self.assertTrue(pm2.answers())
         pm1.restart()

@@ -20,14 +20,12 @@ from twisted.trial.unittest import TestCase
 
 from tests.clients import LoopbackClient
 from tests.harness import (
-    REPO,
     Daemon,
-    free_port,
     get_json,
     require,
     shared_redis,
+    spawn_twistd,
     tmpdir,
-    twistd_command,
     unique_prefix,
     wait_answering,
 )
@@ -489,18 +487,12 @@ class KillMidMigrationTests(TestCase):
         )
         daemon.ini.write_text(text)
 
-        def spawn(port: int) -> subprocess.Popen:
-            argv, env = twistd_command(daemon.ini, port)
-            proc = subprocess.Popen(
-                argv, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-            )
-            self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
-            return proc
+        def spawn() -> tuple[subprocess.Popen, str]:
+            proc, base = spawn_twistd(self, daemon.ini)
+            wait_answering(base, proc)
+            return proc, base
 
-        port = free_port()
-        proc = spawn(port)
-        await deferToThread(wait_answering, f"http://127.0.0.1:{port}")
-        base = f"http://127.0.0.1:{port}"
+        proc, base = await deferToThread(spawn)
         vmid = (
             await deferToThread(get_json, f"{base}/vm/create?name=k&instance_type=1&image_id=1")
         )["vmid"]
@@ -524,10 +516,7 @@ class KillMidMigrationTests(TestCase):
         proc.wait()
         await move
 
-        port = free_port()
-        spawn(port)
-        await deferToThread(wait_answering, f"http://127.0.0.1:{port}")
-        base = f"http://127.0.0.1:{port}"
+        _, base = await deferToThread(spawn)
         deadline = time.monotonic() + 60
         while await deferToThread(change_op):
             self.assertLess(time.monotonic(), deadline, "the move was never settled")

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import attrs
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
+from tests.harness import refused_port, require
 from vorchd.config import Settings
 from vorchd.config_cli import KEYS
 
@@ -247,14 +247,13 @@ class CheckTests(SynchronousTestCase):
         self.assertIn(f"vorchd: pm_file {tmp_path / 'pm_file'}: cannot read", done.stderr)
 
 
-def unused_port() -> int:
+def unused_port(testcase) -> int:
     """
-    A TCP port nothing listens on, and no install.sh pid file names.
+    A TCP port nothing listens on until C{testcase} ends (L{refused_port}), and that no
+    install.sh pid file names.
     """
     while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = refused_port(testcase)
         if not Path(f"/run/vorchd-{port}.pid").exists():
             return port
 
@@ -274,10 +273,9 @@ class InstallShTests(SynchronousTestCase):
     def test_install_sh_stop_reads_the_ini_through_config_cli(self) -> None:
         """install.sh stop learns the port from the ini through config_cli; without the venv
         it reads no ini and takes VORCHD_PORT. No daemon runs there: it says so, exit 0."""
-        if os.geteuid() != 0:
-            raise SkipTest("install.sh runs as root")
+        require(None if os.geteuid() == 0 else "install.sh runs as root")
         tmp_path = temp_dir(self)
-        port, other = unused_port(), unused_port()
+        port, other = unused_port(self), unused_port(self)
         ini = write_ini(tmp_path, f"[server]\nport = {port}\n")
         done = install_sh_stop({"VORCHD_CONFIG": str(ini)})
         self.assertEqual((done.returncode, done.stderr), (0, ""))

@@ -7,6 +7,8 @@ to what a random order must be instead.
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -72,8 +74,17 @@ class IndexedPolicyTests(SynchronousTestCase):
         state, hosts = fleet(rows)
         request = Request(flavor, 1, "x")
         policy = policy_named("random", {"seed": str(seed)})
+        # Which PMs fit, by the room rule written out here (not placement's own).
         fit = sorted(
-            h.pmid for h in candidates(policy_named("first-fit"), request, hosts, ratios)[0]
+            h.pmid
+            for h in hosts
+            if h.up
+            and not h.drained
+            and all(
+                getattr(h.used, r) + getattr(flavor, r)
+                <= math.floor(getattr(h.capacity, r) * ratios[r])
+                for r in ("cpu", "ram", "disk")
+            )
         )
         drawn = list(ranked(policy, request, state, ratios))
         self.assertEqual(sorted(drawn), fit)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
+from tests.harness import require
 from vorchd.inventory import (
     DEFAULT_SSH_TEMPLATE,
     LOCAL_URI,
@@ -208,14 +209,14 @@ class FieldSampleTests(SynchronousTestCase):
     def test_shared_samples_parse(self) -> None:
         """Each file in shared/samples parses to the expected entries."""
         for name in sorted(EXPECTED):
-            if not SHARED_SAMPLES.is_dir():
-                raise SkipTest(f"{SHARED_SAMPLES} is not beside the repo")
+            require(
+                None if SHARED_SAMPLES.is_dir() else f"{SHARED_SAMPLES} is not beside the repo"
+            )
             self.assertEqual(parse_sample(name, SHARED_SAMPLES / name), EXPECTED[name], name)
 
     def test_every_shared_sample_is_covered(self) -> None:
         """A sample added to shared/samples fails here until it has an expectation and a copy."""
-        if not SHARED_SAMPLES.is_dir():
-            raise SkipTest(f"{SHARED_SAMPLES} is not beside the repo")
+        require(None if SHARED_SAMPLES.is_dir() else f"{SHARED_SAMPLES} is not beside the repo")
         names = {p.name for p in SHARED_SAMPLES.iterdir()}
         self.assertEqual(names, set(EXPECTED))
         for name in names:

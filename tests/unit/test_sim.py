@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
+from tests.harness import require
 from vorchd import room
 from vorchd.inventory import InputFileError
 from vorchd.model import RESOURCES, Flavor, Resources
@@ -462,7 +463,7 @@ class FleetTests(SynchronousTestCase):
         try:
             import libvirt
         except ImportError:
-            raise SkipTest("could not import 'libvirt'") from None
+            require("could not import 'libvirt'")
         for line, capacity in zip(lines, expected, strict=True):
             info = libvirt.open(line).getInfo()
             self.assertEqual((info[2], info[1]), (capacity.cpu, capacity.ram))
@@ -660,7 +661,7 @@ class CommandLineTests(SynchronousTestCase):
         try:
             import matplotlib.image as image
         except ImportError:
-            raise SkipTest("could not import 'matplotlib.image'") from None
+            require("could not import 'matplotlib.image'")
         path = tmp_path / "sim.png"
         code, _, err = run_cli(
             ["--pms", "20x(16,32768,400)", "--generate", "400", "--plot", str(path), "-q"]

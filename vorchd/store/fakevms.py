@@ -46,6 +46,8 @@ class FakeVMs:
         if pm.get("drained") == "1":
             return vmid, Refusal(room.DRAINED)
         if vmid == 0:
+            # Redis' vmid blocks (vorchd.store.vmids) show only across its restarts,
+            # which this store never has: its ids are those of a fresh Redis.
             self.vmid_counter += 1
             vmid = self.vmid_counter
         if vmid in self.vms:

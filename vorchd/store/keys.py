@@ -4,6 +4,11 @@ Every Redis key vorchd uses, in one place. All of them start with a prefix
 
     P:fleet                  this fleet's short random id, part of every libvirt name it makes
     P:vmid                   the vmid counter (INCR in the claim script: never reused)
+    P:vmid:block             hash: reserved (the end of the block of vmids being made
+                             durable), ceiling (the end of the block claims may use: on
+                             disk before any id of it is handed out), run (the Redis
+                             run_id that made it so); see vorchd/store/vmids.py for why a
+                             Redis that lost its last second still never gives an id twice
     P:vm:<vmid>              hash: vmid, name, instance_type, image_id, pmid, cpu, ram, disk,
                              domain, volume, owner (the creating daemon), op (the
                              create's own token),

@@ -3,7 +3,8 @@ The Lua scripts in C{lua/}, loaded once and run by their SHA1 with C{EVALSHA}.
 
 Each script's header says what its KEYS and ARGV are and what it returns. A script that
 changes state is run with C{lua/_emit.lua} in front of it, which gives it C{emit()}: the
-change and its entry in the change stream are written by the same script.
+change and its entry in the change stream are written by the same script; and with
+C{lua/_vmid.lua}, which gives it C{new_vmid()}.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def load_all() -> dict[str, Script]:
     """
     Every script in C{lua/} (but the prelude), by name.
     """
-    prelude = f"local STREAM_MAXLEN = {STREAM_MAXLEN}\n" + _read("_emit")
+    prelude = f"local STREAM_MAXLEN = {STREAM_MAXLEN}\n" + _read("_emit") + _read("_vmid")
     out = {}
     for entry in resources.files("vorchd.store").joinpath("lua").iterdir():
         name = entry.name.removesuffix(".lua")

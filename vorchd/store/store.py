@@ -22,9 +22,10 @@ from vorchd.model import RESOURCES, Flavor, Image, Resources
 from vorchd.room import Change, Refusal
 from vorchd.store.client import RedisClient
 from vorchd.store.hashes import mapping, pairs, whole
+from vorchd.store.vmids import DurableVmids
 
 
-class Store(RedisClient):
+class Store(DurableVmids, RedisClient):
     """
     The fleet's state in one Redis: the writes (each a script with its change entry),
     the snapshot a read model starts from, and the few reads that must ask the authority.
@@ -45,7 +46,7 @@ class Store(RedisClient):
             await self.settled(seq)
         return answer
 
-    # -- the fleet's identity and the id counter -------------------------------------
+    # -- the fleet's identity (its vmids: vorchd.store.vmids) -----------------------
 
     async def fleet_id(self) -> str:
         """
@@ -54,12 +55,6 @@ class Store(RedisClient):
         """
         await self._call("set", self.keys.fleet, secrets.token_hex(4), None, None, True)
         return await self._call("get", self.keys.fleet)
-
-    async def next_vmid(self) -> int:
-        """
-        A vmid no VM of this fleet has ever had (creates take theirs in the claim).
-        """
-        return int(await self._call("incr", self.keys.vmid))
 
     # -- the snapshot ------------------------------------------------------------------
 
@@ -161,14 +156,17 @@ class Store(RedisClient):
         @return: the vmid, and C{None} when claimed or why not (no room, drained, ...).
         """
         full = {**record, "pmid": pmid}
-        kind, detail, vmid, _seq = await self._write(
-            "claim",
-            [self.keys.pm(pmid), self.keys.vms, self.keys.vmid],
-            [vmid, wanted.cpu, wanted.ram, wanted.disk]
-            + [repr(float(ratios[r])) for r in RESOURCES]
-            + [name_prefix, *pairs(full)],
-        )
-        return int(vmid), (None if kind == "ok" else Refusal(kind, detail))
+        while True:
+            kind, detail, got, _seq = await self._write(
+                "claim",
+                [self.keys.pm(pmid), self.keys.vms, self.keys.vmid, self.vmid_block_key],
+                [vmid, wanted.cpu, wanted.ram, wanted.disk]
+                + [repr(float(ratios[r])) for r in RESOURCES]
+                + [name_prefix, *pairs(full)],
+            )
+            if kind != "reserve":
+                return int(got), (None if kind == "ok" else Refusal(kind, detail))
+            await self.reserve_vmids()
 
     async def commit(self, vmid: int, pmid: int) -> bool:
         """

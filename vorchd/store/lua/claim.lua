@@ -2,18 +2,22 @@
 -- claims can both see the same free room. The room rule is vorchd.room's:
 -- limit = floor(capacity * ratio), and a claim fits while used + wanted <= limit.
 -- KEYS[1]  P:pm:<pmid>      KEYS[2] P:vms (every vmid holding a claim)
--- KEYS[3]  P:vmid           the vmid counter
+-- KEYS[3]  P:vmid           the vmid counter  KEYS[4] P:vmid:block (see lua/_vmid.lua)
 -- ARGV[1]  the key prefix P;  ARGV[2] vmid, or 0 for a new one from P:vmid
 -- ARGV[3..5] cpu, ram, disk wanted;  ARGV[6..8] the cpu, ram, disk ratios
 -- ARGV[9]  the fleet's name prefix (the domain is prefix .. vmid, its disk that .. '.qcow2')
 -- ARGV[10..] the VM's record as field, value pairs
 -- Returns {kind, detail, vmid, seq}: kind 'ok' when claimed, else a refusal kind of
--- vorchd.room.Refusal (unknown_pm, drained, vmid_taken, no_room) with seq 0.
+-- vorchd.room.Refusal (unknown_pm, drained, vmid_taken, no_room) with seq 0, or
+-- 'reserve' when a new vmid needs a block of them made durable first (vorchd.store.vmids).
 -- Change: op "vm", {vm = {vmid, hash}, pm = {pmid, hash}}.
 local vmid = tonumber(ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown_pm', '', vmid, 0} end
 if redis.call('HGET', KEYS[1], 'drained') == '1' then return {'drained', '', vmid, 0} end
-if vmid == 0 then vmid = redis.call('INCR', KEYS[3]) end
+if vmid == 0 then
+  vmid = new_vmid(KEYS[3], KEYS[4])
+  if not vmid then return {'reserve', '', 0, 0} end
+end
 local vmkey = ARGV[1] .. ':vm:' .. vmid
 if redis.call('EXISTS', vmkey) == 1 then return {'vmid_taken', '', vmid, 0} end
 local names = {'cpu', 'ram', 'disk'}

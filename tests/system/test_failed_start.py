@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -85,7 +86,6 @@ class FailedStartTests(TestCase):
         With domain_type auto, a PM's first VM runs under KVM; once QEMU can no longer
         open /dev/kvm, the next VM's KVM start fails inside libvirt, and the VM is started
         under plain QEMU instead; the failed KVM domain is not left behind.
-        (/dev/kvm is closed in that PM's namespace only.)
         """
         if not os.path.exists("/dev/kvm"):
             require("no /dev/kvm: the fallback from KVM to emulation cannot be shown")
@@ -101,14 +101,15 @@ class FailedStartTests(TestCase):
                 + self.pm.libvirtd_log.read_text(errors="replace")[-2000:]
             )
 
-        # /dev/kvm closed to QEMU on this PM only: in its mount namespace, a root-only
-        # file over the device (the machine's own /dev/kvm, which other test runs may
-        # use meanwhile, is left alone; the mount goes with the PM).
-        closed = self.pm.path("lib", "kvm-closed")
-        closed.write_bytes(b"")
-        closed.chmod(0o600)
-        mounted = self.pm.nsenter("mount", "--bind", "/var/lib/libvirt/kvm-closed", "/dev/kvm")
-        self.assertEqual(mounted.returncode, 0, mounted.stderr)
+        # /dev/kvm closed to QEMU (its libvirt-qemu user) on this machine, put back as it
+        # was by a cleanup registered first. Machine-wide: a device bound over it in the
+        # PM's own mount namespace stops libvirt from starting any guest there ("Unable
+        # to move ... mount to /dev/kvm"), so no test run beside this one may need KVM.
+        st = os.stat("/dev/kvm")
+        self.addCleanup(os.chmod, "/dev/kvm", stat.S_IMODE(st.st_mode))
+        self.addCleanup(os.chown, "/dev/kvm", st.st_uid, st.st_gid)
+        os.chown("/dev/kvm", 0, 0)
+        os.chmod("/dev/kvm", 0o600)
 
         answer = await self.client.call("/vm/create?name=q&instance_type=1&image_id=1")
         second = answer.json["vmid"]

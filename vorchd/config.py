@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from attrs import field, frozen
 
 from vorchd.model import RESOURCES
+from vorchd.network import NetworkSettingError, NetworkSettings
 
 DEFAULT_CONFIG = "etc/vorchd.ini"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -79,6 +80,7 @@ class Settings:
     console_log_dir: str = "/var/log/libvirt/qemu"
     stop_timeout: float = 60.0
     migrate_timeout: float = 600.0
+    network: NetworkSettings = NetworkSettings()
     policy: str = "first-fit"
     ratios: Mapping[str, float] = field(factory=lambda: {"cpu": 1.0, "ram": 1.0, "disk": 1.0})
     max_attempts: int = 3
@@ -248,6 +250,11 @@ def load_settings(
                     if d.strip()
                 )
             values["allocation_options"] = options
+        if parser.has_section("network"):
+            try:
+                values["network"] = NetworkSettings.from_section(dict(parser.items("network")))
+            except NetworkSettingError as e:
+                raise ConfigError(f"config {path}: {e}") from None
         values["admin_interface"] = get("admin", "interface", "127.0.0.1") or "127.0.0.1"
         values["admin_passwd_file"] = os.path.normpath(
             os.path.join(base, get("admin", "passwd_file", "/etc/vorchd/admin.passwd"))

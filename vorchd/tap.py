@@ -246,6 +246,7 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
             settings.console_log_dir,
             settings.stop_timeout,
             settings.migrate_timeout,
+            settings.network,
         ),
         settings.max_attempts,
         inventory.this_machine(),

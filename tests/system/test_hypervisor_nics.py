@@ -1,8 +1,8 @@
 """
 VMs' network interfaces, as every provider of L{IHypervisor} must make them: a virtio NIC
-with the VM's stored MAC address on the PM's network (kept through a resize and a live
-migration), none for C{[network] none}, the PM's network checked, and the addresses a
-guest has.
+with the VM's stored MAC address on the PM's network (kept through a resize, a live
+migration and a cold move), none for C{[network] none}, the PM's network checked, and the
+addresses a guest has.
 
 L{NicTests} holds no tests of its own to run: it is mixed into the class
 L{tests.system.test_hypervisor_interface.make_hypervisor_tests} makes for each kind of
@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 from attrs import evolve
 from twisted.trial.unittest import SkipTest
 
+from tests.harness import tmpdir
 from tests.system.test_hypervisor_life import BIGGER, STOP_TIMEOUT
 from vorchd.domain import VM
 from vorchd.hypervisor.interface import IHypervisor, NetworkUnavailable, NoSuchVM
@@ -142,3 +143,27 @@ class NicTests:
         hv.migrate_vm(moved, target.uri, False)
         self.assertEqual(target.vm_state(vm.domain_name), "running")
         self.assertEqual(self.nics(target, vm.domain_name), before)
+
+    def test_cold_move_keeps_nic(self):
+        """
+        A shut off VM moved by its disk and defined on a PM with the same network keeps
+        its NIC and MAC address there, and starts.
+        """
+        hv = self.networked()
+        self.maker.ignore_acpi(hv)
+        vm = self.create_with_mac(hv, 15)
+        before = self.nics(hv, vm.domain_name)
+        hv.stop_vm(vm.domain_name, STOP_TIMEOUT)
+        target = self.networked(second=True)
+        moved = evolve(vm, pmid=2)
+        path, fmt = target.ensure_base(vm.fleet, 1, str(self.image))
+        self.addCleanup(self.destroy_quietly, moved, target)
+        target.prepare_incoming(moved, path, fmt)
+        disk = tmpdir(self) / "disk.qcow2"
+        hv.export_disk(vm.volume_name, str(disk))
+        target.import_disk(vm.volume_name, str(disk))
+        target.define_vm(moved)
+        hv.destroy_vm(vm.domain_name, vm.volume_name)
+        self.assertEqual(self.nics(target, vm.domain_name), before)
+        target.start_vm(vm.domain_name)
+        self.assertEqual(target.vm_state(vm.domain_name), "running")

@@ -10,8 +10,9 @@ their dependencies, and an C{/init} that asks for an address by DHCP (udhcpc), p
 on the serial console as C{vorchd-example: address A.B.C.D} (L{ADDRESS_LINE}), and serves
 a page with busybox's httpd on port 80 (L{PAGE_TITLE}, then the guest's address).
 
-The initramfs is reproducible (no timestamps); the FAT image carries the files'
-modification times, so it is the same for the same kernel and busybox.
+The image is reproducible: the initramfs has no time stamps, and the FAT file system is
+stamped with the kernel's modification time; the same kernel and busybox make the same
+bytes (so install.sh's rerun leaves the image the daemon uses alone).
 
 Run C{python -m vorchd.linuximage PATH [--kernel VMLINUZ]} to write it (install.sh does).
 """
@@ -183,9 +184,12 @@ def initramfs(busybox: str, modules_dir: str, wanted: Sequence[str] = MODULES) -
     return gzip.compress(out.getvalue(), mtime=0)
 
 
-def _run(*command: str) -> None:
+def _run(*command: str, epoch: int = 0) -> None:
+    # mtools stamps what it writes with SOURCE_DATE_EPOCH when it is set: the same files
+    # make the same image.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True)
+        subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     except FileNotFoundError:
         raise ImageError(f"{command[0]} is missing: install {' '.join(PACKAGES)}") from None
     except subprocess.CalledProcessError as e:
@@ -225,12 +229,15 @@ def write_image(
         with open(image, "wb") as f:
             f.truncate(size)
         sectors = size // 512
+        epoch = int(os.stat(kernel).st_mtime)
         # A fixed serial number and label: the same files make the same image.
-        geometry = ("-T", str(sectors), "-h", "64", "-s", "32")
-        _run("mformat", "-i", image, *geometry, "-N", "766f7263", "-v", "VORCHD", "::")
-        _run("syslinux", "--install", image)
+        geometry = ("-T", str(sectors), "-h", "64", "-s", "32", "-N", "766f7263")
+        _run(
+            "mformat", "-i", image, *geometry, "-N", "766f7263", "-v", "VORCHD", "::", epoch=epoch
+        )
+        _run("syslinux", "--install", image, epoch=epoch)
         for name, source in files.items():
-            _run("mcopy", "-m", "-i", image, source, f"::/{name}")
+            _run("mcopy", "-m", "-i", image, source, f"::/{name}", epoch=epoch)
         shutil.move(image, path)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import libvirt
 
 from vorchd.hypervisor.interface import HostUnreachable, NetworkUnavailable, no_such_vm
-from vorchd.network import BRIDGE, NETWORK
+from vorchd.network import BRIDGE, NETWORK, interface_macs
 
 if TYPE_CHECKING:
     from vorchd.hypervisor.host import LibvirtHost
@@ -77,7 +77,8 @@ def vm_addresses(host: LibvirtHost, domain_name: str) -> list[str]:
             raise no_such_vm(host.uri, domain_name) from None
         raise host.failed(f"looking up {domain_name}", e) from None
     try:
-        if not dom.isActive():
+        # Not running, or no NIC: no address, and nothing more to ask.
+        if not dom.isActive() or not interface_macs(dom.XMLDesc(0)):
             return []
     except libvirt.libvirtError as e:
         raise host.failed(f"state of {domain_name}", e) from None

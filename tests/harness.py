@@ -61,6 +61,8 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (run ./install.sh test)")
         for _ in range(5 if self._chosen else 1):
             if self._start(exe):
+                # Restarted, it must come back where its clients connect.
+                self._chosen = False
                 return self
             if self._chosen:
                 self.port = free_port()

@@ -196,6 +196,14 @@ class Admin(pb.Avatar):
         self._audit("PM {pmid} {change}", pmid=pmid, change="drained" if drained else "enabled")
         return pmid
 
+    async def whatif(self, argv: list[str] | None) -> dict:
+        """
+        What C{vorchd-admin whatif} simulates on (it runs the simulation itself, off the
+        daemon's reactor): the fleet as it is now (C{/v1/fleet}) and the C{[allocation]}
+        options policies are made with. C{argv} is vorchd-admin's own.
+        """
+        return {"fleet": self.fleet.view(), "options": dict(self.fleet.policy_options)}
+
     async def prune(self) -> dict:
         """
         Delete the image base copies no VM uses any more on every reachable PM; answer

@@ -26,6 +26,18 @@ from typing import Any
 
 from attrs import field, frozen
 
+from vorchd.adminkinds import (  # noqa: F401 (the kinds, read from here too)
+    ALIASES,
+    FLAG,
+    PMID,
+    POLICY,
+    RATIO,
+    WORDS,
+    BadArgument,
+    Kind,
+    is_whole_number,
+    whole_number,
+)
 from vorchd.cli.admin_format import (
     format_drained,
     format_moved,
@@ -34,115 +46,9 @@ from vorchd.cli.admin_format import (
     format_ratios,
     format_rediscovery,
     format_status,
+    run_whatif,
 )
 from vorchd.model import RESOURCES
-
-# Client-side names for two policies, by what they do to the fleet.
-ALIASES = {"spread": "worst-fit", "pack": "best-fit"}
-
-
-class BadArgument(ValueError):
-    """
-    A command, or an argument, that cannot be taken; the message says why.
-    """
-
-
-# --- What argument values are ------------------------------------------------------------
-
-
-@frozen
-class Kind:
-    """
-    What the values of an argument are.
-
-    @ivar noun: what one value is, as messages name it: C{PM id}.
-    @ivar metavar: how usage lines show it: C{PMID}.
-    @ivar parse: a word typed in vorchd-admin -> its value.
-    @ivar check: a value the daemon received -> the value it acts on.
-    @ivar completes: which of the prompt's known words complete it (C{"pmids"},
-        C{"policies"}), if any.
-
-    C{parse} and C{check} raise L{BadArgument} with what is wrong with the value
-    (C{"'x' is not a number"}); the caller adds which argument it was.
-    """
-
-    noun: str
-    metavar: str
-    parse: Callable[[str], Any]
-    check: Callable[[Any], Any]
-    completes: str | None = None
-
-
-def whole_number(word: str) -> int:
-    """
-    A typed whole number. @raise BadArgument: anything else.
-    """
-    try:
-        return int(word)
-    except ValueError:
-        raise BadArgument(f"{word!r} is not a number") from None
-
-
-def is_whole_number(value: object) -> int:
-    """
-    A received whole number (not a bool). @raise BadArgument: anything else.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadArgument(f"{value!r} is not a number")
-    return value
-
-
-def is_text(value: object) -> str:
-    """
-    Received text. @raise BadArgument: anything else.
-    """
-    if not isinstance(value, str):
-        raise BadArgument(f"{value!r} is not a name")
-    return value
-
-
-def number(word: str) -> float:
-    """
-    A typed number. @raise BadArgument: anything else.
-    """
-    try:
-        return float(word)
-    except ValueError:
-        raise BadArgument(f"{word!r} is not a number") from None
-
-
-def is_ratio(value: object) -> float:
-    """
-    A received overcommit ratio: a number (or its text) above 0 and below a million.
-    @raise BadArgument: anything else.
-    """
-    try:
-        ratio = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise BadArgument(f"{value!r} is not a number") from None
-    if not 0 < ratio < 1e6:
-        raise BadArgument(f"must be positive, not {value!r}")
-    return ratio
-
-
-PMID = Kind("PM id", "PMID", whole_number, is_whole_number, completes="pmids")
-# The daemon checks the name itself against the policies it has.
-POLICY = Kind("policy", "NAME", lambda word: ALIASES.get(word, word), is_text, "policies")
-RATIO = Kind("ratio", "RATIO", number, is_ratio)
-
-
-def is_flag(value: object) -> bool:
-    """
-    A received flag: C{True} or C{False}. @raise BadArgument: anything else.
-    """
-    if not isinstance(value, bool):
-        raise BadArgument(f"{value!r} is not true or false")
-    return value
-
-
-# A flag (--evacuate): given or not; it is never typed as a word.
-FLAG = Kind("flag", "", bool, is_flag)
-
 
 # --- Commands and their arguments ------------------------------------------------------------
 
@@ -162,7 +68,8 @@ class Argument:
     @ivar metavar: how usage lines show it, if not as its kind's metavar.
 
     An argument of kind L{FLAG} is typed as C{--name}, travels as a keyword argument
-    when given, and the method gets C{True} or C{False}.
+    when given, and the method gets C{True} or C{False}. A C{rest} argument takes every
+    word left on the line (options included), as a list.
     """
 
     name: str
@@ -171,6 +78,7 @@ class Argument:
     optional: bool = False
     keys: tuple[str, ...] = field(default=(), converter=tuple)
     metavar: str | None = None
+    rest: bool = False
 
     @property
     def flag(self) -> bool:
@@ -198,6 +106,9 @@ class Command:
     @ivar json: whether C{--json} prints the daemon's answer as JSON instead.
     @ivar asks: the command whose answer C{format} reads, if not this one's (it is called
         with no arguments).
+    @ivar local: for a command vorchd-admin runs itself on what the daemon answers (its
+        method is called with no arguments): the answer and the command's arguments ->
+        the text to print.
     @ivar progress: for a long command that reports as it goes: one report -> the line
         vorchd-admin prints for it. The caller then passes a C{progress} keyword (a
         C{pb.Referenceable} whose C{remote_report} gets each report), and the avatar's
@@ -211,6 +122,7 @@ class Command:
     json: bool = False
     asks: str | None = None
     progress: Callable[[Any], str] | None = None
+    local: Callable[[Any, Mapping[str, object]], str] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.asks is not None and self.arguments:
@@ -231,7 +143,7 @@ class Command:
         for a in self.arguments:
             words.append(
                 f"[{a.shown} ...]"
-                if a.keys
+                if a.keys or a.rest
                 else f"[{a.shown}]"
                 if a.optional or a.flag
                 else a.shown
@@ -301,6 +213,21 @@ COMMANDS = _commands(
         format=format_rediscovery,
     ),
     Command(
+        "whatif",
+        "replay a workload on the fleet as it is now under the policy in force and others"
+        " (nothing changes; whatif --help for its options)",
+        [
+            Argument(
+                "argv",
+                WORDS,
+                "policies to compare, then vorchd-sim's workload options",
+                optional=True,
+                rest=True,
+            )
+        ],
+        local=run_whatif,
+    ),
+    Command(
         "prune",
         "delete the image base copies that no VM uses any more, on every PM",
         format=format_pruned,
@@ -334,6 +261,8 @@ def to_call(command: Command, values: Mapping[str, object]) -> tuple[str, tuple,
     """
     if command.asks is not None:
         return command.asks, (), {}
+    if command.local is not None:
+        return command.name, (), {}
     args = [values.get(a.name) for a in command.plain]
     while args and args[-1] is None:
         args.pop()

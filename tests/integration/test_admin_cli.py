@@ -304,7 +304,7 @@ class ShellTests(SynchronousTestCase):
                 ("status", {"json": False}),
                 ("policy", {"name": "worst-fit"}),
                 ("ratios", {"wanted": {"cpu": 2.0}}),
-                ("drain", {"pmid": 2}),
+                ("drain", {"pmid": 2, "evacuate": False}),
                 ("rediscover", {"pmid": None}),
             ],
         )
@@ -321,7 +321,7 @@ class ShellTests(SynchronousTestCase):
         self.assertEqual(self.calls, [("policy", {"name": "nonsense"}), ("enable", {"pmid": 1})])
         err = self.err.getvalue()
         self.assertIn("drain: argument PMID: PM id 'x' is not a number", err)
-        self.assertIn("usage: drain [-h] PMID", err)
+        self.assertIn("usage: drain [-h] [--evacuate] PMID", err)
         self.assertIn("unknown command 'frobnicate'", err)
         self.assertIn("known: first-fit", err)
 
@@ -581,6 +581,33 @@ class AdminExecutableTests(TestCase):
             "PM 2: cpu 4, ram 4096 MiB, disk 100 GiB\n"
         ))  # fmt: skip
 
+    async def test_whatif(self):
+        """
+        vorchd-admin whatif replays a workload on the daemon's fleet as it is now under
+        the policy in force and another, prints one row each as JSON when asked, changes
+        nothing on the fleet; its own usage errors say what is wrong, exit 1; its --help
+        is the simulation's.
+        """
+        await self.create_on()
+        before = await self.server_status()
+        out, err, code = await self.admin(
+            "whatif", "worst-fit", "--generate", "400", "--seed", "5", "--json"
+        )
+        self.assertEqual(code, 0, err)
+        # Progress (one line per policy) goes to stderr, the answer to stdout.
+        self.assertEqual(len(err.splitlines()), 2, err)
+        rows = json.loads(out)
+        self.assertEqual([r["policy"] for r in rows], ["first-fit", "worst-fit"])
+        for row in rows:
+            self.assertGreater(row["placed"] + row["refused"], 0, row)
+        self.assertEqual(await self.server_status(), before)
+        out, err, code = await self.admin("whatif", "--generate", "many")
+        self.assertEqual((code, out), (1, ""), err)
+        self.assertIn("argument --generate", err)
+        self.assertNotIn("Traceback", err)
+        out = await self.ok("whatif", "--help")
+        self.assertIn("--generate", out)
+
     async def test_wrong_password(self):
         """
         A wrong password exits 1 with one line saying so, and no traceback.
@@ -626,7 +653,7 @@ class AdminExecutableTests(TestCase):
         order = [
             out.index("policy: first-fit\n"),
             out.index("\nworst-fit\n"),
-            out.index("usage: drain [-h] PMID"),
+            out.index("usage: drain [-h] [--evacuate] PMID"),
             out.rindex("\nworst-fit\n"),
         ]
         self.assertEqual(order, sorted(order), out)

@@ -323,7 +323,7 @@ class OutageTests(TestCase):
         # Until every connection of the pool has reconnected, a call may still fail at
         # once on one that has not (txredisapi backs off up to 10 s between tries); well
         # within a deadline that only catches a hang, calls work again.
-        for _ in range(600):
+        for _ in range(1200):
             try:
                 await store.pm_ids()
                 break

@@ -24,6 +24,7 @@ from vorchd.admin import Admin, AdminError, AdminRealm, password_checker
 from vorchd.admincmds import COMMANDS, bind, to_call
 from vorchd.model import RESOURCES, Resources
 from vorchd.policies import available_policies, policy_named
+from vorchd.state import views
 from vorchd.state.model import FleetState
 
 PASSWORD = b"s3cret"
@@ -148,6 +149,10 @@ class FakeFleet:
     def pm_ids(self) -> list[int]:
         return list(self.state.pm_ids)
 
+    def view(self) -> dict:
+        policy, ratios = self.current()
+        return views.fleet(self.state, policy.name, ratios)
+
     def connected_pmids(self) -> list[int]:
         return [1, 2, 3, 4]
 
@@ -232,6 +237,7 @@ CASES = {
     "enable": ((), {"pmid": 2}, 2),
     "rediscover": ((2,), {}, {2: {"cpu": 4, "ram": 4096, "disk": 100}}),
     "prune": ((), {}, {1: ["vorchd-f1-image-1.img"], 2: ["vorchd-f1-image-2.img"], 3: None}),
+    "whatif": ((), {}, None),  # checked in full by test_whatif_runs_here
 }
 
 
@@ -268,6 +274,22 @@ class DispatchTests(AdminPortTestCase):
         self.assertEqual(self.fleet.store.drained, [(1, True), (2, False)])
         self.assertEqual(self.fleet.creator.forgotten, [1, 1, 2, 2])
         self.assertIn((1, "prune_bases", "f1"), self.fleet.hypervisors.calls)
+
+    def test_whatif_runs_here(self):
+        """
+        whatif asks the daemon only for its fleet and policy options, whatever words it
+        is given (they stay with vorchd-admin); vorchd-admin simulates on them and prints
+        the comparison, the policy in force marked.
+        """
+        command = COMMANDS["whatif"]
+        values = {"argv": ["worst-fit", "--generate", "300", "--seed", "3"]}
+        self.assertEqual(to_call(command, values), ("whatif", (), {}))
+        answer = self.answer("whatif")
+        self.assertEqual(answer["fleet"], self.fleet.view())
+        self.assertEqual(answer["options"], {})
+        text = command.local(answer, values)
+        self.assertIn("first-fit (now)", text)
+        self.assertIn("worst-fit", text)
 
     def test_status(self):
         """
@@ -390,6 +412,7 @@ class WireTests(SynchronousTestCase):
             "enable": {"pmid": 3},
             "rediscover": {"pmid": None},
             "prune": {},
+            "whatif": {"argv": None},
         }
         for name, values in given.items():
             remote, args, kw = to_call(COMMANDS[name], values)

@@ -309,3 +309,34 @@ class MovesTests(SynchronousTestCase):
         self.assertEqual(self.fleet.pm_vmids(1), vmids[1:])
         report = self.wait(self.fleet.evacuate(1))
         self.assertEqual(sorted(report["moved"]), vmids[1:])
+
+    def test_move_that_times_out_mid_way_is_settled_by_where_the_guest_ends(self):
+        """
+        A live move that fails to answer while the guest is on both PMs (libvirt still
+        moving it) is refused but not undone: the hold stays until the reconciler sees
+        where the guest ended up.
+        """
+        vmid = self.create()
+        source, target = self.hosts[1], self.hosts[2]
+        migrate = source.migrate_vm
+
+        def half_way(vm, uri, shared):
+            target.define_vm(vm)
+            target.domains[self.domain(vmid)].state = "paused"
+            raise HypervisorError("timed out after 600 s")
+
+        source.migrate_vm = half_way
+        self.assertIn("not confirmed", self.refused(self.fleet.migrate(vmid, 2)))
+        self.assertEqual(self.where(vmid), {1: "running", 2: "paused"})
+        self.assertEqual(self.used(2), Resources(1, 512, 1))
+        self.assertEqual(self.wait(defer.ensureDeferred(self.fleet.reconcile()))["settled"], [])
+        # libvirt finishes the move: the guest runs on PM 2 only.
+        del source.domains[self.domain(vmid)]
+        target.domains[self.domain(vmid)].state = "running"
+        source.migrate_vm = migrate
+        self.assertEqual(
+            self.wait(defer.ensureDeferred(self.fleet.reconcile()))["settled"], [vmid]
+        )
+        self.assertEqual(self.fleet.vm(vmid)["pmid"], 2)
+        self.assertEqual((self.used(1), self.used(2)), (Resources(), Resources(1, 512, 1)))
+        self.assertEqual(self.disks(vmid), {2})

@@ -192,6 +192,8 @@ class AdminConnection:
         if command.progress is not None:
             kw["progress"] = Reporter(lambda item: self.progress_out(command.progress(item)))
         answer = await self.call(remote, *args, **kw)
+        if command.local is not None:
+            return command.local(answer, values)
         return command.show(answer, as_json=bool(values.get("json")))
 
     def close(self) -> None:
@@ -208,6 +210,8 @@ def explain(e: BaseException, target: Target) -> str:
     A one-line message for the administrator saying why a call to C{target} failed.
     """
     where = f"{target.host}:{target.port}"
+    if isinstance(e, AdminCLIError):
+        return str(e)
     if isinstance(e, error.ConnectionRefusedError):
         return f"cannot connect to vorchd's admin port at {where}: connection refused"
     if isinstance(e, error.TimeoutError):

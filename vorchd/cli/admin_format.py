@@ -156,3 +156,28 @@ def format_moved(report: Mapping) -> str:
     if report.get("pmid"):
         return f"vm {report['vmid']}: moved to PM {report['pmid']}"
     return f"vm {report['vmid']}: not moved: {report.get('reason', '')}"
+
+
+def run_whatif(answer: Mapping, values: Mapping[str, object]) -> str:
+    """
+    C{whatif}: the simulation (L{vorchd.sim.whatif}) of the daemon's fleet as it is now
+    (C{answer}: its C{/v1/fleet} document and C{[allocation]} options), run here with the
+    command's words; the comparison to print.
+    """
+    import io
+
+    from vorchd.cli.admin_connect import AdminCLIError
+    from vorchd.inventory import InputFileError
+    from vorchd.sim import whatif
+
+    out = io.StringIO()
+    try:
+        whatif.whatif(answer["fleet"], list(values.get("argv") or ()), answer["options"], out)
+    except SystemExit as e:
+        # Its own --help (printed already), or its usage error (printed on stderr).
+        if not e.code:
+            return ""
+        raise AdminCLIError("whatif: wrong usage (see vorchd-admin whatif --help)") from None
+    except (whatif.SimError, InputFileError) as e:
+        raise AdminCLIError(f"whatif: {e}") from None
+    return out.getvalue().rstrip("\n")

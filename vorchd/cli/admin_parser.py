@@ -80,11 +80,15 @@ def build_parser(prog: str | None = PROG) -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     parser.commands = {}
     for command in COMMANDS.values():
+        # A command that takes the rest of the line takes its options too (--help
+        # included): no word of it is an option of this parser's.
+        rest = any(a.rest for a in command.arguments)
         each = sub.add_parser(
             command.name,
             help=command.help,
             description=command.help,
             prog=f"{prog} {command.name}" if prog else command.name,
+            **({"prefix_chars": "\0", "add_help": False} if rest else {}),
         )
         if command.json:
             each.add_argument("--json", action="store_true", help="the daemon's answer as JSON")
@@ -93,6 +97,14 @@ def build_parser(prog: str | None = PROG) -> Parser:
                 raise ValueError(f"{command.name}: an argument may not be named {argument.name}")
             if argument.flag:
                 each.add_argument(f"--{argument.name}", action="store_true", help=argument.help)
+                continue
+            if argument.rest:
+                each.add_argument(
+                    argument.name,
+                    nargs=argparse.REMAINDER,
+                    metavar=argument.shown,
+                    help=argument.help,
+                )
                 continue
             each.add_argument(
                 argument.name,

@@ -169,6 +169,13 @@ class Mover:
                     continue
                 try:
                     await self._move(rec, target, where in LIVE_STATES)
+                except Unsettled as e:
+                    # The change stays on the VM, with its hold: the reconciler settles it
+                    # by where the guest is once libvirt is done.
+                    self.log.warn(
+                        "vm {vmid}: move to PM {target}: {e}", vmid=vmid, target=target, e=e
+                    )
+                    raise Refused(f"VM {vmid}: move to PM {target} not confirmed: {e}") from None
                 except (HypervisorError, Refused) as e:
                     await self._end(vmid, change.op, False)
                     refused[target] = room.Refusal(room.FAILED, str(e))
@@ -224,10 +231,14 @@ class Mover:
                     await self._copy_disk(source, target, vm.volume_name)
                 await hypervisors.on(target).define_vm(vm)
                 await hypervisors.on(source).destroy_vm(rec.domain, None if shared else rec.volume)
-        except HypervisorError:
-            if await self._landed(rec, target):
+        except HypervisorError as e:
+            where = await self._where(rec, target)
+            if where == (False, True):
                 # It failed to say so (a timeout, say), but the guest is on the target.
                 return
+            if where[1] and live:
+                # On the target too: libvirt may still be moving it, past our timeout.
+                raise Unsettled(f"{e}; where it ends up is settled later") from None
             await self.creator.undo.remove_leftover(
                 target, rec.domain, None if shared else rec.volume
             )
@@ -247,16 +258,21 @@ class Mover:
         finally:
             os.unlink(path)
 
-    async def _landed(self, rec: VMRecord, target: int) -> bool:
+    async def _where(self, rec: VMRecord, target: int) -> tuple[bool, bool]:
         """
-        Whether C{rec}'s guest is on PM C{target} and gone from its own PM.
+        Whether C{rec}'s guest is on its own PM, and whether it is on PM C{target}
+        (where a PM cannot say, as it was: on its own PM, not on the target).
         """
+        hypervisors = self.parts.hypervisors
         try:
-            there = await self.parts.hypervisors.on(target).vm_state(rec.domain)
-            here = await self.parts.hypervisors.on(rec.pmid).vm_state(rec.domain)
+            here = await hypervisors.on(rec.pmid).vm_state(rec.domain) != "missing"
         except HypervisorError:
-            return False
-        return there != "missing" and here == "missing"
+            here = True
+        try:
+            there = await hypervisors.on(target).vm_state(rec.domain) != "missing"
+        except HypervisorError:
+            there = False
+        return here, there
 
     async def _end(self, vmid: int, op: str, done: bool) -> None:
         """
@@ -355,6 +371,13 @@ class Mover:
                 await hypervisors.on(leftover).destroy_vm(rec.domain, rec.volume)
         await parts.store.end_change(rec.vmid, rec.change_op, done)
         return "done" if done else "undone"
+
+
+class Unsettled(HypervisorError):
+    """
+    A move failed to say it was done, and the guest is on the target PM as well as (or
+    instead of) its own: which one keeps it is for the reconciler to see.
+    """
 
 
 def _flavor(rec: VMRecord) -> Flavor:

@@ -135,8 +135,9 @@ def replay(
     # policies read nothing else; a plugin sees the name "sim" and image 0).
     requests = [Request(f, 0, "sim") for f in trace.flavors]
     wanted = [np.array((f.cpu, f.ram, f.disk), dtype=np.int64) for f in trace.flavors]
+    given_back = [-w for w in wanted]
     asked = [trace.flavors[k] for k in sorted(set(trace.flavor[trace.create].tolist()))]
-    used, vms, row = table.used, table.vms, table.row
+    vms, row = table.vms, table.row
     times = trace.time.tolist()
     creates = trace.create.tolist()
     slots = trace.slot.tolist()
@@ -177,19 +178,17 @@ def replay(
                 refusals[why] = refusals.get(why, 0) + 1
                 by_flavor[flavor.tid] = by_flavor.get(flavor.tid, 0) + 1
             else:
-                # The room the claim takes, changed in the table's columns in place
-                # (HostTable.set, with Resources objects, would cost more than the rest).
+                # The room the claim takes, changed by column (HostTable.set, with
+                # Resources objects, would cost more than the rest).
                 i = row[pmid]
-                used[:, i] += wanted[f]
-                vms[i] += 1
+                table.add(i, wanted[f], 1)
                 where[s] = i + 1
                 placements[k] = pmid
                 placed += 1
         else:
             i = where[s] - 1
             if i >= 0:
-                used[:, i] -= wanted[f]
-                vms[i] -= 1
+                table.add(i, given_back[f], -1)
                 where[s] = 0
                 placements[k] = pmids[i]
                 destroyed += 1

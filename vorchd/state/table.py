@@ -6,11 +6,15 @@ however large the fleet, and a policy can rank them without a Python object per 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from vorchd.model import RESOURCES, Host, Resources
+
+# How many fits() answers a table keeps up to date (flavors times ratios in use).
+_KEPT_FITS = 64
 
 
 class HostTable:
@@ -32,6 +36,10 @@ class HostTable:
         self.open = np.zeros(n, dtype=bool)
         # (ratios, effective capacity, its reciprocal where positive, else 0)
         self._effective: tuple[tuple[float, ...], np.ndarray, np.ndarray] | None = None
+        # fits() answers by (wanted cpu, ram, disk, ratios), each kept up to date a row
+        # at a time as PMs change: a fleet sees few flavors and ratios, and a create
+        # then costs no pass over the fleet to find where it fits.
+        self._fits: dict[tuple, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.pmid)
@@ -51,13 +59,16 @@ class HostTable:
         i = self.row.get(pmid)
         if i is None:
             return
+        changed = False
         if capacity is not None:
             column = (capacity.cpu, capacity.ram, capacity.disk)
             if tuple(self.capacity[:, i]) != column:
                 self.capacity[:, i] = column
                 self._effective = None
+                changed = True
         if used is not None:
             self.used[:, i] = (used.cpu, used.ram, used.disk)
+            changed = True
         if vms is not None:
             self.vms[i] = vms
         if up is not None:
@@ -66,6 +77,33 @@ class HostTable:
             self.drained[i] = drained
         if up is not None or drained is not None:
             self.open[i] = self.up[i] and not self.drained[i]
+            changed = True
+        if changed:
+            self._refit(i)
+
+    def add(self, i: int, amount: np.ndarray, vms: int) -> None:
+        """
+        Add C{amount} (cpu, ram, disk; negative to give room back) and C{vms} to what
+        column C{i}'s PM holds: L{set} by column, for a simulated fleet's claims.
+        """
+        self.used[:, i] += amount
+        self.vms[i] += vms
+        self._refit(i)
+
+    def _refit(self, i: int) -> None:
+        """
+        Bring row C{i} of every kept L{fits} answer up to date.
+        """
+        if not self._fits:
+            return
+        is_open = bool(self.open[i])
+        capacity = [int(c) for c in self.capacity[:, i]]
+        used = [int(u) for u in self.used[:, i]]
+        for key, mask in self._fits.items():
+            wanted, ratios = key[:3], key[3:]
+            mask[i] = is_open and all(
+                math.floor(capacity[r] * ratios[r]) - used[r] >= wanted[r] for r in range(3)
+            )
 
     def _scaled(self, ratios: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
         key = tuple(float(ratios[r]) for r in RESOURCES)
@@ -93,11 +131,19 @@ class HostTable:
         """
         Which PMs can take C{wanted} now: open, with room by the room rule.
         """
-        effective = self.effective(ratios)
-        out = self.open.copy()
-        for r, amount in enumerate((wanted.cpu, wanted.ram, wanted.disk)):
-            out &= effective[r] - self.used[r] >= amount
-        return out
+        ratio_key = tuple(float(ratios[r]) for r in RESOURCES)
+        key = (wanted.cpu, wanted.ram, wanted.disk, *ratio_key)
+        mask = self._fits.get(key)
+        if mask is None:
+            effective = self.effective(ratios)
+            mask = self.open.copy()
+            for r, amount in enumerate(key[:3]):
+                mask &= effective[r] - self.used[r] >= amount
+            if len(self._fits) >= _KEPT_FITS:
+                self._fits.clear()
+            self._fits[key] = mask
+        # A copy: what the caller holds stays what it was asked at.
+        return mask.copy()
 
     def host(self, i: int, ratios: Mapping[str, float] | None = None) -> Host:
         """

@@ -20,7 +20,9 @@ POOL_DIR=$STATE_DIR/pool
 IMAGE_DIR=$STATE_DIR/images
 LOG_DIR=/var/log/vorchd
 RUN_DIR=/run
-EXAMPLE_IMAGE=$IMAGE_DIR/vorchd-hello.img
+EXAMPLE_IMAGE=$IMAGE_DIR/vorchd-linux.img
+# The libvirt network the example's VMs attach to (NAT and DHCP on 192.168.122.0/24).
+EXAMPLE_NETWORK=default
 WAIT_SECONDS=90
 STOP_SECONDS=20
 
@@ -31,7 +33,12 @@ PACKAGES=(
     python3-venv
     gcc libc6-dev   # libvirt-python is built from source
     curl
+    dnsmasq-base    # DHCP (and DNS) of libvirt networks, which VMs' NICs attach to
 )
+
+# What the bundled example's small Linux is built from (vorchd/linuximage.py): busybox,
+# syslinux and mtools; a kernel package only where /boot has no kernel (example_kernel).
+EXAMPLE_PACKAGES=(busybox-static syslinux syslinux-common mtools)
 
 say() { printf 'install.sh: %s\n' "$*"; }
 warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
@@ -431,11 +438,28 @@ make_dirs() {
     chmod 0711 "$POOL_DIR"
 }
 
+# A kernel package for the example, if /boot has no kernel (a container, say).
+example_kernel() {
+    compgen -G '/boot/vmlinuz-*' >/dev/null && return 0
+    local pkg
+    for pkg in linux-image-amd64 linux-image-generic; do
+        if apt-cache show "$pkg" >/dev/null 2>&1; then
+            printf '%s\n' "$pkg"
+            return 0
+        fi
+    done
+}
+
+# The example's image: a small Linux made here from Debian packages (no download but
+# apt's): it takes an address by DHCP, prints it on its console, and serves a page.
 build_example_image() {
+    local kernel
+    kernel=$(example_kernel)
+    apt_install "${EXAMPLE_PACKAGES[@]}" ${kernel:+"$kernel"}
     mkdir -p "$IMAGE_DIR"
     chmod 0755 "$STATE_DIR" "$IMAGE_DIR"
-    local tmp=$IMAGE_DIR/.vorchd-hello.img.new
-    (cd "$REPO" && "$VENV/bin/python" -m vorchd.bootimage "$tmp" >/dev/null) ||
+    local tmp=$IMAGE_DIR/.vorchd-linux.img.new
+    (cd "$REPO" && "$VENV/bin/python" -m vorchd.linuximage "$tmp" >/dev/null) ||
         die "cannot build the example image"
     # Replace it only when it changed: a rerun leaves the image the daemon uses alone.
     if cmp -s "$tmp" "$EXAMPLE_IMAGE"; then
@@ -460,6 +484,26 @@ api_host() {
 set_daemon_args() {
     DAEMON_ARGS=(vorchd --config "$CONFIG" --port "$PORT"
         --pm-file "$1" --image-file "$2" --flavor-file "$3")
+    if [[ -n ${NETWORK_OVERRIDE:-} ]]; then
+        DAEMON_ARGS+=(--network "$NETWORK_OVERRIDE")
+    fi
+}
+
+# libvirt's default network on this machine, defined (from the package's file) if it is
+# missing, started, and started at boot: the example's VMs get their addresses from it.
+ensure_example_network() {
+    local virsh=(virsh -q -c qemu:///system) xml=/usr/share/libvirt/networks/default.xml
+    if ! "${virsh[@]}" net-info "$EXAMPLE_NETWORK" >/dev/null 2>&1; then
+        [[ -r $xml ]] || die "libvirt has no network $EXAMPLE_NETWORK and there is no $xml"
+        "${virsh[@]}" net-define "$xml" >/dev/null ||
+            die "cannot define libvirt's network $EXAMPLE_NETWORK"
+    fi
+    "${virsh[@]}" net-autostart "$EXAMPLE_NETWORK" >/dev/null 2>&1 || true
+    if ! "${virsh[@]}" net-info "$EXAMPLE_NETWORK" 2>/dev/null | grep -Eq '^Active: +yes'; then
+        "${virsh[@]}" net-start "$EXAMPLE_NETWORK" >/dev/null ||
+            die "cannot start libvirt's network $EXAMPLE_NETWORK (is dnsmasq-base installed?)"
+    fi
+    say "the example's VMs attach to libvirt's network $EXAMPLE_NETWORK"
 }
 
 # Parse the settings and the three files exactly as the daemon will (its own Options), so
@@ -517,6 +561,11 @@ start_daemon() {
             say "try:  curl '$url/vm/types'"
             say "      curl '$url/image/list'"
             say "      curl '$url/vm/create?name=test&instance_type=1&image_id=1'"
+            if [[ -n ${EXAMPLE_RUN:-} ]]; then
+                say "then, once it has booted (20 s or so), its address and its page:"
+                say "      vorch --url $url vm show VMID"
+                say "      curl http://ADDRESS/"
+            fi
             say "stop: VORCHD_PORT=$PORT ./install.sh stop"
             return 0
         fi
@@ -579,10 +628,13 @@ cmd_run() {
 
 cmd_example() {
     [[ -r $CONFIG ]] || die "config $CONFIG does not exist or is not readable"
-    say "running the bundled example: this machine's hypervisor and a tiny boot image"
+    say "running the bundled example: this machine's hypervisor and a small Linux"
     deps
     make_dirs
     build_example_image
+    ensure_example_network
+    NETWORK_OVERRIDE=$EXAMPLE_NETWORK
+    EXAMPLE_RUN=1
     run_daemon "$REPO/etc/example/pm_file" "$REPO/etc/example/image_file" \
         "$REPO/etc/example/flavor_file"
 }

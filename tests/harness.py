@@ -183,11 +183,18 @@ def shared_redis() -> RedisServer:
 TEST_POOL_GIB = 100
 
 
-def node_xml(cpus: int, ram_mib: int, with_pool: bool = True) -> str:
+def node_xml(cpus: int, ram_mib: int, with_pool: bool = True, networks=()) -> str:
     """
     A libvirt test-driver node with C{cpus} CPUs, C{ram_mib} MiB and, if C{with_pool},
-    vorchd's pool already defined (else the daemon defines it).
+    vorchd's pool already defined (else the daemon defines it), and the (active) libvirt
+    networks named in C{networks}.
     """
+    nets = "".join(
+        # An address: the test driver makes its leases up from it.
+        f"<network><name>{name}</name><uuid>{uuid.uuid4()}</uuid><bridge name='vt{i}'/>"
+        "<ip address='192.0.2.1' prefix='24'/></network>"
+        for i, name in enumerate(networks)
+    )
     pool = ""
     if with_pool:
         pool = (
@@ -199,7 +206,7 @@ def node_xml(cpus: int, ram_mib: int, with_pool: bool = True) -> str:
         "<node><cpu><nodes>1</nodes><sockets>1</sockets>"
         f"<cores>{cpus}</cores><threads>1</threads><active>{cpus}</active>"
         "<mhz>2000</mhz><model>x86_64</model></cpu>"
-        f"<memory>{ram_mib * 1024}</memory>{pool}</node>"
+        f"<memory>{ram_mib * 1024}</memory>{pool}{nets}</node>"
     )
 
 
@@ -257,6 +264,7 @@ class Daemon:
         allocation: dict | None = None,
         images: dict | None = None,
         hosts: dict[int, IHypervisor] | None = None,
+        network: dict | None = None,
     ):
         self.hosts = hosts or {}
         self.dir = Path(directory)
@@ -293,6 +301,8 @@ class Daemon:
             + "".join(f"{k} = {v}\n" for k, v in images.items())
             + "[allocation]\n"
             + "".join(f"{k} = {v}\n" for k, v in allocation.items())
+            + "[network]\n"
+            + "".join(f"{k} = {v}\n" for k, v in (network or {}).items())
         )
         self.service = None
 

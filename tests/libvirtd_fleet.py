@@ -13,6 +13,15 @@ C{nsenter}, so a test can kill a PM's libvirtd and start it again over the same 
 its guests keep running. The reaper is what makes C{virDomainDestroy} take 0.2 s instead of
 2 s here (see L{_HOLDER_SCRIPT}), and killing it kills everything the PM ran.
 
+With C{netns=True} each PM also gets a network namespace of its own, holding nothing but
+its loopback and what its libvirt makes there (its networks' bridges, their dnsmasq, its
+guests' taps): guests on a PM's libvirt network are reachable only from inside that PM
+(C{pm.nsenter(...)} runs there). Its libvirtd listens on the namespace's own 127.0.0.1, and
+a small forwarder (L{_FORWARDER_SCRIPT}) accepts the PM's connections on its loopback
+address of the host, C{ADDRESS:16509}, and carries them into the namespace: the daemon under
+test reaches the PM on C{qemu+tcp://ADDRESS/system} as before, and nothing leaves loopback.
+Such PMs cannot migrate to each other (each one's ADDRESS means nothing inside another).
+
 All state lives under one directory per fleet, C{/var/lib/vorchd-tests/fleet-XXXX/pmN}
 (readable by the C{libvirt-qemu} user, unlike C{/tmp}). L{LibvirtdFleet.stop} removes it all
 and is idempotent; it is also registered with C{atexit}, and a fleet found on disk whose
@@ -84,6 +93,43 @@ while True:
     info = signal.sigtimedwait(signals, 5)
     if info is not None and info.si_signo != signal.SIGCHLD:
         sys.exit(0)
+"""
+
+# The forwarder of a PM in a network namespace of its own, run inside that namespace (and
+# its PID namespace, so that it dies with the PM) by nsenter: it accepts connections on the
+# listening socket it is given (made in the host's network namespace, on the PM's loopback
+# address) and joins each to a connection of its own to libvirtd on the namespace's
+# 127.0.0.1.
+_FORWARDER_SCRIPT = """\
+import socket, sys, threading
+
+listener = socket.socket(fileno=int(sys.argv[1]))
+port = int(sys.argv[2])
+
+
+def pipe(source, sink):
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    for s in (source, sink):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+while True:
+    client, _ = listener.accept()
+    try:
+        server = socket.create_connection(("127.0.0.1", port), timeout=10)
+        server.settimeout(None)
+    except OSError:
+        client.close()
+        continue
+    for a, b in ((client, server), (server, client)):
+        threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 """
 
 # Run with the test's own interpreter against one PM: every domain destroyed and undefined,
@@ -167,6 +213,30 @@ def libvirtd_fleet_unavailable() -> str | None:
         )
     except (OSError, subprocess.SubprocessError) as e:
         return f"cannot make mount, UTS and PID namespaces here: {e}"
+    return None
+
+
+def netns_unavailable() -> str | None:
+    """
+    Why PMs in network namespaces of their own (C{netns=True}) cannot run here, or None.
+    """
+    why = libvirtd_fleet_unavailable()
+    if why is not None:
+        return why
+    if shutil.which("ip", path=_ENV["PATH"]) is None:
+        return "network namespaces need ip (iproute2)"
+    if shutil.which("dnsmasq", path=_ENV["PATH"]) is None:
+        return "libvirt networks with DHCP need dnsmasq (dnsmasq-base)"
+    try:
+        subprocess.run(
+            ["unshare", "--net", "ip", "link", "set", "lo", "up"],
+            check=True,
+            capture_output=True,
+            timeout=10,
+            env=_ENV,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"cannot make a network namespace here: {e}"
     return None
 
 
@@ -291,9 +361,14 @@ class LibvirtdPM:
     own, listening on C{qemu+tcp://ADDRESS/system}. State in C{state_dir}.
     """
 
-    def __init__(self, index: int, address: str, state_dir: Path, hostname: str):
+    def __init__(
+        self, index: int, address: str, state_dir: Path, hostname: str, netns: bool = False
+    ):
         self.index = index
         self.address = address
+        # Whether it has a network namespace of its own (see the module's docstring).
+        self.netns = netns
+        self.forwarder: subprocess.Popen | None = None
         self.uri = f"qemu+tcp://{address}/system"
         self.state_dir = Path(state_dir)
         self.hostname = hostname
@@ -405,8 +480,9 @@ class LibvirtdPM:
         kwargs.setdefault("timeout", 30)
         kwargs.setdefault("env", _ENV)
         kwargs.setdefault("cwd", "/")
+        namespaces = ["-m", "-u", "-p", *(["-n"] if self.netns else [])]
         return subprocess.run(
-            ["nsenter", "-t", str(self.init_pid), "-m", "-u", "-p", "--", *command], **kwargs
+            ["nsenter", "-t", str(self.init_pid), *namespaces, "--", *command], **kwargs
         )
 
     def virsh(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -456,10 +532,12 @@ class LibvirtdPM:
                 shutil.copy2(entry.path, etc / entry.name)
         for subdir in ("qemu/networks/autostart", "qemu/autostart", "storage/autostart"):
             (etc / subdir).mkdir(parents=True, exist_ok=True)
+        # In a network namespace of its own, it listens on that namespace's loopback.
+        listen = "127.0.0.1" if self.netns else self.address
         (etc / "libvirtd.conf").write_text(
             "listen_tls = 0\n"
             "listen_tcp = 1\n"
-            f'listen_addr = "{self.address}"\n'
+            f'listen_addr = "{listen}"\n'
             f'tcp_port = "{LIBVIRTD_PORT}"\n'
             'auth_tcp = "none"\n'
             f'host_uuid = "{self.host_uuid}"\n'
@@ -468,12 +546,14 @@ class LibvirtdPM:
         # Without cgroup_controllers all PMs share the host's cgroup tree, and equal domain
         # names collide. The migration settings make an incoming live migration (and its
         # disk copy) listen on, and be reached at, the PM's own address: by default the
-        # target offers its hostname, which nothing resolves.
-        (etc / "qemu.conf").write_text(
-            "cgroup_controllers = [ ]\n"
-            f'migration_host = "{self.address}"\n'
-            f'migration_address = "{self.address}"\n'
+        # target offers its hostname, which nothing resolves. (A PM in a network namespace
+        # of its own cannot migrate, and libvirt refuses 127.0.0.1 there.)
+        migration = (
+            ""
+            if self.netns
+            else f'migration_host = "{self.address}"\nmigration_address = "{self.address}"\n'
         )
+        (etc / "qemu.conf").write_text("cgroup_controllers = [ ]\n" + migration)
         (etc / "qemu.conf").chmod(0o600)
         # QEMU's capabilities, probed once by the host's libvirtd: each PM would take about
         # 4 s to probe them again. libvirtd checks the cache and probes anew if it is stale.
@@ -487,6 +567,7 @@ class LibvirtdPM:
         try:
             self.holder = subprocess.Popen(
                 ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc"]
+                + (["--net"] if self.netns else [])
                 + ["--propagation", "private", sys.executable, "-I", "-S", "-c"]
                 + [_HOLDER_SCRIPT, str(self.state_dir), self.hostname, *mounts],
                 stdin=subprocess.DEVNULL,
@@ -505,6 +586,8 @@ class LibvirtdPM:
             children = _children(self.holder.pid)
             if len(children) == 1:
                 self.init_pid = children[0]
+                if self.netns:
+                    self._start_forwarder()
                 return
         self.holder.kill()
         self.holder.wait(10)
@@ -512,6 +595,28 @@ class LibvirtdPM:
             f"{self}: namespace setup failed: "
             + (self.state_dir / "holder.log").read_text(errors="replace")
         )
+
+    def _start_forwarder(self) -> None:
+        result = self.nsenter("ip", "link", "set", "lo", "up")
+        if result.returncode != 0:
+            raise RuntimeError(f"{self}: no loopback in its namespace: {result.stderr}")
+        listener = socket.socket()
+        try:
+            listener.bind((self.address, LIBVIRTD_PORT))
+            listener.listen(64)
+            command = [sys.executable, "-I", "-S", "-c", _FORWARDER_SCRIPT]
+            self.forwarder = subprocess.Popen(
+                ["nsenter", "-t", str(self.init_pid), "-m", "-u", "-p", "-n", "--", *command]
+                + [str(listener.fileno()), str(LIBVIRTD_PORT)],
+                pass_fds=[listener.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=_ENV,
+                cwd="/",
+                start_new_session=True,
+            )
+        finally:
+            listener.close()
 
     def _start_virtlogd(self) -> None:
         if self.virtlogd_pid() is not None:
@@ -584,7 +689,8 @@ class LibvirtdPM:
         # the listening socket, and a connect then gets "reset" instead of "refused". The
         # namespace's init reaps at once.
         deadline = time.monotonic() + 30
-        while os.path.exists(f"/proc/{pid}") or _address_in_use(self.address):
+        # In a network namespace of its own, its address is the forwarder's: always there.
+        while os.path.exists(f"/proc/{pid}") or (not self.netns and _address_in_use(self.address)):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self}: libvirtd {pid} survives signal {sig}")
             time.sleep(0.005)
@@ -643,24 +749,35 @@ class LibvirtdPM:
                 if self.holder.poll() is None:
                     self.holder.kill()
                 self.holder.wait(10)
+            if self.forwarder is not None:
+                # nsenter itself, outside the namespace, waited for the forwarder.
+                if self.forwarder.poll() is None:
+                    self.forwarder.kill()
+                self.forwarder.wait(10)
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 class LibvirtdFleet:
     """
-    C{n} independent L{LibvirtdPM}s. PM I{i} (from 1) listens on C{BLOCK.(10+i)}; the
-    address block C{"127.A.B"} is random unless given, so concurrent fleets do not collide.
+    C{n} independent L{LibvirtdPM}s, each in a network namespace of its own if C{netns}.
+    PM I{i} (from 1) listens on C{BLOCK.(10+i)}; the address block C{"127.A.B"} is random
+    unless given, so concurrent fleets do not collide.
     The fleet's state goes in a new C{fleet-XXXXXXXXXX} directory (C{dir}) under
     C{base_dir} (default L{ROOT}), which the C{libvirt-qemu} user must be able to traverse:
     disk images for guests can go in C{dir} too, and are removed with it.
     """
 
     def __init__(
-        self, n: int, base_dir: str | os.PathLike[str] | None = None, block: str | None = None
+        self,
+        n: int,
+        base_dir: str | os.PathLike[str] | None = None,
+        block: str | None = None,
+        netns: bool = False,
     ):
         if n < 1 or n > 200:
             raise ValueError(f"a fleet has 1 to 200 PMs, not {n}")
         self.n = n
+        self.netns = netns
         self.root = Path(base_dir) if base_dir is not None else ROOT
         self.block = block
         self.dir: Path | None = None
@@ -714,7 +831,7 @@ class LibvirtdFleet:
             self.block = self._choose_block()
             for i, address in enumerate(self._addresses(self.block), 1):
                 hostname = f"pm{i}.{self.dir.name}.vorchd.test"
-                self.pms.append(LibvirtdPM(i, address, self.dir / f"pm{i}", hostname))
+                self.pms.append(LibvirtdPM(i, address, self.dir / f"pm{i}", hostname, self.netns))
             for pm in self.pms:
                 pm.launch()
             for pm in self.pms:

@@ -14,9 +14,10 @@ import shlex
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from vorchd.model import RESOURCES
+from vorchd.network import NetworkSettingError, NetworkSettings, parse_attachment
 
 DEFAULT_CONFIG = "etc/vorchd.ini"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -79,6 +80,7 @@ class Settings:
     console_log_dir: str = "/var/log/libvirt/qemu"
     stop_timeout: float = 60.0
     migrate_timeout: float = 600.0
+    network: NetworkSettings = NetworkSettings()
     policy: str = "first-fit"
     ratios: Mapping[str, float] = field(factory=lambda: {"cpu": 1.0, "ram": 1.0, "disk": 1.0})
     max_attempts: int = 3
@@ -248,6 +250,11 @@ def load_settings(
                     if d.strip()
                 )
             values["allocation_options"] = options
+        if parser.has_section("network"):
+            try:
+                values["network"] = NetworkSettings.from_section(dict(parser.items("network")))
+            except NetworkSettingError as e:
+                raise ConfigError(f"config {path}: {e}") from None
         values["admin_interface"] = get("admin", "interface", "127.0.0.1") or "127.0.0.1"
         values["admin_passwd_file"] = os.path.normpath(
             os.path.join(base, get("admin", "passwd_file", "/etc/vorchd/admin.passwd"))
@@ -262,7 +269,16 @@ def load_settings(
         if "VORCHD_REDIS" in environ:
             values["redis"] = RedisAddress.from_url(environ["VORCHD_REDIS"])
         for key, value in (overrides or {}).items():
-            if value is not None:
+            if value is None:
+                continue
+            if key == "network_attach":
+                # The option replaces the section's attach; per-driver lines still apply.
+                network = values.get("network", NetworkSettings())
+                try:
+                    values["network"] = evolve(network, attach=parse_attachment(value))
+                except NetworkSettingError as e:
+                    raise ConfigError(f"--network: {e}") from None
+            else:
                 values[key] = value
         # "auto" keeps daemons side by side apart: the admin port follows the REST port.
         admin = (get("admin", "port", "auto") or "").strip().lower()
@@ -275,7 +291,7 @@ def load_settings(
         if not 0 <= int(values["port"]) <= 65535:
             raise ConfigError(f"port {values['port']} is out of range")
     except ConfigError as e:
-        if str(e).startswith(("config ", "VORCHD_", "port ")):
+        if str(e).startswith(("config ", "VORCHD_", "port ", "--network")):
             raise
         raise ConfigError(f"config {path}: {e}") from None
     return Settings(**values)

@@ -11,9 +11,10 @@ import base64
 import re
 import xml.etree.ElementTree as ET
 
-from attrs import frozen
+from attrs import Factory, field, frozen
 
 from vorchd.model import Flavor
+from vorchd.network import NO_NIC, Attachment, interface_element, mac_of
 
 METADATA_NS = "https://vorchd.dev/xmlns/vm/1"
 METADATA_PREFIX = "vorchd"
@@ -31,6 +32,8 @@ class VM:
     A VM as the fleet asks a PM for it: who it is, its flavor and image, and where.
 
     @ivar fleet: the fleet id, so that two fleets sharing a hypervisor never collide.
+    @ivar mac: its NIC's MAC address, as stored with it (by default the one
+        L{vorchd.network.mac_of} derives from its domain name).
     """
 
     fleet: str
@@ -39,6 +42,9 @@ class VM:
     flavor: Flavor
     image_id: int
     pmid: int
+    mac: str = field(
+        default=Factory(lambda vm: mac_of(domain_name(vm.fleet, vm.vmid)), takes_self=True)
+    )
 
     @property
     def domain_name(self) -> str:
@@ -59,6 +65,8 @@ class VMSpec:
     @ivar domain_type: C{kvm}, C{qemu} or C{test} (libvirt's test driver).
     @ivar disk_path: the path of the VM's own overlay volume on the PM.
     @ivar console_log: where the serial console's output is written on the PM, or None.
+    @ivar mac: the MAC address of its NIC; C{nic}: what the NIC is attached to (no NIC
+        for L{vorchd.network.NONE}).
     """
 
     fleet: str
@@ -70,13 +78,21 @@ class VMSpec:
     domain_type: str
     disk_path: str
     console_log: str | None = None
+    mac: str = ""
+    nic: Attachment = NO_NIC
 
     @classmethod
     def of(
-        cls, vm: VM, domain_type: str, disk_path: str, console_log: str | None = None
+        cls,
+        vm: VM,
+        domain_type: str,
+        disk_path: str,
+        console_log: str | None = None,
+        nic: Attachment = NO_NIC,
     ) -> VMSpec:
         """
-        The spec of C{vm} running as C{domain_type} on the disk at C{disk_path}.
+        The spec of C{vm} running as C{domain_type} on the disk at C{disk_path}, its NIC
+        attached to C{nic}.
         """
         return cls(
             vm.fleet,
@@ -88,6 +104,8 @@ class VMSpec:
             domain_type,
             disk_path,
             console_log,
+            vm.mac,
+            nic,
         )
 
     @property
@@ -182,7 +200,7 @@ def _name_element(parent: ET.Element, name: str) -> None:
 
 def metadata_element(spec: VMSpec | VM) -> ET.Element:
     """
-    vorchd's C{<metadata>} child: the VM's ids, name and flavor.
+    vorchd's C{<metadata>} child: the VM's ids, name, flavor and MAC address.
     """
     ns = f"{{{METADATA_NS}}}"
     vm = ET.Element(ns + "vm")
@@ -200,6 +218,8 @@ def metadata_element(spec: VMSpec | VM) -> ET.Element:
         ram=str(spec.flavor.ram),
         disk=str(spec.flavor.disk),
     )
+    if spec.mac:
+        _sub(vm, ns + "mac", spec.mac)
     return vm
 
 
@@ -228,6 +248,9 @@ def domain_xml(spec: VMSpec) -> str:
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
+    nic = interface_element(spec.nic, spec.mac)
+    if nic is not None:
+        devices.append(nic)
     if spec.domain_type != "test":
         serial = _sub(devices, "serial", type="pty")
         if spec.console_log:
@@ -283,7 +306,8 @@ def parse_metadata(xml: str) -> dict[str, object]:
     """
     Read back what L{metadata_element} wrote, from a domain's XML or the element alone.
 
-    @return: C{fleet}, C{vmid}, C{name}, C{pmid}, C{image_id} and C{flavor}; empty when
+    @return: C{fleet}, C{vmid}, C{name}, C{pmid}, C{image_id}, C{flavor} and C{mac} (not
+        for a domain made before VMs had one); empty when
         the XML carries no vorchd metadata.
     """
     root = ET.fromstring(xml)
@@ -299,7 +323,9 @@ def parse_metadata(xml: str) -> dict[str, object]:
     flavor = None
     if fl is not None:
         flavor = Flavor(*(int(fl.get(k, 0)) for k in ("tid", "cpu", "ram", "disk")))
+    mac = vm.findtext(ns + "mac")
     return {
+        **({"mac": mac} if mac else {}),
         "fleet": vm.findtext(ns + "fleet"),
         "vmid": int(vm.findtext(ns + "vmid", "0")),
         "name": name,

@@ -114,6 +114,15 @@ def operation(
 
 _RESOURCES = {"cpu": _COUNT, "ram": _COUNT, "disk": _COUNT}
 
+_MAC = {
+    "type": "string",
+    "description": (
+        "Its NIC's MAC address (locally administered, 02:...), stored with it and kept "
+        'across restarts and moves; "" for a VM recorded before VMs had one. With the '
+        "ini's [network] none it has no NIC."
+    ),
+}
+
 SCHEMAS = {
     "NotACall": {
         **_const(0),
@@ -199,6 +208,7 @@ SCHEMAS = {
             "pmid": _ID,
             "image_id": {"type": "integer", "minimum": 0},
             "state": {"enum": ["active", "missing"]},
+            "mac": _MAC,
         }
     ),
     "Fleet": _obj(
@@ -241,6 +251,15 @@ SCHEMAS = {
                 ),
             },
             "domain": {"type": "string", "description": "The libvirt domain's name."},
+            "mac": _MAC,
+            "ips": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": (
+                    "The addresses its guest has now, IPv4 first: from its PM's DHCP leases "
+                    "or its guest agent. Empty while it has none, or without a NIC."
+                ),
+            },
         },
         "A VM as its hypervisor has it now.",
     ),

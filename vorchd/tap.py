@@ -42,6 +42,13 @@ class Options(usage.Options):
         ["pm-file", None, None, "The pm_file (overrides the ini)."],
         ["image-file", None, None, "The image_file (overrides the ini)."],
         ["flavor-file", None, None, "The flavor_file (overrides the ini)."],
+        [
+            "network",
+            None,
+            None,
+            "What VMs' NICs attach to: NAME (a libvirt network), bridge:NAME or none"
+            " (overrides the ini's [network] attach).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -55,6 +62,7 @@ class Options(usage.Options):
             "pm_file": self["pm-file"],
             "image_file": self["image-file"],
             "flavor_file": self["flavor-file"],
+            "network_attach": self["network"],
         }
         try:
             settings = load_settings(self["config"], overrides=overrides)
@@ -246,6 +254,7 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
             settings.console_log_dir,
             settings.stop_timeout,
             settings.migrate_timeout,
+            settings.network,
         ),
         settings.max_attempts,
         inventory.this_machine(),

@@ -47,6 +47,8 @@ from twisted.web.server import Site
 
 from tests.harness import FLAVORS, TEST_POOL_GIB, start_daemon
 from vorchd import openapi
+from vorchd.domain import domain_name
+from vorchd.network import mac_of
 from vorchd.rest import SeedAPI, SeedResource
 
 EXAMPLES = int(os.environ.get("VORCHD_FUZZ_EXAMPLES", "1500"))
@@ -109,7 +111,8 @@ PAGES = {
 PAGE = object()
 # Of a call on a running VM that may or may not be done: {"status": 1} or {"status": 0}.
 EITHER = object()
-# Of vm/info of a VM the model holds: its record, and a state and domain it cannot know.
+# Of vm/info of a VM the model holds: its record and MAC address, and a state, domain and
+# addresses it cannot know.
 INFO = object()
 INTEGER = re.compile(rb"-?[0-9]{1,1000}")
 MAX_ID = 2**63 - 1
@@ -275,9 +278,14 @@ class Model:
     What the seed API must answer, from the VMs the run has made so far.
     """
 
-    def __init__(self):
+    def __init__(self, fleet_id: str = ""):
         self.vms: dict[int, dict] = {}
         self.made: list[int] = []
+        # Each VM's MAC address is its domain name's, in this fleet.
+        self.fleet_id = fleet_id
+
+    def mac(self, vmid: int) -> str:
+        return mac_of(domain_name(self.fleet_id, vmid))
 
     def free(self, pmid: int) -> dict[str, int]:
         free = dict(CAPACITY[pmid])
@@ -436,7 +444,7 @@ class Model:
                 for pmid in sorted(CAPACITY)
             ],
             "vms": [
-                {"vmid": v, **vm, "image_id": 1, "state": "active"}
+                {"vmid": v, **vm, "image_id": 1, "state": "active", "mac": self.mac(v)}
                 for v, vm in sorted(self.vms.items())
             ],
         }
@@ -683,7 +691,7 @@ class DaemonMixin:
         them all gives every PM its whole capacity back; then a create, query, list, info
         and destroy work as the contract says.
         """
-        model = model or Model()
+        model = model or Model(self.daemon.fleet.parts.fleet_id)
         for pmid in CAPACITY:
             listed = await self.call(f"/pm/listvms?pmid={pmid}")
             mine = sorted(v for v, vm in model.vms.items() if vm["pmid"] == pmid)
@@ -783,10 +791,12 @@ class InMemoryFuzzTests(DaemonMixin, TestCase):
         answer = json.loads(reply.body)
         if expected is INFO:
             vmid = int(parse_args(target)[b"vmid"][0])
-            known = {"vmid": vmid, **model.vms[vmid], "image_id": 1}
+            known = {"vmid": vmid, **model.vms[vmid], "image_id": 1, "mac": model.mac(vmid)}
             assert {k: answer.get(k) for k in known} == known, where
-            assert set(answer) == {*known, "state", "domain"}, where
+            assert set(answer) == {*known, "state", "domain", "ips"}, where
             assert type(answer["state"]) is str and type(answer["domain"]) is str, where
+            assert type(answer["ips"]) is list, where
+            assert all(type(ip) is str for ip in answer["ips"]), where
         elif expected is EITHER:
             pass
         elif expected is None:
@@ -815,7 +825,7 @@ class InMemoryFuzzTests(DaemonMixin, TestCase):
 
     async def test_generated_requests(self):
         """Generated requests all answer 200 with the model's JSON, log no error, leave nothing."""
-        model = Model()
+        model = Model(self.daemon.fleet.parts.fleet_id)
         # txredisapi picks pool connections with the global random, on the reactor thread,
         # while hypothesis generates in this one and checks that nothing touched it.
         self.patch(txredisapi, "random", random.Random())
@@ -839,7 +849,7 @@ class InMemoryFuzzTests(DaemonMixin, TestCase):
 
     async def test_named_nasties(self):
         """Bad UTF-8, %00, huge numbers, 64 KiB values, HEAD and POST answer as the model says."""
-        model = Model()
+        model = Model(self.daemon.fleet.parts.fleet_id)
         cases = [
             (b"GET", b"/%ff"),
             (b"GET", b"/\x80\x81"),

@@ -24,6 +24,8 @@ from tests.harness import (
     write_fleet,
 )
 from vorchd.bootimage import write_image
+from vorchd.domain import domain_name
+from vorchd.network import mac_of
 
 SIZES = [(4, 4096), (2, 2048), (8, 8192)]
 
@@ -144,8 +146,9 @@ class FleetViewTests(TestCase):
 
     async def test_events_follow_changes(self):
         """
-        A create shows as the PM's new free room and the VM; a destroy as vm_gone and the
-        room back; a drain as the PM drained; each event carries a rising id.
+        A create shows as the PM's new free room and the VM (with its MAC address); a
+        destroy as vm_gone and the room back; a drain as the PM drained; each event
+        carries a rising id.
         """
         reader = await self.events(self.a)
         vmid = (await self.json("/vm/create?name=ev%20one&instance_type=2&image_id=1"))["vmid"]
@@ -160,6 +163,7 @@ class FleetViewTests(TestCase):
                 "pmid": 1,
                 "image_id": 1,
                 "state": "active",
+                "mac": mac_of(domain_name(self.a.fleet.parts.fleet_id, vmid)),
             },
         )
         last_pm = [d for e, d, _ in reader.events if e == "pm" and d["pmid"] == 1][-1]

@@ -92,11 +92,12 @@ class ReconcileTests(TestCase):
         """
         A VM whose Redis record was lost (its room and the vmid counter too) while its
         domain runs is adopted back: answered as before, its room counted again, and
-        its vmid never given to another VM.
+        its vmid never given to another VM, its MAC address kept.
         """
         answer = await self.json("/vm/create?name=kept%20me&instance_type=2&image_id=1")
         vmid = answer["vmid"]
         before = await self.json(f"/vm/query?vmid={vmid}")
+        mac = (await self.json(f"/vm/info?vmid={vmid}"))["mac"]
         pm_before = await self.json(f"/pm/query?pmid={before['pmid']}")
         # Redis loses the VM: record, room and counter.
         self.assertTrue(await self.fleet.store.release(vmid))
@@ -106,6 +107,8 @@ class ReconcileTests(TestCase):
         report = await self.fleet.reconcile()
         self.assertEqual(report["adopted"], [vmid])
         self.assertEqual(await self.json(f"/vm/query?vmid={vmid}"), before)
+        self.assertEqual((await self.json(f"/vm/info?vmid={vmid}"))["mac"], mac)
+        self.assertEqual((await self.fleet.store.vm(vmid))["mac"], mac)
         self.assertEqual(await self.json(f"/pm/query?pmid={before['pmid']}"), pm_before)
         again = await self.json("/vm/create?name=next&instance_type=1&image_id=1")
         self.assertGreater(again["vmid"], vmid)

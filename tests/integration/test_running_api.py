@@ -35,7 +35,7 @@ SIZES = [(2, 4096), (8, 8192)]
 FLAVOR = {f["tid"]: f for f in FLAVORS}
 ACTIONS = ("stop", "start", "reboot", "suspend", "resume")
 CHANGING = [f"/vm/{a}" for a in ACTIONS] + ["/vm/resize", "/vm/migrate"]
-INFO_KEYS = {"vmid", "name", "instance_type", "pmid", "image_id", "state", "domain"}
+INFO_KEYS = {"vmid", "name", "instance_type", "pmid", "image_id", "state", "domain", "mac", "ips"}
 SEED_VM_KEYS = {"vmid", "name", "instance_type", "pmid"}
 
 
@@ -234,7 +234,7 @@ class RunningAPITestsMixin:
 
     async def test_info(self):
         """
-        vm/info of a created VM answers exactly its seven keys: its record as created,
+        vm/info of a created VM answers exactly its nine keys: its record as created,
         its domain (which its PM has) and the state its hypervisor reports, running.
         """
         vmid = await self.create(name="info <me> ü", instance_type=2)

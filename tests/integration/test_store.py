@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 from tests.harness import RedisServer, refused_port, shared_redis, unique_prefix
 from vorchd.config import RedisAddress
 from vorchd.model import Flavor, Resources
+from vorchd.network import mac_of
 from vorchd.room import Change
 from vorchd.store import Store, StoreUnavailable
 from vorchd.store.fake import FakeStore
@@ -93,6 +94,23 @@ class StoreTestsMixin:
         self.assertEqual(why.kind, "no_room")
         self.assertIn("cpu", why.detail)
         self.assertEqual(await self.used(self.pmid), Resources(4, 4096, 100))
+
+    async def test_claim_stores_mac(self):
+        """
+        A claim stores the VM's MAC address with it: its domain name's (so the fleet's
+        and the vmid's), locally administered and unicast, different for each VM.
+        """
+        macs = []
+        for _ in range(3):
+            vmid, why = await self.store.claim(0, self.pmid, SMALL, ONE, {}, "vorchd-f1-")
+            self.assertIsNone(why)
+            rec = await self.store.vm(vmid)
+            self.assertEqual(rec["mac"], mac_of(f"vorchd-f1-{vmid}"))
+            macs.append(rec["mac"])
+        self.assertEqual(len(set(macs)), 3)
+        for mac in macs:
+            first = int(mac.split(":")[0], 16)
+            self.assertEqual(first & 0b11, 0b10, mac)
 
     async def test_concurrent_claims(self):
         """

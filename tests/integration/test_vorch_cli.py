@@ -423,7 +423,8 @@ class VorchExecutableTests(TestCase):
 
     async def test_round_trip(self):
         """
-        vm create -> show -> list -> pm vms -> destroy, each agreeing with the REST API.
+        vm create -> show (with the VM's MAC and IP addresses) -> list -> pm vms -> destroy,
+        each agreeing with the REST API.
         """
         created = await self.ok("vm", "create", "web <1> & é", "--type", "1", "--image", "1")
         header, row = created.splitlines()
@@ -434,7 +435,11 @@ class VorchExecutableTests(TestCase):
         self.assertIn("web <1> & é", row)
 
         self.assertEqual(await self.ok_json("vm", "show", str(vmid)), vm)
-        self.assertEqual(await self.ok("vm", "show", str(vmid)), created)
+        header, shown = (await self.ok("vm", "show", str(vmid))).splitlines()
+        info = await self.rest_json(f"/vm/info?vmid={vmid}")
+        self.assertEqual(header.split(), ["VMID", "NAME", "TYPE", "PM", "MAC", "ADDRESS"])
+        self.assertEqual(shown[: len(row)], row)
+        self.assertEqual(shown[len(row) :].split(), [info["mac"], ",".join(info["ips"]) or "-"])
         self.assertEqual(await self.ok_json("vm", "list"), [vm])
         self.assertEqual(await self.ok("vm", "list"), created)
         self.assertEqual(await self.ok_json("vm", "list", "--pm", str(vm["pmid"])), [vm])
@@ -485,9 +490,11 @@ class VorchExecutableTests(TestCase):
         self.assertEqual(await self.ok_json("vm", "info", vmid), info)
         header, row = (await self.ok("vm", "info", vmid)).splitlines()
         self.assertEqual(
-            header.split(), ["VMID", "NAME", "TYPE", "PM", "IMAGE", "STATE", "DOMAIN"]
+            header.split(),
+            ["VMID", "NAME", "TYPE", "PM", "IMAGE", "STATE", "DOMAIN", "MAC", "ADDRESS"],
         )
         self.assertEqual(row.split()[:6], [vmid, "runner", "1", str(info["pmid"]), "1", "running"])
+        self.assertEqual(row.split()[7:], [info["mac"], ",".join(info["ips"]) or "-"])
 
         async def state() -> str:
             return (await self.rest_json(f"/vm/info?vmid={vmid}"))["state"]

@@ -34,7 +34,9 @@ from tests.harness import FLAVORS, get_json, require, start_daemon
 # Two PMs; flavor 3 (4 CPUs) fits on neither.
 SIZES = [(2, 4096), (3, 4096)]
 # The browser's two PMs of 1 CPU take 3 once overcommitted: still not flavor 3.
-BROWSER_SIZES = [(1, 4096), (1, 4096)]
+# With a libvirt network, whose made-up leases give each VM an address at once.
+BROWSER_NET = "vorchd-net"
+BROWSER_SIZES = [(1, 4096, True, [BROWSER_NET]), (1, 4096, True, [BROWSER_NET])]
 CPU_RATIO = 3
 # A name that would be markup if the page ever put it in as HTML.
 TRICKY_NAME = 'web <b>bold</b> & "quoted" ünï 🚀'
@@ -316,7 +318,12 @@ class BrowserTests(TestCase):
 
     async def setUp(self):
         require(browser.missing())
-        self.daemon = await start_daemon(self, BROWSER_SIZES, allocation={"cpu_ratio": CPU_RATIO})
+        self.daemon = await start_daemon(
+            self,
+            BROWSER_SIZES,
+            allocation={"cpu_ratio": CPU_RATIO},
+            network={"attach": BROWSER_NET},
+        )
 
     async def test_dashboard(self):
         """
@@ -457,7 +464,8 @@ class BrowserTests(TestCase):
 
     async def test_running_vms(self):
         """
-        Each VM shows its state as /vm/info has it, and the actions that state allows:
+        Each VM shows its state and addresses as /vm/info has them (its MAC address as the
+        address's title), and the actions that state allows:
         Stop, Start, Suspend, Resume and Reboot from the page change it, as the API then
         says; Migrate moves it (stopped) to the PM chosen, where it then shows, Resize
         gives it the flavor chosen, and a resize the daemon refuses says why.
@@ -497,7 +505,15 @@ class BrowserTests(TestCase):
             return d.find_element(By.ID, "create-status").text
 
         b.wait(lambda: shows("running"), "the VM's state, running")
-        self.assertEqual(api("vm/info", vmid=vmid)["state"], "running")
+        info = api("vm/info", vmid=vmid)
+        self.assertEqual(info["state"], "running")
+        self.assertEqual(len(info["ips"]), 1)
+        b.wait(
+            lambda: b.css(row + " td.address")[0].text == info["ips"][0],
+            "the VM's address",
+        )
+        [address] = b.css(row + " td.address")
+        self.assertEqual(address.get_attribute("title"), f"MAC {info['mac']}")
         self.assertEqual(actions(), ["stop", "reboot", "suspend"])
         b.save("dashboard-running")
 

@@ -21,6 +21,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import libvirt
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -28,6 +29,7 @@ from tests.harness import TEST_POOL_GIB, node_xml, require, tmpdir
 from tests.libvirtd_fleet import LibvirtdFleet, LibvirtdPM, libvirtd_fleet_unavailable
 from tests.system.test_hypervisor_life import FLAVOR, VMLifeTests
 from tests.system.test_hypervisor_moves import MoveTests
+from tests.system.test_hypervisor_nics import NicTests
 from vorchd.bootimage import write_image
 from vorchd.domain import VM, base_volume_name
 from vorchd.hypervisor.events import start_event_loop
@@ -36,8 +38,12 @@ from vorchd.hypervisor.host import LibvirtHost
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images.copies import source_digest
 from vorchd.model import Flavor, Resources
+from vorchd.network import NETWORK, Attachment
 
 GIB = 1024**3
+
+#: The libvirt network the makers' networked PMs have.
+NET = "vorchd-test-net"
 
 
 class Maker:
@@ -77,9 +83,30 @@ class Maker:
     cannot_grow_disk: str | None = None
     cannot_fail_resize: str | None = None
     ignores_acpi = False
+    #: Whether a running VM with a NIC has an address at once (a made-up lease).
+    leases_at_once = False
 
     def __init__(self, testcase: SynchronousTestCase):
         pass
+
+    def networked(self, testcase, network: str | None, second: bool) -> IHypervisor:
+        """
+        A hypervisor (not connected) of the test's PM, or the second PM, whose VMs attach
+        to the libvirt network C{network}, by default C{NETWORK}, which the PM has, active.
+        """
+        raise NotImplementedError
+
+    def set_network(self, hypervisor: IHypervisor, active: bool) -> None:
+        """
+        Start or stop the PM's network C{hypervisor.network}.
+        """
+        raise NotImplementedError
+
+    def domain_xml(self, hypervisor: IHypervisor, domain_name: str) -> str:
+        """
+        The domain's definition as the PM has it.
+        """
+        raise NotImplementedError
 
     @classmethod
     def tear_down_class(cls) -> None:
@@ -112,6 +139,16 @@ class LibvirtReading:
     def capacity_of(self, hypervisor: LibvirtHost, volume_name: str) -> int:
         return hypervisor.pool().storageVolLookupByName(volume_name).info()[1]
 
+    def domain_xml(self, hypervisor: LibvirtHost, domain_name: str) -> str:
+        return hypervisor.conn.lookupByName(domain_name).XMLDesc(0)
+
+    def set_network(self, hypervisor: LibvirtHost, active: bool) -> None:
+        net = hypervisor.conn.networkLookupByName(hypervisor.network.source)
+        if active:
+            net.create()
+        else:
+            net.destroy()
+
 
 class FakeMaker(Maker):
     """
@@ -121,6 +158,18 @@ class FakeMaker(Maker):
     kinds = {"fake"}
     capacity = Resources(cpu=4, ram=4096, disk=100)
     ignores_acpi = True
+    leases_at_once = True
+
+    def networked(self, testcase, network: str | None, second: bool) -> IHypervisor:
+        nic = Attachment(NETWORK, network or NET)
+        uri = "fake:///pm2" if second else "fake:///pm1"
+        return FakeHypervisor(uri, self.capacity, network=nic, networks={NET: True})
+
+    def set_network(self, hypervisor: FakeHypervisor, active: bool) -> None:
+        hypervisor.networks[hypervisor.network.source] = active
+
+    def domain_xml(self, hypervisor: FakeHypervisor, domain_name: str) -> str:
+        return hypervisor.domains[domain_name].xml
 
     def make(self) -> IHypervisor:
         return FakeHypervisor("fake:///pm1", self.capacity)
@@ -187,12 +236,17 @@ class LibvirtTestDriverMaker(LibvirtReading, Maker):
     cannot_share_pool = "a test-driver PM's pool lives in its connection"
     cannot_grow_disk = "libvirt's test driver cannot resize a volume"
     cannot_fail_resize = "libvirt's test driver defines and starts whatever it is given"
+    leases_at_once = True
 
     def __init__(self, testcase):
         super().__init__(testcase)
         self.nodes = tmpdir(testcase)
         for name in ("pm1.xml", "pm2.xml"):
-            (self.nodes / name).write_text(node_xml(4, 4096, with_pool=False))
+            (self.nodes / name).write_text(node_xml(4, 4096, with_pool=False, networks=[NET]))
+
+    def networked(self, testcase, network: str | None, second: bool) -> IHypervisor:
+        node = self.nodes / ("pm2.xml" if second else "pm1.xml")
+        return LibvirtHost(f"test://{node}", network=Attachment(NETWORK, network or NET))
 
     def make(self) -> IHypervisor:
         return LibvirtHost(f"test://{self.nodes / 'pm1.xml'}")
@@ -255,6 +309,23 @@ class LibvirtdMaker(LibvirtReading, Maker):
     def make_second(self) -> IHypervisor:
         return self.host(self.pm2)
 
+    def networked(self, testcase, network: str | None, second: bool) -> IHypervisor:
+        pm = self.pm2 if second else self.pm
+        if network is None:
+            network = NET
+            # Isolated, without an address or DHCP: the bridge (in this machine's network
+            # namespace, like the PM) carries nothing of the host's.
+            bridge = f"vz{uuid.uuid4().hex[:8]}{pm.index}"
+            conn = libvirt.open(pm.uri)
+            testcase.addCleanup(conn.close)
+            net = conn.networkDefineXML(
+                f"<network><name>{NET}</name><bridge name='{bridge}' stp='off'/></network>"
+            )
+            testcase.addCleanup(net.undefine)
+            net.create()
+            testcase.addCleanup(lambda: net.isActive() and net.destroy())
+        return self.host(pm, network=Attachment(NETWORK, network))
+
     def make_shared(self) -> tuple[IHypervisor, IHypervisor]:
         # Outside the PMs' private mounts, so both see it; libvirt-qemu may read it.
         shared = str(self.fleet.dir / "shared-pool")
@@ -300,7 +371,7 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
     The tests every L{IHypervisor} must pass, against the hypervisors C{maker} makes.
     """
 
-    class HypervisorTests(VMLifeTests, MoveTests, SynchronousTestCase):
+    class HypervisorTests(VMLifeTests, MoveTests, NicTests, SynchronousTestCase):
         @classmethod
         def tearDownClass(cls):
             maker.tear_down_class()
@@ -379,6 +450,8 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
                 "import_disk": lambda: hv.import_disk(volume, str(self.image)),
                 "define_vm": lambda: hv.define_vm(spec),
                 "pool_marks": lambda: hv.pool_marks(self.fleet, 1),
+                "check_network": hv.check_network,
+                "vm_addresses": lambda: hv.vm_addresses(name),
             }
             raised = {}
             for name, call in calls.items():

@@ -31,6 +31,7 @@ from tests.harness import (
 )
 from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
 from vorchd.bootimage import BOOT_MESSAGE, DISK_MARKER
+from vorchd.network import mac_of
 
 # Under each PM's own /var/lib/libvirt, so that the PMs' pools never share a directory.
 POOL = "/var/lib/libvirt/vorchd-pool"
@@ -248,6 +249,9 @@ class RunningFleetTests(FleetCase):
                 "image_id": 1,
                 "state": "running",
                 "domain": self.domain(vmid),
+                # The ini names no network: no NIC, so no address; its MAC is stored.
+                "mac": mac_of(self.domain(vmid)),
+                "ips": [],
             },
         )
 

@@ -24,6 +24,7 @@ from vorchd.hypervisor.interface import (
 from vorchd.hypervisor.service import Hypervisors, ThreadedHypervisor
 from vorchd.hypervisor.threaded import methods_of, threaded
 from vorchd.model import Flavor, Resources
+from vorchd.network import NETWORK, Attachment
 
 SPEC = VM("f1", 1, "one", Flavor(1, 1, 64, 1), 1, 1)
 
@@ -222,6 +223,26 @@ class HypervisorsTests(TestCase):
         await self.until("up again", lambda: self.hypervisors.is_up(1))
         self.assertEqual(self.states[-2:], [(1, False), (1, True)])
         self.assertEqual(len(self.ups), 2)
+
+    async def test_network_missing_refused_then_up(self):
+        """
+        A PM whose VMs' network is missing is refused: down, with that reason, and not
+        told up; it is retried, and once its network runs it is up.
+        """
+        pm = FakeHypervisor("fake:///pm2", network=Attachment(NETWORK, "lan"))
+        self.hypervisors.add(2, pm)
+        self.assertIsNone(await self.hypervisors.connect(2))
+        self.assertFalse(self.hypervisors.is_up(2))
+        self.assertIn("network lan is missing", self.hypervisors.down_reason(2))
+        self.assertNotIn(2, [pmid for pmid, _ in self.ups])
+        pm.networks["lan"] = False
+        await self.until(
+            "refused as not active", lambda: "not active" in self.hypervisors.down_reason(2)
+        )
+        pm.networks["lan"] = True
+        await self.until("PM 2 up", lambda: self.hypervisors.is_up(2))
+        self.assertEqual(self.hypervisors.down_reason(2), "")
+        self.assertIn((2, pm.capacity), self.ups)
 
     async def test_call_finds_pm_gone(self):
         """

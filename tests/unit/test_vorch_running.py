@@ -29,7 +29,10 @@ INFO = {
     "image_id": 1,
     "state": "running",
     "domain": "vorchd-ab12-7",
+    "mac": "02:aa:bb:cc:dd:ee",
+    "ips": [],
 }
+MAC = INFO["mac"]
 
 
 class StandIn:
@@ -98,8 +101,8 @@ class RunningCommandTests(SynchronousTestCase):
 
     def test_info(self):
         """
-        vm info asks /vm/info and prints its seven keys as a table, or the daemon's
-        object with --json.
+        vm info asks /vm/info and prints its nine keys as a table (no address yet: -), or
+        the daemon's object with --json.
         """
         self.daemon.answers["/vm/info"] = INFO
         code, out, err = self.vorch("vm", "info", "7")
@@ -107,9 +110,13 @@ class RunningCommandTests(SynchronousTestCase):
         self.assertEqual(self.daemon.asked, [("/vm/info", {"vmid": "7"})])
         header, row = out.splitlines()
         self.assertEqual(
-            header.split(), ["VMID", "NAME", "TYPE", "PM", "IMAGE", "STATE", "DOMAIN"]
+            header.split(),
+            ["VMID", "NAME", "TYPE", "PM", "IMAGE", "STATE", "DOMAIN", "MAC", "ADDRESS"],
         )
-        self.assertEqual(row.split(), ["7", "web", "1", "2", "3", "1", "running", "vorchd-ab12-7"])
+        self.assertEqual(
+            row.split(),
+            ["7", "web", "1", "2", "3", "1", "running", "vorchd-ab12-7", MAC, "-"],
+        )
         code, out, err = self.vorch("vm", "info", "7", "--json")
         self.assertEqual((code, json.loads(out), err), (0, INFO, ""))
 
@@ -263,13 +270,15 @@ class RunningParserTests(SynchronousTestCase):
 
     def test_format_info(self):
         """
-        vm/info answers as a table, names escaped so a row stays one line.
+        vm/info answers as a table, names escaped so a row stays one line, the guest's
+        addresses comma-separated.
         """
-        text = format_info([{**INFO, "name": "a\nb", "state": "paused"}])
+        ips = ["10.0.0.5", "fd00::5"]
+        text = format_info([{**INFO, "name": "a\nb", "state": "paused", "ips": ips}])
         self.assertEqual(
             text.splitlines(),
             [
-                "VMID  NAME  TYPE  PM  IMAGE  STATE   DOMAIN",
-                "   7  a\\nb     2   3      1  paused  vorchd-ab12-7",
+                "VMID  NAME  TYPE  PM  IMAGE  STATE   DOMAIN         MAC" + " " * 16 + "ADDRESS",
+                f"   7  a\\nb     2   3      1  paused  vorchd-ab12-7  {MAC}  10.0.0.5,fd00::5",
             ],
         )

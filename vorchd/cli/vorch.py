@@ -194,11 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--type", type=id_arg, required=True, metavar="TID", help="vorch types")
     create.add_argument("--image", type=id_arg, required=True, metavar="ID", help="vorch images")
     create.set_defaults(run=vm_create)
-    show = vm.add_parser("show", parents=common, help="one VM")
+    show = vm.add_parser("show", parents=common, help="one VM, with its MAC and IP addresses")
     show.add_argument("vmid", type=id_arg, metavar="VMID")
     show.set_defaults(run=vm_show)
     info = vm.add_parser(
-        "info", parents=common, help="one VM as its hypervisor has it now: its state and domain"
+        "info",
+        parents=common,
+        help="one VM as its hypervisor has it now: its state, domain, MAC and IP addresses",
     )
     info.add_argument("vmid", type=id_arg, metavar="VMID")
     info.set_defaults(run=vm_info)

@@ -21,6 +21,7 @@ from vorchd.cli.vorch_format import (
     format_images,
     format_info,
     format_pms,
+    format_shown,
     format_types,
     format_vmids,
     format_vms,
@@ -63,8 +64,17 @@ def vm_create(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
 
 
 def vm_show(client: Client, options: argparse.Namespace) -> tuple[Any, str]:
-    vm = query_vm(client, options.vmid)
-    return vm, format_vms([vm])
+    return shown(client, options.vmid)
+
+
+def shown(client: Client, vmid: int) -> tuple[Any, str]:
+    """
+    VM C{vmid}'s C{vm/query} answer, and as text with its MAC and IP addresses (from
+    C{vm/info}, when that answers).
+    """
+    vm = query_vm(client, vmid)
+    info, _ = client.get("vm/info", vmid=vmid)
+    return vm, format_shown(vm, info if isinstance(info, dict) else None)
 
 
 def vm_destroy(client: Client, options: argparse.Namespace) -> tuple[Any, str]:

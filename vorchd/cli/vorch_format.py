@@ -115,15 +115,39 @@ def format_vms(vms: Iterable[Mapping[str, Any]]) -> str:
     )
 
 
-INFO_HEADERS = ("VMID", "NAME", "TYPE", "PM", "IMAGE", "STATE", "DOMAIN")
+def addresses(info: Mapping[str, Any] | None) -> tuple[str, str]:
+    """
+    The MAC address and the IP addresses (comma-separated) of a C{vm/info} answer, C{-}
+    for what it does not have (or for no answer at all).
+    """
+    if not isinstance(info, Mapping):
+        return "-", "-"
+    ips = info.get("ips")
+    return info.get("mac") or "-", ",".join(map(str, ips)) if ips else "-"
+
+
+SHOW_HEADERS = (*VM_HEADERS, "MAC", "ADDRESS")
+
+
+def format_shown(vm: Mapping[str, Any], info: Mapping[str, Any] | None) -> str:
+    """
+    One VM (its C{vm/query} answer) with its MAC and IP addresses from its C{vm/info}
+    answer, if any.
+    """
+    row = (vm["vmid"], vm["name"], vm["instance_type"], vm["pmid"], *addresses(info))
+    return format_table(SHOW_HEADERS, [row])
+
+
+INFO_HEADERS = ("VMID", "NAME", "TYPE", "PM", "IMAGE", "STATE", "DOMAIN", "MAC", "ADDRESS")
 
 
 def format_info(vms: Iterable[Mapping[str, Any]]) -> str:
     """
-    C{vm/info} answers as a table: the VM's record, its state and its domain.
+    C{vm/info} answers as a table: the VM's record, its state, its domain, its MAC
+    address and the addresses its guest has.
     """
     keys = ("vmid", "name", "instance_type", "pmid", "image_id", "state", "domain")
-    return format_table(INFO_HEADERS, [[v[k] for k in keys] for v in vms])
+    return format_table(INFO_HEADERS, [[*(v[k] for k in keys), *addresses(v)] for v in vms])
 
 
 def format_types(answer: Mapping[str, Any]) -> str:

@@ -158,6 +158,9 @@ class Creator:
         finally:
             self.in_flight.discard(op)
         for pmid, why in placement.refusals(state, request, ratios).items():
+            if why.kind == room.DOWN and parts.hypervisors.down_reason(pmid):
+                # Say why: unreachable, or its network missing or down.
+                why = room.Refusal(room.DOWN, parts.hypervisors.down_reason(pmid))
             refused.setdefault(pmid, why)
         raise Refused(
             f"no PM could take it: {summary(refused)}", placement_reason(refused.values())

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from attrs import evolve
 from twisted.logger import Logger
 
 from vorchd import placement, room
@@ -88,7 +89,7 @@ class Mover:
             why = await parts.store.begin_change(vmid, change, ratios)
             if why is not None:
                 raise Refused(f"VM {vmid} not resized on PM {pmid}: {why}")
-            vm = VM(parts.fleet_id, vmid, rec.name, flavor, rec.image_id, pmid)
+            vm = _vm(parts.fleet_id, rec, flavor, pmid)
             stop = parts.host_settings.stop_timeout
             host = parts.hypervisors.on(pmid, timeout=stop + parts.hypervisors.call_timeout)
             try:
@@ -205,7 +206,7 @@ class Mover:
         parts = self.parts
         hypervisors, fleet, source = parts.hypervisors, parts.fleet_id, rec.pmid
         flavor = _flavor(rec)
-        vm = VM(fleet, rec.vmid, rec.name, flavor, rec.image_id, target)
+        vm = _vm(fleet, rec, flavor, target)
         await hypervisors.on(source).pool_marks(fleet, source)
         shared = source in await hypervisors.on(target).pool_marks(fleet, target)
         if not shared:
@@ -390,3 +391,9 @@ def _flavor(rec: VMRecord) -> Flavor:
 
 def _token() -> str:
     return secrets.token_hex(6)
+
+
+def _vm(fleet: str, rec: VMRecord, flavor: Flavor, pmid: int) -> VM:
+    # Its stored MAC address goes with it: the NIC keeps it wherever the domain is defined.
+    vm = VM(fleet, rec.vmid, rec.name, flavor, rec.image_id, pmid)
+    return vm if not rec.mac else evolve(vm, mac=rec.mac)

@@ -15,6 +15,7 @@ from attrs import frozen
 from vorchd.hypervisor.service import Hypervisors
 from vorchd.images import ImageCache
 from vorchd.metrics import Metrics
+from vorchd.network import NetworkSettings
 from vorchd.state.feed import ChangeFeed
 from vorchd.state.model import FleetState
 from vorchd.store import Store, StoreUnavailable
@@ -45,6 +46,8 @@ class HostSettings:
     stop_timeout: float = 60.0
     # Seconds a migration (its disk copied) may take.
     migrate_timeout: float = 600.0
+    # What each PM's VMs attach their NIC to (the ini's [network]).
+    network: NetworkSettings = NetworkSettings()
 
 
 class Parts:

@@ -12,6 +12,7 @@ from vorchd.domain import domain_name, volume_name
 from vorchd.fleet.discovery import check_domains
 from vorchd.fleet.parts import Parts
 from vorchd.hypervisor.interface import HypervisorError
+from vorchd.network import mac_of
 from vorchd.state.model import VMRecord
 
 
@@ -140,6 +141,7 @@ class Reconciler:
                 "image_id": meta.get("image_id", 0),
                 "domain": domain_name(fleet, vmid),
                 "volume": volume_name(fleet, vmid),
+                "mac": meta.get("mac") or mac_of(domain_name(fleet, vmid)),
             },
         )
         if adopted:

@@ -98,19 +98,25 @@ async def _act(parts: Parts, rec: VMRecord, action: str) -> None:
 
 async def info(parts: Parts, vmid: int) -> dict[str, object]:
     """
-    VM C{vmid}: C{vmid, name, instance_type, pmid, image_id, state, domain}, where
-    C{state} is what its hypervisor says now (C{running}, C{paused}, C{shutoff},
-    C{missing}, ...), or C{unknown} when its PM cannot be reached.
+    VM C{vmid}: C{vmid, name, instance_type, pmid, image_id, state, domain, mac, ips},
+    where C{state} is what its hypervisor says now (C{running}, C{paused}, C{shutoff},
+    C{missing}, ...), or C{unknown} when its PM cannot be reached; C{mac} is its NIC's
+    stored MAC address, and C{ips} the addresses its guest has now (from the PM's DHCP
+    leases or the guest agent: empty until the guest has one, or without a NIC).
 
     @raise Refused: no such VM.
     """
     rec = visible_vm(parts, vmid)
     state = "unknown"
+    ips: list[str] = []
     if parts.hypervisors.is_up(rec.pmid):
+        host = parts.hypervisors.on(rec.pmid)
         try:
-            state = await parts.hypervisors.on(rec.pmid).vm_state(rec.domain)
+            state = await host.vm_state(rec.domain)
+            if state in ("running", "paused"):
+                ips = await host.vm_addresses(rec.domain)
         except HypervisorError as e:
-            log.warn("vm {vmid}: state unknown: {e}", vmid=vmid, e=e)
+            log.warn("vm {vmid}: state or addresses unknown: {e}", vmid=vmid, e=e)
     return {
         "vmid": rec.vmid,
         "name": rec.name,
@@ -119,4 +125,6 @@ async def info(parts: Parts, vmid: int) -> dict[str, object]:
         "image_id": rec.image_id,
         "state": state,
         "domain": rec.domain,
+        "mac": rec.mac,
+        "ips": ips,
     }

@@ -72,7 +72,14 @@ class Startup:
             if parts.hypervisors.host(pmid) is None:
                 parts.hypervisors.add(
                     pmid,
-                    LibvirtHost(uri, s.pool_name, s.pool_path, s.domain_type, s.console_log_dir),
+                    LibvirtHost(
+                        uri,
+                        s.pool_name,
+                        s.pool_path,
+                        s.domain_type,
+                        s.console_log_dir,
+                        s.network.for_uri(uri),
+                    ),
                 )
 
     async def discover(self) -> None:

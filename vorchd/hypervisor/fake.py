@@ -29,9 +29,15 @@ from vorchd.hypervisor.fakeguests import (
     fake_at,
     register,
 )
-from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.hypervisor.interface import (
+    HostUnreachable,
+    HypervisorError,
+    IHypervisor,
+    NetworkUnavailable,
+)
 from vorchd.images.copies import source_digest
 from vorchd.model import Resources
+from vorchd.network import NO_NIC, NONE, Attachment, interface_macs
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -92,6 +98,9 @@ class FakeHypervisor(FakeGuests):
     @ivar pools: pool name -> its volumes by name. vorchd's pool is defined by the first
         call that needs it (L{discover}, L{ensure_base}, ...), as on a real PM.
     @ivar domains: domain name -> L{FakeDomain}.
+    @ivar networks: the PM's libvirt networks (and bridges) by name -> whether active: a
+        VM attached to one that is missing or inactive fails to start, as on libvirt.
+        A running VM with a NIC has an address (L{vm_addresses}) at once, in 192.0.2.0/24.
     @ivar uploads: the names of the base copies uploaded, in order.
     @ivar done: the methods whose calls succeeded, in the order they did.
     @ivar lock: held by every change of that state: hold it to read the state while
@@ -124,8 +133,12 @@ class FakeHypervisor(FakeGuests):
         pool_name: str = "vorchd",
         pool_path: str = "/var/lib/vorchd/pool",
         pools: dict[str, dict[str, FakeVolume]] | None = None,
+        network: Attachment = NO_NIC,
+        networks: dict[str, bool] | None = None,
     ):
         self.uri = uri
+        self.network = network
+        self.networks: dict[str, bool] = {} if networks is None else networks
         self.capacity = capacity
         self.pool_name = pool_name
         self.pool_path = pool_path
@@ -256,15 +269,16 @@ class FakeHypervisor(FakeGuests):
             if name in self.domains:
                 del pool[volume]
                 raise HypervisorError(f"{self.uri}: defining domain: '{name}' already exists")
-            spec = VMSpec.of(vm, FAKE_DOMAIN_TYPE, disk.path)
+            spec = VMSpec.of(vm, FAKE_DOMAIN_TYPE, disk.path, None, self.network)
             self.domains[name] = FakeDomain(domain.domain_xml(spec))
-            if self.start_failure is not None:
+            failure = self.start_failure
+            if self.network.kind != NONE and not self.networks.get(self.network.source):
+                failure = f"{self.network} is not active"
+            if failure is not None:
                 # As libvirt's does: a domain defined but not started is undefined again.
                 del self.domains[name]
                 del pool[volume]
-                raise HypervisorError(
-                    f"{self.uri}: starting {FAKE_DOMAIN_TYPE} domain: {self.start_failure}"
-                )
+                raise HypervisorError(f"{self.uri}: starting {FAKE_DOMAIN_TYPE} domain: {failure}")
             self.domains[name].state = "running"
         self._did("create_vm")
         return FAKE_DOMAIN_TYPE
@@ -277,6 +291,27 @@ class FakeHypervisor(FakeGuests):
                 self._pool().pop(volume_name, None)
         self._did("destroy_vm")
         return found
+
+    def check_network(self) -> None:
+        self._enter("check_network")
+        nic = self.network
+        if nic.kind != NONE:
+            with self.lock:
+                active = self.networks.get(nic.source)
+            if active is None:
+                raise NetworkUnavailable(f"{self.uri}: {nic} is missing")
+            if not active:
+                raise NetworkUnavailable(f"{self.uri}: {nic} is not active")
+        self._did("check_network")
+
+    def vm_addresses(self, domain_name: str) -> list[str]:
+        self._enter("vm_addresses")
+        with self.lock:
+            dom = self._domain(domain_name)
+            macs = interface_macs(dom.xml) if dom.state == "running" else []
+        self._did("vm_addresses")
+        # A lease for each NIC, made up from its MAC, in a range reserved for examples.
+        return sorted({f"192.0.2.{int(mac[-2:], 16) % 250 + 2}" for mac in macs})
 
     def domain_names(self) -> set[str]:
         self._enter("domain_names")

@@ -265,7 +265,7 @@ class FakeGuests:
             disk = self._volume(vm.volume_name)
             if name in self.domains:
                 raise HypervisorError(f"{self.uri}: defining {name}: '{name}' already exists")
-            spec = VMSpec.of(vm, FAKE_DOMAIN_TYPE, disk.path)
+            spec = VMSpec.of(vm, FAKE_DOMAIN_TYPE, disk.path, None, self.network)
             self.domains[name] = FakeDomain(domain.domain_xml(spec))
         self._did("define_vm")
         return FAKE_DOMAIN_TYPE

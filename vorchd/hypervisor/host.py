@@ -24,11 +24,12 @@ from zope.interface import implementer
 
 from vorchd import domain
 from vorchd.domain import VM
-from vorchd.hypervisor import moves, running, vms
+from vorchd.hypervisor import moves, nics, running, vms
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images import copies as base_copies
 from vorchd.images.copies import source_digest
 from vorchd.model import Resources
+from vorchd.network import NO_NIC, Attachment
 
 __all__ = [
     "HostUnreachable",
@@ -104,6 +105,7 @@ class LibvirtHost:
     @ivar domain_type: C{auto} (KVM where it works, else plain QEMU), C{kvm} or C{qemu}.
     @ivar console_log_dir: where on the PM each guest's serial console is written (as
         C{<domain>-serial.log}), or None for no console file.
+    @ivar network: what its VMs' NICs attach to (see L{vorchd.network}).
     @ivar verified: the base copies this daemon has checked, by volume name (-> the
         checksum they were found to have): each is read back once.
     """
@@ -115,8 +117,10 @@ class LibvirtHost:
         pool_path: str = "/var/lib/vorchd/pool",
         domain_type: str = "auto",
         console_log_dir: str | None = None,
+        network: Attachment = NO_NIC,
     ):
         self.uri = uri
+        self.network = network
         self.pool_name = pool_name
         self.pool_path = pool_path
         self.domain_type = domain_type
@@ -295,6 +299,12 @@ class LibvirtHost:
 
     # -- base copies, VMs and moves: see vorchd/images/copies.py, vms.py, running.py and
     # moves.py ----------------------------------------------------------------------------
+
+    def check_network(self) -> None:
+        nics.check_network(self)
+
+    def vm_addresses(self, domain_name: str) -> list[str]:
+        return nics.vm_addresses(self, domain_name)
 
     def ensure_base(self, fleet: str, image_id: int, source: str) -> tuple[str, str]:
         return base_copies.ensure_base(self, fleet, image_id, source)

@@ -28,6 +28,13 @@ class HostUnreachable(HypervisorError):
     """
 
 
+class NetworkUnavailable(HypervisorError):
+    """
+    The network the PM's VMs attach to (the ini's C{[network]}) is missing or not
+    running; the message says which. Discovery refuses such a PM.
+    """
+
+
 class NoSuchVM(HypervisorError):
     """
     The domain asked for does not exist on this PM.
@@ -91,6 +98,10 @@ class IHypervisor(Interface):
 
     uri = Attribute("The PM's address, as the pm_file gives it (a libvirt URI).")
 
+    network = Attribute(
+        "What its VMs' NICs attach to: a L{vorchd.network.Attachment} (kind none for no NIC)."
+    )
+
     on_close = Attribute(
         """
         Called with the reason, from any thread, when an open connection drops by itself
@@ -119,6 +130,26 @@ class IHypervisor(Interface):
         """
         The PM's capacity: host CPUs, host memory in MiB, and the GiB of the pool VM disks
         go into. The pool is defined and started first if the PM lacks it.
+        """
+
+    def check_network() -> None:
+        """
+        Check that what VMs on this PM attach their NIC to (its C{network}, an
+        L{vorchd.network.Attachment}) is there: a libvirt network that exists and is
+        active, or a bridge the PM has. Nothing to check for C{none}.
+
+        @raise NetworkUnavailable: it is missing or not active (the message says which).
+        """
+
+    def vm_addresses(domain_name: str) -> list[str]:
+        """
+        The IP addresses the guest of domain C{domain_name} has now, as text, IPv4 first,
+        without loopback and link-local ones: from the PM's DHCP leases (a libvirt
+        network), else from the guest agent (if the guest runs one), else from the PM's
+        ARP table. Empty for a domain that is not running, has no NIC, or has no address
+        yet.
+
+        @raise NoSuchVM: there is no such domain.
         """
 
     def ensure_base(fleet: str, image_id: int, source: str) -> tuple[str, str]:

@@ -17,7 +17,12 @@ from twisted.python.threadpool import ThreadPool
 
 from vorchd.domain import VM
 from vorchd.hypervisor.events import start_event_loop
-from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
+from vorchd.hypervisor.interface import (
+    HostUnreachable,
+    HypervisorError,
+    IHypervisor,
+    NetworkUnavailable,
+)
 from vorchd.hypervisor.threaded import methods_of, threaded
 from vorchd.model import Resources
 
@@ -53,6 +58,7 @@ class Hypervisors(Service):
         self._pool = pool
         self._hosts: dict[int, IHypervisor] = {}
         self._up: dict[int, bool] = {}
+        self._why: dict[int, str] = {}
         self._retry: dict[int, object] = {}
         self._delay: dict[int, float] = {}
         self._connecting: set[int] = set()
@@ -113,6 +119,13 @@ class Hypervisors(Service):
     def is_up(self, pmid: int) -> bool:
         return self._up.get(pmid, False)
 
+    def down_reason(self, pmid: int) -> str:
+        """
+        Why PM C{pmid} is down (its last connection failure, or the refusal of its
+        network), or "" if it is up or was never tried.
+        """
+        return "" if self._up.get(pmid) else self._why.get(pmid, "")
+
     def on(
         self,
         pmid: int,
@@ -171,6 +184,13 @@ class Hypervisors(Service):
                 finished=lambda: self._connecting.discard(pmid),
             ).connect()
             capacity = await self.on(pmid).discover()
+            # A PM whose VMs' network is missing or down would fail every create at its
+            # start: it is refused (down, retried like an unreachable one) instead.
+            await self.on(pmid).check_network()
+        except NetworkUnavailable as e:
+            self.log.warn("PM {pmid} refused: {why}", pmid=pmid, why=str(e))
+            self._mark_down(pmid, str(e))
+            return None
         except HypervisorError as e:
             self._mark_down(pmid, str(e))
             return None
@@ -188,6 +208,7 @@ class Hypervisors(Service):
     def _mark_down(self, pmid: int, why: str) -> None:
         was_up = self._up.get(pmid, False)
         self._up[pmid] = False
+        self._why[pmid] = why
         if self.on_state is not None:
             self.on_state(pmid, False)
         if was_up:
@@ -243,6 +264,10 @@ class ThreadedHypervisor:
     def alive(self) -> defer.Deferred[bool]: ...
 
     def discover(self) -> defer.Deferred[Resources]: ...
+
+    def check_network(self) -> defer.Deferred[None]: ...
+
+    def vm_addresses(self, domain_name: str) -> defer.Deferred[list[str]]: ...
 
     def ensure_base(
         self, fleet: str, image_id: int, source: str

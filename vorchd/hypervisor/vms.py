@@ -70,12 +70,13 @@ def make_overlay(
 def spec_here(host: LibvirtHost, vm: VM, kind: str, disk_path: str) -> VMSpec:
     """
     The spec of C{vm}'s domain on C{host}, of type C{kind} on the disk at C{disk_path}, its
-    serial console written into C{host.console_log_dir} if there is one.
+    serial console written into C{host.console_log_dir} if there is one, its NIC (with
+    C{vm.mac}) attached to C{host.network}.
     """
     console = None
     if host.console_log_dir and kind != "test":
         console = os.path.join(host.console_log_dir, f"{vm.domain_name}-serial.log")
-    return VMSpec.of(vm, kind, disk_path, console)
+    return VMSpec.of(vm, kind, disk_path, console, host.network)
 
 
 def define_vm(host: LibvirtHost, vm: VM) -> str:

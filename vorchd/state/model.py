@@ -72,6 +72,8 @@ class VMRecord:
     domain: str
     volume: str
     resources: Resources
+    # Its NIC's MAC address ("" for a VM recorded before VMs had one).
+    mac: str = ""
     # A change under way (lua/change_begin.lua), or "" and 0.
     change_kind: str = ""
     change_op: str = ""
@@ -93,6 +95,7 @@ class VMRecord:
             domain=rec.get("domain", ""),
             volume=rec.get("volume", ""),
             resources=resources(rec, ""),
+            mac=rec.get("mac", ""),
             change_kind=rec.get("change_kind", ""),
             change_op=rec.get("change_op", ""),
             change_owner=rec.get("change_owner", ""),

@@ -82,6 +82,7 @@ def vm_view(vm: VMRecord) -> dict:
         "pmid": vm.pmid,
         "image_id": vm.image_id,
         "state": vm.state,
+        "mac": vm.mac,
     }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from vorchd import room
 from vorchd.model import RESOURCES, Flavor, Resources
+from vorchd.network import mac_of
 from vorchd.room import Refusal
 from vorchd.store.hashes import pairs, whole
 
@@ -64,6 +65,7 @@ class FakeVMs:
             "vmid": str(vmid),
             "domain": domain,
             "volume": f"{domain}.qcow2",
+            "mac": mac_of(domain),
             **{r: str(getattr(wanted, r)) for r in RESOURCES},
             "state": "creating",
             **{k: str(v) for k, v in record.items()},

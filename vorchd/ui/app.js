@@ -52,14 +52,14 @@ const state = {
   typeOf: new Map(), // tid -> its flavor
   pms: new Map(), // pmid -> {pmid, state, capacity, free, vmids}, as /v1/fleet gives them
   order: [], // pmids, in the fleet's order
-  vms: new Map(), // vmid -> {vmid, name, instance_type, pmid, image_id, state}
+  vms: new Map(), // vmid -> {vmid, name, instance_type, pmid, image_id, state, mac}
   filter: null, // what the filter box asks for (see matcher), or null
   only: "", // only PMs in this state, or "" for all
   toggled: new Map(), // pmid -> whether a click opened (true) or closed (false) it
   everyRow: new Set(), // pmids whose open VM table shows every row
   armed: new Map(), // vmid -> {timer, at} of a destroy button waiting to be confirmed
   busy: new Set(), // vmids being destroyed
-  info: new Map(), // vmid -> {state, at} from /vm/info (state null: it could not be read)
+  info: new Map(), // vmid -> {state, ips, at} from /vm/info (state null: it could not be read)
   acting: new Map(), // vmid -> what is being done to it (a call on a running VM), as text
   chosen: new Map(), // vmid -> {migrate, resize}: what its selects were set to
 };
@@ -467,6 +467,17 @@ function stateCell(vmid) {
   );
 }
 
+// The addresses its guest has (from /vm/info), its NIC's MAC address (from the fleet) as
+// the cell's title: "-" for none yet, "…" until /vm/info answers.
+function addressCell(vmid) {
+  const vm = state.vms.get(vmid);
+  const info = state.info.get(vmid);
+  const ips = info && Array.isArray(info.ips) ? info.ips : null;
+  const text = ips === null ? "…" : ips.length ? ips.join(", ") : "-";
+  const mac = vm && vm.mac ? `MAC ${vm.mac}` : "";
+  return el("td", { class: "address", title: mac, "data-mac": (vm && vm.mac) || "" }, text);
+}
+
 // The actions the VM's state allows (all of them while it is not known), as buttons.
 function actionsCell(vmid) {
   const info = state.info.get(vmid);
@@ -550,6 +561,7 @@ function vmRow(vmid) {
     el("td", {}, vm ? flavorText(vm.instance_type) : ""),
     el("td", {}, vm ? imageText(vm.image_id) : ""),
     stateCell(vmid),
+    addressCell(vmid),
     actionsCell(vmid),
     changeCell(vmid),
     el("td", {}, destroyButton(vmid)),
@@ -569,6 +581,7 @@ function showState(vmid) {
   const row = rowOf(vmid);
   if (!row) return;
   row.querySelector("td.state").replaceWith(stateCell(vmid));
+  row.querySelector("td.address").replaceWith(addressCell(vmid));
   row.querySelector("td.actions").replaceWith(actionsCell(vmid));
 }
 
@@ -610,7 +623,7 @@ async function readInfo(vmid) {
   try {
     const { value, reason } = await call("vm/info", { vmid });
     if (value && typeof value === "object" && value.vmid === vmid && typeof value.state === "string") {
-      entry = { state: value.state, at: Date.now() };
+      entry = { state: value.state, ips: Array.isArray(value.ips) ? value.ips : [], at: Date.now() };
     } else {
       entry = { state: null, reason: reason || "no state", at: Date.now() };
     }
@@ -620,7 +633,8 @@ async function readInfo(vmid) {
   if (!state.vms.has(vmid)) return; // destroyed meanwhile
   const before = state.info.get(vmid);
   state.info.set(vmid, entry);
-  if (!before || before.state !== entry.state) showState(vmid);
+  const moved = !before || String(before.ips) !== String(entry.ips);
+  if (!before || before.state !== entry.state || moved) showState(vmid);
 }
 
 // Every VM row on screen asks its state, unless it is fresh.
@@ -669,6 +683,7 @@ function vmTable(item) {
         el("th", {}, "flavor"),
         el("th", {}, "image"),
         el("th", {}, "state"),
+        el("th", {}, "address"),
         el("th", {}, "actions"),
         el("th", {}, "migrate · resize"),
         el("th"),

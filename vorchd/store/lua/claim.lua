@@ -5,7 +5,9 @@
 -- KEYS[3]  P:vmid           the vmid counter  KEYS[4] P:vmid:block (see lua/_vmid.lua)
 -- ARGV[1]  the key prefix P;  ARGV[2] vmid, or 0 for a new one from P:vmid
 -- ARGV[3..5] cpu, ram, disk wanted;  ARGV[6..8] the cpu, ram, disk ratios
--- ARGV[9]  the fleet's name prefix (the domain is prefix .. vmid, its disk that .. '.qcow2')
+-- ARGV[9]  the fleet's name prefix (the domain is prefix .. vmid, its disk that .. '.qcow2',
+--          its NIC's MAC address 02: and five bytes of the domain name's SHA-1, as
+--          vorchd.network.mac_of makes it)
 -- ARGV[10..] the VM's record as field, value pairs
 -- Returns {kind, detail, vmid, seq}: kind 'ok' when claimed, else a refusal kind of
 -- vorchd.room.Refusal (unknown_pm, drained, vmid_taken, no_room) with seq 0, or
@@ -34,8 +36,12 @@ end
 if #short > 0 then return {'no_room', table.concat(short, ', '), vmid, 0} end
 for i, r in ipairs(names) do redis.call('HINCRBY', KEYS[1], 'used_' .. r, ARGV[2 + i]) end
 local domain = ARGV[9] .. vmid
+local h = redis.sha1hex(domain)
+local mac = '02:' .. h:sub(1, 2) .. ':' .. h:sub(3, 4) .. ':' .. h:sub(5, 6) .. ':' ..
+  h:sub(7, 8) .. ':' .. h:sub(9, 10)
 redis.call('HSET', vmkey, 'vmid', vmid, 'domain', domain, 'volume', domain .. '.qcow2',
-  'cpu', ARGV[3], 'ram', ARGV[4], 'disk', ARGV[5], 'state', 'creating', unpack(ARGV, 10))
+  'mac', mac, 'cpu', ARGV[3], 'ram', ARGV[4], 'disk', ARGV[5], 'state', 'creating',
+  unpack(ARGV, 10))
 redis.call('SADD', KEYS[2], vmid)
 local seq = emit(ARGV[1], 'vm', {vm = {vmid, redis.call('HGETALL', vmkey)},
   pm = {tonumber(redis.call('HGET', vmkey, 'pmid')), redis.call('HGETALL', KEYS[1])}})

@@ -1,0 +1,184 @@
+"""
+VMs people can reach, on real libvirtd PMs that each live in a network namespace of their
+own: the bundled Linux example (L{vorchd.linuximage}) boots, takes an address by DHCP from
+its PM's libvirt network, vorchd reports that address, and its page answers.
+
+How the traffic stays inside what the test made: each PM is a L{LibvirtdFleet} PM with
+C{netns=True}, so its libvirtd, its libvirt network's bridge and dnsmasq, and its guests'
+taps all live in a network namespace this test made, holding nothing else. The PM's
+network (L{GUEST_NET}, isolated: no forwarding, no NAT) gives guests addresses in
+L{SUBNET}, which exists only inside that namespace; the guest's page is fetched by a
+process the test runs inside it (C{pm.nsenter}). The daemon, in this machine's own
+namespace, reaches each libvirtd only over loopback (the fleet's forwarder on the PM's
+127.x address). Nothing is sent from the host to a private-range address.
+
+PM 2 has no such network: vorchd refuses it, down with that reason.
+
+The guest runs emulated (C{domain_type = qemu}): this machine's nested KVM cannot run
+syslinux or a Linux kernel, and boots the example in about 20 s under TCG.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+
+from twisted.internet import reactor, task
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from tests.clients import LoopbackClient
+from tests.harness import Daemon, require, shared_redis, tmpdir, unique_prefix
+from tests.libvirtd_fleet import LibvirtdFleet, netns_unavailable
+from vorchd import linuximage
+from vorchd.network import interface_macs
+
+GUEST_NET = "vorchd-guests"
+SUBNET = "10.213.7"
+NETWORK_XML = (
+    f"<network><name>{GUEST_NET}</name><bridge name='vgbr0' stp='off'/>"
+    f"<ip address='{SUBNET}.1' prefix='24'>"
+    f"<dhcp><range start='{SUBNET}.100' end='{SUBNET}.199'/></dhcp></ip></network>"
+)
+FLAVORS = [{"tid": 1, "cpu": 1, "ram": 256, "disk": 1}]
+LIBVIRT = {
+    "pool_path": "/var/lib/libvirt/vorchd-pool",
+    "connect_timeout": 5,
+    "call_timeout": 60,
+    "reconnect_max_delay": 1,
+    "domain_type": "qemu",
+    "stop_timeout": 1,
+}
+# What a page fetch inside a PM's namespace runs: it prints the page.
+FETCH = (
+    "import sys, urllib.request;"
+    " print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+)
+
+
+class ReachableVMTests(TestCase):
+    """
+    The Linux example on PMs in network namespaces of their own.
+    """
+
+    timeout = 300
+
+    async def setUp(self):
+        require(netns_unavailable())
+        self.fleet = LibvirtdFleet(2, netns=True)
+        await deferToThread(self.fleet.start)
+        self.addCleanup(deferToThread, self.fleet.stop)
+        self.pm1, self.pm2 = self.fleet.pms
+        (self.fleet.dir / "net.xml").write_text(NETWORK_XML)
+        for args in (("net-define", str(self.fleet.dir / "net.xml")), ("net-start", GUEST_NET)):
+            done = await deferToThread(self.pm1.virsh, *args)
+            self.assertEqual(done.returncode, 0, done.stderr)
+        image = self.fleet.dir / "linux.img"
+        try:
+            await deferToThread(linuximage.write_image, str(image))
+        except linuximage.ImageError as e:
+            require(f"the Linux example cannot be built here: {e}")
+        self.prefix = unique_prefix()
+        self.directory = tmpdir(self)
+        self.image = image
+
+    async def start_daemon(self) -> Daemon:
+        daemon = Daemon(
+            self.directory,
+            shared_redis().url,
+            self.prefix,
+            self.fleet.uris,
+            flavors=FLAVORS,
+            image_lines=[str(self.image)],
+            libvirt=LIBVIRT,
+            network={"attach": GUEST_NET},
+        )
+        await daemon.start()
+        self.addCleanup(daemon.stop)
+        self.client = LoopbackClient(daemon)
+        self.addCleanup(self.client.close)
+        hypervisors = daemon.fleet.hypervisors
+        await self.until("PM 1 up", lambda: hypervisors.is_up(1), 60)
+        return daemon
+
+    async def until(self, what: str, condition, seconds: float):
+        deadline = time.monotonic() + seconds
+        while True:
+            found = condition()
+            if inspect.isawaitable(found):
+                found = await found
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                self.fail(f"not {what} within {seconds} s")
+            await task.deferLater(reactor, 0.2, lambda: None)
+
+    async def json(self, path: str):
+        return (await self.client.call(path)).json
+
+    async def test_linux_example_reachable(self):
+        """
+        The Linux example boots with a NIC of its stored MAC address on its PM's network;
+        vorchd reports the address its PM's DHCP gave it within 30 s (the one its console
+        prints), and its page answers at that address from inside the PM's namespace. A
+        restarted daemon reports the same MAC address and address.
+        """
+        daemon = await self.start_daemon()
+        answer = await self.client.call("/vm/create?name=web&instance_type=1&image_id=1")
+        vmid = answer.json["vmid"]
+        self.assertGreater(vmid, 0, answer)
+        info = await self.json(f"/vm/info?vmid={vmid}")
+        mac = info["mac"]
+        self.assertRegex(mac, r"^02(:[0-9a-f]{2}){5}$")
+        dumped = await deferToThread(self.pm1.virsh, "dumpxml", info["domain"])
+        self.assertEqual(interface_macs(dumped.stdout), [mac])
+        fleet_vm = [v for v in (await self.json("/v1/fleet"))["vms"] if v["vmid"] == vmid]
+        self.assertEqual(fleet_vm[0]["mac"], mac)
+
+        async def ips():
+            return (await self.json(f"/vm/info?vmid={vmid}"))["ips"]
+
+        [ip] = await self.until("an address reported", ips, 30)
+        self.assertTrue(ip.startswith(f"{SUBNET}."), ip)
+        console = self.pm1.path("log", "qemu", f"{info['domain']}-serial.log")
+        self.assertIn(f"{linuximage.ADDRESS_LINE}{ip}", console.read_text(errors="replace"))
+
+        async def page():
+            done = await deferToThread(
+                self.pm1.nsenter, "python3", "-c", FETCH, f"http://{ip}/", timeout=30
+            )
+            return done.stdout if done.returncode == 0 else None
+
+        text = await self.until("the page answering", page, 30)
+        self.assertIn(linuximage.PAGE_TITLE, text)
+        self.assertIn(ip, text)
+
+        await daemon.stop()
+        await self.start_daemon()
+        again = await self.json(f"/vm/info?vmid={vmid}")
+        self.assertEqual((again["mac"], again["ips"]), (mac, [ip]))
+
+    async def test_pm_without_network_refused(self):
+        """
+        PM 2, which lacks the network, is refused: down, with the reason in the daemon's
+        log and in the fleet view, while PM 1 is up.
+        """
+        seen = []
+
+        def observe(event):
+            if event.get("log_format", "").startswith("PM {pmid} refused"):
+                seen.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        daemon = await self.start_daemon()
+        hypervisors = daemon.fleet.hypervisors
+        await self.until("PM 2 refused", lambda: bool(seen), 30)
+        self.assertEqual(seen[0]["pmid"], 2)
+        self.assertTrue(re.search(f"network {GUEST_NET} is missing", seen[0]["why"]))
+        self.assertFalse(hypervisors.is_up(2))
+        self.assertIn(f"network {GUEST_NET} is missing", hypervisors.down_reason(2))
+        states = {p["pmid"]: p["state"] for p in (await self.json("/v1/fleet"))["pms"]}
+        self.assertEqual(states, {1: "up", 2: "down"})

@@ -13,6 +13,8 @@ data as JSON; a hash is a flat list (field, value, ...) as Redis gives it:
     pm             {pm: [pmid, hash]}
     vm             {vm: [vmid, hash], pm?: [pmid, hash], pms?: [[pmid, hash], ...]}
     gone           {vmid, pm: [pmid, hash], pms?: [[pmid, hash], ...]}
+    volume         {volume: [volumeid, hash], pm?: [pmid, hash], pms?: [[pmid, hash], ...]}
+    volume_gone    {volumeid, pms: [[pmid, hash], ...]}
     settings       hash
 """
 
@@ -105,13 +107,48 @@ class VMRecord:
         return self.state in VISIBLE
 
 
+@frozen
+class VolumeRecord:
+    """
+    One block volume's stored record (L{vorchd.store.keys}: C{P:volume:<id>}).
+    """
+
+    volumeid: int
+    name: str
+    size: int
+    status: str
+    vmid: int
+    pmid: int
+    backend: str
+
+    @classmethod
+    def from_hash(cls, volumeid: int, rec: Mapping[str, str]) -> VolumeRecord:
+        return cls(
+            volumeid=volumeid,
+            name=rec.get("name", ""),
+            size=whole(rec.get("size")),
+            status=rec.get("status", ""),
+            vmid=whole(rec.get("vmid")),
+            pmid=whole(rec.get("pmid")),
+            backend=rec.get("backend", ""),
+        )
+
+    @property
+    def attached(self) -> bool:
+        """
+        Whether a user sees it attached (a detach under way has not answered yet).
+        """
+        return self.status in ("attached", "detaching")
+
+
 class FleetState:
     """
     The fleet at change C{seq}.
 
     Listeners (L{listen}) are told of every change applied, as C{(seq, event, key)}:
     C{("pm", pmid)}, C{("vm", vmid)}, C{("vm_gone", (vmid, pmid))}, C{("catalog", None)},
-    C{("settings", None)}, or C{("resync", None)} when the whole state was replaced.
+    C{("settings", None)}, C{("volume", volumeid)}, C{("volume_gone", volumeid)}, or
+    C{("resync", None)} when the whole state was replaced.
     """
 
     def __init__(self) -> None:
@@ -126,6 +163,7 @@ class FleetState:
         self.pm_ids: list[int] = []
         self.pms: dict[int, PMState] = {}
         self.vms: dict[int, VMRecord] = {}
+        self.volumes: dict[int, VolumeRecord] = {}
         self.flavors: list[Flavor] = []
         self.images: list[Image] = []
         self._flavor: dict[int, Flavor] = {}
@@ -210,6 +248,10 @@ class FleetState:
         self.vms = {
             int(v): VMRecord.from_hash(int(v), mapping(flat)) for v, flat in doc["vms"] or ()
         }
+        self.volumes = {
+            int(v): VolumeRecord.from_hash(int(v), mapping(flat))
+            for v, flat in doc.get("volumes") or ()
+        }
         self._rebuild_table()
         self.ready = True
         self._tell("resync")
@@ -282,6 +324,21 @@ class FleetState:
             self._pm_hash(pair)
         if old is not None and old.visible:
             self._tell("vm_gone", (vmid, pmid))
+
+    def _apply_volume(self, data) -> None:
+        volumeid, flat = data["volume"]
+        vol = VolumeRecord.from_hash(int(volumeid), mapping(flat))
+        self.volumes[vol.volumeid] = vol
+        for pair in ([data["pm"]] if data.get("pm") else []) + list(data.get("pms") or ()):
+            self._pm_hash(pair)
+        self._tell("volume", vol.volumeid)
+
+    def _apply_volume_gone(self, data) -> None:
+        volumeid = int(data["volumeid"])
+        self.volumes.pop(volumeid, None)
+        for pair in data.get("pms") or ():
+            self._pm_hash(pair)
+        self._tell("volume_gone", volumeid)
 
     def _apply_settings(self, data) -> None:
         self.settings = mapping(data)

@@ -22,9 +22,10 @@ from vorchd.model import RESOURCES, Flavor, Image, Resources
 from vorchd.room import Change, Refusal
 from vorchd.store.client import RedisClient
 from vorchd.store.hashes import mapping, pairs, whole
+from vorchd.store.volumes import StoreVolumes
 
 
-class Store(RedisClient):
+class Store(StoreVolumes, RedisClient):
     """
     The fleet's state in one Redis: the writes (each a script with its change entry),
     the snapshot a read model starts from, and the few reads that must ask the authority.

@@ -228,6 +228,9 @@ def domain_xml(spec: VMSpec) -> str:
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
+    # Block volumes are attached here (vorchd.volume_xml): SCSI hot-plug needs no ACPI and
+    # no help from the guest's OS.
+    _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     if spec.domain_type != "test":
         serial = _sub(devices, "serial", type="pty")
         if spec.console_log:

@@ -28,6 +28,7 @@ from tests.harness import TEST_POOL_GIB, node_xml, require, tmpdir
 from tests.libvirtd_fleet import LibvirtdFleet, LibvirtdPM, libvirtd_fleet_unavailable
 from tests.system.test_hypervisor_life import FLAVOR, VMLifeTests
 from tests.system.test_hypervisor_moves import MoveTests
+from tests.system.test_hypervisor_volumes import BlockVolumeTests
 from vorchd.bootimage import write_image
 from vorchd.domain import VM, base_volume_name
 from vorchd.hypervisor.events import start_event_loop
@@ -100,6 +101,18 @@ class Maker:
         return None
 
 
+def scsi_disks_of(domain_xml: str) -> dict[str, str]:
+    """
+    The SCSI disks of C{domain_xml}: target -> source file.
+    """
+    disks = ET.fromstring(domain_xml).findall("devices/disk")
+    return {
+        d.find("target").get("dev"): d.find("source").get("file")
+        for d in disks
+        if d.find("target").get("bus") == "scsi"
+    }
+
+
 class LibvirtReading:
     """
     What a test reads back from a L{LibvirtHost}, through its own connection.
@@ -111,6 +124,14 @@ class LibvirtReading:
 
     def capacity_of(self, hypervisor: LibvirtHost, volume_name: str) -> int:
         return hypervisor.pool().storageVolLookupByName(volume_name).info()[1]
+
+    def scsi_disks(self, hypervisor: LibvirtHost, domain_name: str) -> dict[str, str]:
+        import libvirt
+
+        dom = hypervisor.conn.lookupByName(domain_name)
+        # The test driver changes only a domain's definition (it cannot attach).
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if hypervisor.is_test_driver else 0
+        return scsi_disks_of(dom.XMLDesc(flags))
 
 
 class FakeMaker(Maker):
@@ -145,6 +166,10 @@ class FakeMaker(Maker):
         memory = root.find("memory")
         kib = int(memory.text) * {"MiB": 1024, "KiB": 1}[memory.get("unit", "KiB")]
         return int(root.findtext("vcpu")), kib // 1024
+
+    def scsi_disks(self, hypervisor: FakeHypervisor, domain_name: str) -> dict[str, str]:
+        with hypervisor.lock:
+            return scsi_disks_of(hypervisor.domains[domain_name].xml)
 
     def capacity_of(self, hypervisor: FakeHypervisor, volume_name: str) -> int:
         return hypervisor.pools[hypervisor.pool_name][volume_name].capacity
@@ -300,7 +325,7 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
     The tests every L{IHypervisor} must pass, against the hypervisors C{maker} makes.
     """
 
-    class HypervisorTests(VMLifeTests, MoveTests, SynchronousTestCase):
+    class HypervisorTests(VMLifeTests, MoveTests, BlockVolumeTests, SynchronousTestCase):
         @classmethod
         def tearDownClass(cls):
             maker.tear_down_class()
@@ -379,6 +404,10 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
                 "import_disk": lambda: hv.import_disk(volume, str(self.image)),
                 "define_vm": lambda: hv.define_vm(spec),
                 "pool_marks": lambda: hv.pool_marks(self.fleet, 1),
+                "make_volume": lambda: hv.make_volume("v.raw", 1),
+                "delete_volume": lambda: hv.delete_volume("v.raw"),
+                "attach_volume": lambda: hv.attach_volume(name, "v.raw", "s"),
+                "detach_volume": lambda: hv.detach_volume(name, "v.raw"),
             }
             raised = {}
             for name, call in calls.items():

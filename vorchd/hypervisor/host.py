@@ -25,6 +25,7 @@ from zope.interface import implementer
 from vorchd import domain
 from vorchd.domain import VM
 from vorchd.hypervisor import moves, running, vms
+from vorchd.hypervisor import volumes as block_volumes
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images import copies as base_copies
 from vorchd.images.copies import source_digest
@@ -352,3 +353,15 @@ class LibvirtHost:
 
     def pool_marks(self, fleet: str, pmid: int) -> frozenset[int]:
         return moves.pool_marks(self, fleet, pmid)
+
+    def make_volume(self, volume_name: str, size_gib: int) -> str:
+        return block_volumes.make_volume(self, volume_name, size_gib)
+
+    def delete_volume(self, volume_name: str) -> bool:
+        return block_volumes.delete_volume(self, volume_name)
+
+    def attach_volume(self, domain_name: str, volume_name: str, serial: str) -> None:
+        block_volumes.attach_volume(self, domain_name, volume_name, serial)
+
+    def detach_volume(self, domain_name: str, volume_name: str) -> bool:
+        return block_volumes.detach_volume(self, domain_name, volume_name)

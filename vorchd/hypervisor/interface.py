@@ -322,3 +322,40 @@ class IHypervisor(Interface):
 
         @return: the pmids of the marks found.
         """
+
+    # -- block volumes (vorchd/hypervisor/volumes.py, fakevolumes.py) --------------------
+
+    def make_volume(volume_name: str, size_gib: int) -> str:
+        """
+        Make an empty raw volume of C{size_gib} GiB (sparse) in the PM's pool for a block
+        volume; one of that name there already is kept as it is.
+
+        @return: its path.
+        """
+
+    def delete_volume(volume_name: str) -> bool:
+        """
+        Delete a block volume's volume from the PM's pool.
+
+        @return: whether it was there.
+        """
+
+    def attach_volume(domain_name: str, volume_name: str, serial: str) -> None:
+        """
+        Attach the pool's volume C{volume_name} to the domain as a disk on its SCSI
+        controller (the next free C{sdX}, its serial C{serial}), live if the domain is
+        active and in its definition either way; done when it returns. A volume attached
+        to it already stays as it is.
+
+        @raise NoSuchVM: there is no such domain.
+        @raise HypervisorError: no such volume, or libvirt refused.
+        """
+
+    def detach_volume(domain_name: str, volume_name: str) -> bool:
+        """
+        Detach the volume's disk from the domain, live and from its definition; done when
+        it returns.
+
+        @return: whether it was attached.
+        @raise NoSuchVM: there is no such domain.
+        """

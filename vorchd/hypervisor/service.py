@@ -290,6 +290,16 @@ class ThreadedHypervisor:
 
     def pool_marks(self, fleet: str, pmid: int) -> defer.Deferred[frozenset[int]]: ...
 
+    def make_volume(self, volume_name: str, size_gib: int) -> defer.Deferred[str]: ...
+
+    def delete_volume(self, volume_name: str) -> defer.Deferred[bool]: ...
+
+    def attach_volume(
+        self, domain_name: str, volume_name: str, serial: str
+    ) -> defer.Deferred[None]: ...
+
+    def detach_volume(self, domain_name: str, volume_name: str) -> defer.Deferred[bool]: ...
+
     def _call(self, method: str, args: tuple, kwargs: dict) -> defer.Deferred:
         service, pmid = self._service, self._pmid
         host = service._hosts.get(pmid)

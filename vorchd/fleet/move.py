@@ -133,6 +133,8 @@ class Mover:
             raise Refused(f"VM {vmid}: a {rec.change_kind} of it is under way")
         if pmid == source:
             raise Refused(f"VM {vmid} is on PM {pmid} already")
+        if any(v.vmid == vmid and v.status != "available" for v in state.volumes.values()):
+            raise Refused(f"VM {vmid} has volumes attached: detach them first")
         if pmid is not None and pmid not in state.pm_ids:
             raise Refused(f"no PM {pmid}")
         if not parts.hypervisors.is_up(source):

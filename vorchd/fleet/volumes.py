@@ -1,0 +1,235 @@
+"""
+Block volumes (the course's phase 2) on the C{local} backend: a volume is a raw volume in
+the pool of the PM of the first VM it is attached to, its size claimed there like a VM's
+disk; attached later to a VM on another PM, it moves there through libvirt's volume
+download and upload streams (unless the two PMs share their pool), and the PM it left
+gets its room back.
+
+Each change is begun in the store (which checks and holds in one step), done on the
+hypervisors, then ended done, or undone if the hypervisor failed: a failure leaves the
+volume as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import time
+
+from twisted.logger import Logger
+
+from vorchd import room
+from vorchd.fleet.parts import Parts, Refused
+from vorchd.fleet.running import visible_vm
+from vorchd.fleet.settings import LiveSettings
+from vorchd.hypervisor.interface import HypervisorError, NoSuchVM
+from vorchd.state.model import VolumeRecord
+from vorchd.volume_xml import data_volume_name
+
+log = Logger()
+
+
+def _token() -> str:
+    return secrets.token_hex(6)
+
+
+class Volumes:
+    """
+    Create, attach, detach and destroy block volumes.
+    """
+
+    def __init__(self, parts: Parts, settings: LiveSettings, backend: str = "local"):
+        self.parts = parts
+        self.settings = settings
+        self.backend = backend
+
+    def _name(self, volumeid: int) -> str:
+        return data_volume_name(self.parts.fleet_id or "", volumeid)
+
+    def volume(self, volumeid: int) -> VolumeRecord:
+        """
+        Volume C{volumeid}'s record.
+
+        @raise Refused: there is none.
+        """
+        vol = self.parts.ready().volumes.get(volumeid)
+        if vol is None:
+            raise Refused(f"volumeid : {volumeid} does not exist")
+        return vol
+
+    async def create(self, name: str, size: int) -> int:
+        """
+        Record a new volume of C{size} GiB, available; made on a PM at its first attach.
+
+        @raise Refused: C{size} is not positive, or no PM of the fleet has that much disk
+            room free now.
+        """
+        state = self.parts.ready()
+        if size <= 0:
+            raise Refused(f"size {size} is not positive")
+        _policy, ratios = self.settings.current(state)
+        room_on = [
+            room.free(pm.capacity, pm.used, ratios).disk
+            for pmid, pm in state.pms.items()
+            if pmid in state.pm_ids and not pm.drained
+        ]
+        if not any(free >= size for free in room_on):
+            raise Refused(
+                f"no PM has {size} GiB of disk free (the most is {max(room_on, default=0)})"
+            )
+        volumeid = await self.parts.store.create_volume(name, size, self.backend)
+        log.info(
+            "volume {volumeid} created: {size} GiB",
+            event="volume_create",
+            volumeid=volumeid,
+            size=size,
+        )
+        return volumeid
+
+    async def attach(self, vmid: int, volumeid: int) -> None:
+        """
+        Attach volume C{volumeid} to VM C{vmid}: its data made on, or moved to, the VM's
+        PM first, then a SCSI disk of the guest.
+
+        @raise Refused: no such volume or VM, the volume attached already or busy, the VM's
+            PM without room for it or down, or the hypervisor failed (nothing changed).
+        """
+        parts = self.parts
+        self.volume(volumeid)
+        rec = visible_vm(parts, vmid)
+        if not parts.hypervisors.is_up(rec.pmid):
+            raise Refused(f"VM {vmid}: PM {rec.pmid} is down")
+        _policy, ratios = self.settings.current(parts.ready())
+        op = _token()
+        source, target, why = await parts.store.attach_volume(volumeid, vmid, ratios["disk"], op)
+        if why is not None:
+            raise Refused(f"volume {volumeid} not attached to VM {vmid}: {why}")
+        started, name = time.monotonic(), self._name(volumeid)
+        moved = False
+        try:
+            if source != target:
+                moved = await self._bring(volumeid, name, source, target)
+            await parts.hypervisors.on(target).attach_volume(
+                rec.domain, name, f"vorchd-volume-{volumeid}"
+            )
+        except (HypervisorError, Refused) as e:
+            if moved:
+                await self._forget(target, name)
+            await parts.store.end_volume(volumeid, op, False)
+            raise Refused(f"volume {volumeid} not attached to VM {vmid}: {e}") from None
+        await parts.store.end_volume(volumeid, op, True)
+        if moved and source:
+            await self._forget(source, name)
+        log.info(
+            "volume {volumeid} attached to vm {vmid} on PM {pmid} in {duration:.3f} s",
+            event="volume_attach",
+            volumeid=volumeid,
+            vmid=vmid,
+            pmid=target,
+            source=source,
+            duration=time.monotonic() - started,
+        )
+
+    async def _bring(self, volumeid: int, name: str, source: int, target: int) -> bool:
+        """
+        Make volume C{volumeid} on PM C{target}: empty if it was nowhere yet (C{source}
+        0), else a copy of its data on C{source}.
+
+        @return: whether a volume was made on C{target} (not when the two share a pool).
+        """
+        parts = self.parts
+        hypervisors, fleet = parts.hypervisors, parts.fleet_id or ""
+        if source:
+            if not hypervisors.is_up(source):
+                raise Refused(f"its data is on PM {source}, which is down")
+            await hypervisors.on(source).pool_marks(fleet, source)
+            if source in await hypervisors.on(target).pool_marks(fleet, target):
+                return False
+        await hypervisors.on(target).make_volume(name, self.volume(volumeid).size)
+        if not source:
+            return True
+        slow = parts.host_settings.migrate_timeout
+        fd, path = tempfile.mkstemp(prefix="vorchd-volume-")
+        os.close(fd)
+        try:
+            await hypervisors.on(source, timeout=slow).export_disk(name, path)
+            await hypervisors.on(target, timeout=slow).import_disk(name, path)
+        except HypervisorError:
+            await self._forget(target, name)
+            raise
+        finally:
+            os.unlink(path)
+        return True
+
+    async def _forget(self, pmid: int, name: str) -> None:
+        try:
+            await self.parts.hypervisors.on(pmid).delete_volume(name)
+        except HypervisorError as e:
+            log.warn("PM {pmid}: volume {name} left behind: {e}", pmid=pmid, name=name, e=e)
+
+    async def detach(self, volumeid: int) -> None:
+        """
+        Detach volume C{volumeid} from its VM; its data stays on that VM's PM.
+
+        @raise Refused: no such volume, not attached, or the hypervisor failed.
+        """
+        parts = self.parts
+        vol = self.volume(volumeid)
+        if vol.status != "attached":
+            raise Refused(f"volume {volumeid} is not attached")
+        vm = parts.ready().vms.get(vol.vmid)
+        if vm is not None and not parts.hypervisors.is_up(vol.pmid):
+            raise Refused(f"volume {volumeid}: PM {vol.pmid} is down")
+        op = _token()
+        why = await parts.store.begin_volume(volumeid, "detaching", op)
+        if why is not None:
+            raise Refused(f"volume {volumeid} not detached: {why}")
+        try:
+            if vm is not None:
+                await parts.hypervisors.on(vol.pmid).detach_volume(vm.domain, self._name(volumeid))
+        except NoSuchVM:
+            pass  # its VM's domain is gone: nothing holds it
+        except HypervisorError as e:
+            await parts.store.end_volume(volumeid, op, False)
+            raise Refused(f"volume {volumeid} not detached: {e}") from None
+        await parts.store.end_volume(volumeid, op, True)
+        log.info(
+            "volume {volumeid} detached from vm {vmid}",
+            event="volume_detach",
+            volumeid=volumeid,
+            vmid=vol.vmid,
+        )
+
+    async def detach_all(self, vmid: int) -> None:
+        """
+        Detach every volume attached to VM C{vmid} (before it is destroyed).
+        """
+        state = self.parts.ready()
+        for vol in [v for v in state.volumes.values() if v.vmid == vmid and v.attached]:
+            await self.detach(vol.volumeid)
+
+    async def destroy(self, volumeid: int) -> None:
+        """
+        Delete volume C{volumeid} and give its room back, if it is not attached.
+
+        @raise Refused: no such volume, attached, or its PM cannot delete it now.
+        """
+        parts = self.parts
+        vol = self.volume(volumeid)
+        if vol.status != "available":
+            raise Refused(f"volume {volumeid} is {vol.status}")
+        if vol.pmid and not parts.hypervisors.is_up(vol.pmid):
+            raise Refused(f"volume {volumeid}: PM {vol.pmid} is down")
+        op = _token()
+        why = await parts.store.begin_volume(volumeid, "destroying", op)
+        if why is not None:
+            raise Refused(f"volume {volumeid} not destroyed: {why}")
+        try:
+            if vol.pmid:
+                await parts.hypervisors.on(vol.pmid).delete_volume(self._name(volumeid))
+        except HypervisorError as e:
+            await parts.store.end_volume(volumeid, op, False)
+            raise Refused(f"volume {volumeid} not destroyed: {e}") from None
+        await parts.store.end_volume(volumeid, op, True)
+        log.info("volume {volumeid} destroyed", event="volume_destroy", volumeid=volumeid)

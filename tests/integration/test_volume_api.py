@@ -251,6 +251,46 @@ class VolumeAPITestsMixin:
         self.assertEqual(head.raw, b"")
         self.assertEqual((await self.json(f"/volume/query?volumeid={vol}"))["status"], "attached")
 
+    async def test_changes_left_by_a_dead_daemon_are_settled(self):
+        """
+        A daemon that died mid-attach, mid-detach or mid-destroy leaves the volume busy;
+        the reconciler ends each change as the hypervisors allow: the attach undone (the
+        copy made for it deleted, the claim given back), the detach and destroy done.
+        """
+        fleet, store = self.daemon.fleet, self.daemon.fleet.store
+        vmid = await self.create_vm(1)
+        free = await self.free_disk(1)
+        vol = await self.create_volume(size=5)
+        # Killed mid-attach: claimed, its volume made on the PM, the guest not told.
+        _, _, why = await store.attach_volume(vol, vmid, 1.0, "op-a", "dead-daemon")
+        self.assertIsNone(why)
+        await fleet.hypervisors.on(1).make_volume(self.volume_name(vol), 5)
+        self.assertEqual(await self.free_disk(1), free - 5)
+        await self.refused(f"/volume/destroy?volumeid={vol}")
+        report = await fleet.reconcile()
+        self.assertEqual(report["volumes"], [vol])
+        self.assertEqual((await self.json(f"/volume/query?volumeid={vol}"))["status"], "available")
+        self.assertEqual(await self.free_disk(1), free)
+        self.assertNotIn(self.volume_name(vol), await self.pool(1))
+        # A change a live daemon is making is left alone.
+        await self.done(f"/volume/attach?vmid={vmid}&volumeid={vol}")
+        await store.heartbeat("live-daemon", 60)
+        self.assertIsNone(await store.begin_volume(vol, "detaching", "op-d", "live-daemon"))
+        self.assertEqual((await fleet.reconcile())["volumes"], [])
+        self.assertTrue(await store.end_volume(vol, "op-d", False))
+        # Killed mid-detach: the disk is taken out of the guest, the volume available.
+        self.assertIsNone(await store.begin_volume(vol, "detaching", "op-d2", "dead-daemon"))
+        self.assertEqual((await fleet.reconcile())["volumes"], [vol])
+        self.assertEqual(await self.scsi_disks(vmid), [])
+        self.assertEqual((await self.json(f"/volume/query?volumeid={vol}"))["status"], "available")
+        self.assertEqual(await self.free_disk(1), free - 5)
+        # Killed mid-destroy: gone, its room given back.
+        self.assertIsNone(await store.begin_volume(vol, "destroying", "op-x", "dead-daemon"))
+        self.assertEqual((await fleet.reconcile())["volumes"], [vol])
+        self.assertEqual(await self.json("/volume/list"), {"volumes": []})
+        self.assertNotIn(self.volume_name(vol), await self.pool(1))
+        self.assertEqual(await self.free_disk(1), free)
+
 
 class InMemoryVolumeAPITests(VolumeAPITestsMixin, TestCase):
     """

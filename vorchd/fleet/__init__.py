@@ -66,9 +66,13 @@ class Fleet:
         self.undo = Undo(parts)
         self.creator = Creator(parts, self.settings, self.undo)
         self.mover = Mover(parts, self.settings, self.creator)
-        self.volumes = Volumes(parts, self.settings, volume_backend)
+        self.volumes = Volumes(parts, self.settings, volume_backend, self.creator.in_flight)
         self.reconciler = Reconciler(
-            parts, self.creator.in_flight, self.connected_pmids, self.mover.settle
+            parts,
+            self.creator.in_flight,
+            self.connected_pmids,
+            self.mover.settle,
+            self.volumes.settle,
         )
         hypervisors.on_up = self._discovered
         hypervisors.on_state = parts.state.set_up

@@ -24,7 +24,7 @@ from vorchd.fleet.parts import Parts, Refused
 from vorchd.fleet.running import visible_vm
 from vorchd.fleet.settings import LiveSettings
 from vorchd.hypervisor.interface import HypervisorError, NoSuchVM
-from vorchd.state.model import VolumeRecord
+from vorchd.state.model import VMRecord, VolumeRecord
 from vorchd.volume_xml import data_volume_name
 
 log = Logger()
@@ -39,10 +39,19 @@ class Volumes:
     Create, attach, detach and destroy block volumes.
     """
 
-    def __init__(self, parts: Parts, settings: LiveSettings, backend: str = "local"):
+    def __init__(
+        self,
+        parts: Parts,
+        settings: LiveSettings,
+        backend: str = "local",
+        in_flight: set[str] | None = None,
+    ):
         self.parts = parts
         self.settings = settings
         self.backend = backend
+        # The tokens of the changes this daemon is making now (the reconciler leaves
+        # them be).
+        self.in_flight = in_flight if in_flight is not None else set()
 
     def _name(self, volumeid: int) -> str:
         return data_volume_name(self.parts.fleet_id or "", volumeid)
@@ -102,7 +111,17 @@ class Volumes:
             raise Refused(f"VM {vmid}: PM {rec.pmid} is down")
         _policy, ratios = self.settings.current(parts.ready())
         op = _token()
-        source, target, why = await parts.store.attach_volume(volumeid, vmid, ratios["disk"], op)
+        self.in_flight.add(op)
+        try:
+            await self._attach(rec, volumeid, ratios["disk"], op)
+        finally:
+            self.in_flight.discard(op)
+
+    async def _attach(self, rec: VMRecord, volumeid: int, disk_ratio: float, op: str) -> None:
+        parts, vmid = self.parts, rec.vmid
+        source, target, why = await parts.store.attach_volume(
+            volumeid, vmid, disk_ratio, op, parts.daemon_id
+        )
         if why is not None:
             raise Refused(f"volume {volumeid} not attached to VM {vmid}: {why}")
         started, name = time.monotonic(), self._name(volumeid)
@@ -139,12 +158,11 @@ class Volumes:
         @return: whether a volume was made on C{target} (not when the two share a pool).
         """
         parts = self.parts
-        hypervisors, fleet = parts.hypervisors, parts.fleet_id or ""
+        hypervisors = parts.hypervisors
         if source:
             if not hypervisors.is_up(source):
                 raise Refused(f"its data is on PM {source}, which is down")
-            await hypervisors.on(source).pool_marks(fleet, source)
-            if source in await hypervisors.on(target).pool_marks(fleet, target):
+            if await self._shared(source, target):
                 return False
         await hypervisors.on(target).make_volume(name, self.volume(volumeid).size)
         if not source:
@@ -182,9 +200,10 @@ class Volumes:
         if vm is not None and not parts.hypervisors.is_up(vol.pmid):
             raise Refused(f"volume {volumeid}: PM {vol.pmid} is down")
         op = _token()
-        why = await parts.store.begin_volume(volumeid, "detaching", op)
+        why = await parts.store.begin_volume(volumeid, "detaching", op, parts.daemon_id)
         if why is not None:
             raise Refused(f"volume {volumeid} not detached: {why}")
+        self.in_flight.add(op)
         try:
             if vm is not None:
                 await parts.hypervisors.on(vol.pmid).detach_volume(vm.domain, self._name(volumeid))
@@ -193,6 +212,8 @@ class Volumes:
         except HypervisorError as e:
             await parts.store.end_volume(volumeid, op, False)
             raise Refused(f"volume {volumeid} not detached: {e}") from None
+        finally:
+            self.in_flight.discard(op)
         await parts.store.end_volume(volumeid, op, True)
         log.info(
             "volume {volumeid} detached from vm {vmid}",
@@ -222,14 +243,75 @@ class Volumes:
         if vol.pmid and not parts.hypervisors.is_up(vol.pmid):
             raise Refused(f"volume {volumeid}: PM {vol.pmid} is down")
         op = _token()
-        why = await parts.store.begin_volume(volumeid, "destroying", op)
+        why = await parts.store.begin_volume(volumeid, "destroying", op, parts.daemon_id)
         if why is not None:
             raise Refused(f"volume {volumeid} not destroyed: {why}")
+        self.in_flight.add(op)
         try:
             if vol.pmid:
                 await parts.hypervisors.on(vol.pmid).delete_volume(self._name(volumeid))
         except HypervisorError as e:
             await parts.store.end_volume(volumeid, op, False)
             raise Refused(f"volume {volumeid} not destroyed: {e}") from None
+        finally:
+            self.in_flight.discard(op)
         await parts.store.end_volume(volumeid, op, True)
         log.info("volume {volumeid} destroyed", event="volume_destroy", volumeid=volumeid)
+
+    # -- after a crash ----------------------------------------------------------------------
+
+    async def settle(self, vol: VolumeRecord) -> str | None:
+        """
+        End volume C{vol}'s change, left under way by a daemon that died: an attach is
+        undone (its data is still where it was: a copy made on the VM's PM is deleted, the
+        disk taken out of the guest, the claim given back); a detach or a destroy is done.
+
+        @return: what was done, or C{None} when it must wait (a PM it needs is down).
+        @raise HypervisorError: a PM failed; try again later.
+        """
+        parts, name = self.parts, self._name(vol.volumeid)
+        hypervisors = parts.hypervisors
+        vm = parts.ready().vms.get(vol.vmid)
+        domain = vm.domain if vm is not None else None
+        if vol.status == "attaching":
+            target = vol.to_pmid
+            if not hypervisors.is_up(target) or (vol.pmid and not hypervisors.is_up(vol.pmid)):
+                return None
+            if domain is not None:
+                await self._detach_quietly(target, domain, name)
+            if vol.pmid != target and not await self._shared(vol.pmid, target):
+                await hypervisors.on(target).delete_volume(name)
+            done, outcome = False, "attach undone"
+        elif vol.status == "detaching":
+            if not hypervisors.is_up(vol.pmid):
+                return None
+            if domain is not None:
+                await self._detach_quietly(vol.pmid, domain, name)
+            done, outcome = True, "detach done"
+        elif vol.status == "destroying":
+            if vol.pmid:
+                if not hypervisors.is_up(vol.pmid):
+                    return None
+                await hypervisors.on(vol.pmid).delete_volume(name)
+            done, outcome = True, "destroy done"
+        else:
+            return None
+        if not await parts.store.end_volume(vol.volumeid, vol.op, done):
+            return None
+        return outcome
+
+    async def _detach_quietly(self, pmid: int, domain: str, name: str) -> None:
+        try:
+            await self.parts.hypervisors.on(pmid).detach_volume(domain, name)
+        except NoSuchVM:
+            pass
+
+    async def _shared(self, source: int, target: int) -> bool:
+        """
+        Whether PMs C{source} and C{target} share their pool (0 is no PM: never).
+        """
+        if not source:
+            return False
+        hypervisors, fleet = self.parts.hypervisors, self.parts.fleet_id or ""
+        await hypervisors.on(source).pool_marks(fleet, source)
+        return source in await hypervisors.on(target).pool_marks(fleet, target)

@@ -120,6 +120,10 @@ class VolumeRecord:
     vmid: int
     pmid: int
     backend: str
+    # A change under way (store/lua/volume_attach.lua, volume_begin.lua), or "" and 0.
+    op: str = ""
+    owner: str = ""
+    to_pmid: int = 0
 
     @classmethod
     def from_hash(cls, volumeid: int, rec: Mapping[str, str]) -> VolumeRecord:
@@ -131,6 +135,9 @@ class VolumeRecord:
             vmid=whole(rec.get("vmid")),
             pmid=whole(rec.get("pmid")),
             backend=rec.get("backend", ""),
+            op=rec.get("op", ""),
+            owner=rec.get("owner", ""),
+            to_pmid=whole(rec.get("to_pmid")),
         )
 
     @property

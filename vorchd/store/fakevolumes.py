@@ -37,7 +37,7 @@ class FakeVolumes:
         return volumeid
 
     async def attach_volume(
-        self, volumeid: int, vmid: int, disk_ratio: float, op: str
+        self, volumeid: int, vmid: int, disk_ratio: float, op: str, owner: str = ""
     ) -> tuple[int, int, Refusal | None]:
         self._check()
         rec = self.volumes.get(volumeid)
@@ -62,19 +62,21 @@ class FakeVolumes:
                 return 0, 0, Refusal(room.NO_ROOM, why)
             pm["used_disk"] = str(used + size)
             data["pm"] = [target, pairs(pm)]
-        rec.update(status="attaching", vmid=str(vmid), to_pmid=str(target), op=op)
+        rec.update(status="attaching", vmid=str(vmid), to_pmid=str(target), op=op, owner=owner)
         data["volume"] = [volumeid, pairs(rec)]
         await self._written(self._emit("volume", data))
         return source, target, None
 
-    async def begin_volume(self, volumeid: int, status: str, op: str) -> Refusal | None:
+    async def begin_volume(
+        self, volumeid: int, status: str, op: str, owner: str = ""
+    ) -> Refusal | None:
         self._check()
         rec = self.volumes.get(volumeid)
         if rec is None:
             return Refusal(room.NO_VOLUME)
         if rec["status"] != BEGIN[status]:
             return Refusal(room.BUSY, f"volume {volumeid} is {rec['status']}")
-        rec.update(status=status, op=op)
+        rec.update(status=status, op=op, owner=owner)
         await self._written(self._emit("volume", {"volume": [volumeid, pairs(rec)]}))
         return None
 
@@ -116,8 +118,8 @@ class FakeVolumes:
         if volumeid not in self.volumes:
             seq = self._emit("volume_gone", {"volumeid": volumeid, "pms": pms})
         else:
-            rec.pop("op", None)
-            rec.pop("to_pmid", None)
+            for field in ("op", "to_pmid", "owner"):
+                rec.pop(field, None)
             seq = self._emit("volume", {"volume": [volumeid, pairs(rec)], "pms": pms})
         await self._written(seq)
         return True

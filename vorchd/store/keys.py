@@ -29,8 +29,8 @@ Every Redis key vorchd uses, in one place. All of them start with a prefix
                              status (available | attaching | attached | detaching |
                              destroying), vmid (0 if none), pmid (the PM holding a local
                              volume's data and its claim, 0 before its first attach);
-                             while a change is under way: op (its token), and for an
-                             attach to_pmid
+                             while a change is under way: op (its token), owner (the
+                             daemon making it), and for an attach to_pmid
     P:volumes                set of every volume id
     P:daemon:<id>            a daemon's lease (expires unless renewed)
     P:seq                    the number of the last change (INCR in every changing script)

@@ -33,11 +33,12 @@ class StoreVolumes:
         return int(volumeid)
 
     async def attach_volume(
-        self, volumeid: int, vmid: int, disk_ratio: float, op: str
+        self, volumeid: int, vmid: int, disk_ratio: float, op: str, owner: str = ""
     ) -> tuple[int, int, Refusal | None]:
         """
         Atomically begin attaching volume C{volumeid} to VM C{vmid}, claiming its size on
-        the VM's PM when its data is not there yet.
+        the VM's PM when its data is not there yet; C{op} is the attach's token, C{owner}
+        the daemon making it.
 
         @return: the PM its data is on (0: nowhere yet), the VM's PM, and C{None} when
             begun or why not (no_volume, busy, no_vm, no_room).
@@ -45,11 +46,13 @@ class StoreVolumes:
         kind, detail, source, target, _seq = await self._write(
             "volume_attach",
             [self.keys.volume(volumeid), self.keys.vm(vmid)],
-            [volumeid, vmid, repr(float(disk_ratio)), op],
+            [volumeid, vmid, repr(float(disk_ratio)), op, owner],
         )
         return int(source), int(target), (None if kind == "ok" else Refusal(kind, detail))
 
-    async def begin_volume(self, volumeid: int, status: str, op: str) -> Refusal | None:
+    async def begin_volume(
+        self, volumeid: int, status: str, op: str, owner: str = ""
+    ) -> Refusal | None:
         """
         Begin a change that gives volume C{volumeid} the status C{status}
         (C{detaching} or C{destroying}), if it has the one before it (L{BEGIN}).
@@ -57,7 +60,9 @@ class StoreVolumes:
         @return: C{None} when begun, else why not (no_volume, busy).
         """
         kind, detail, _seq = await self._write(
-            "volume_begin", [self.keys.volume(volumeid)], [volumeid, BEGIN[status], status, op]
+            "volume_begin",
+            [self.keys.volume(volumeid)],
+            [volumeid, BEGIN[status], status, op, owner],
         )
         return None if kind == "ok" else Refusal(kind, detail)
 

@@ -4,7 +4,7 @@
 -- keeps its claim until volume_end says done.
 -- KEYS[1]  P:volume:<id>   KEYS[2] P:vm:<vmid>
 -- ARGV[1]  the key prefix P;  ARGV[2] volumeid;  ARGV[3] vmid;  ARGV[4] the disk ratio;
--- ARGV[5]  the attach's token
+-- ARGV[5]  the attach's token;  ARGV[6] the daemon making it
 -- Returns {kind, detail, from pmid, to pmid, seq}: kind 'ok', else a refusal (no_volume,
 -- busy, no_vm, no_room) with seq 0.
 -- Change: op "volume", {volume = {volumeid, hash}, pm? = {pmid, hash}}.
@@ -34,6 +34,6 @@ if from ~= to then
   data.pm = {to, redis.call('HGETALL', pmkey)}
 end
 redis.call('HSET', KEYS[1], 'status', 'attaching', 'vmid', ARGV[3], 'to_pmid', to,
-  'op', ARGV[5])
+  'op', ARGV[5], 'owner', ARGV[6])
 data.volume = {tonumber(ARGV[2]), redis.call('HGETALL', KEYS[1])}
 return {'ok', '', from, to, emit(ARGV[1], 'volume', data)}

@@ -55,6 +55,6 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return emit(ARGV[1], 'volume_gone', {volumeid = tonumber(ARGV[2]), pms = pms})
 end
-redis.call('HDEL', KEYS[1], 'op', 'to_pmid')
+redis.call('HDEL', KEYS[1], 'op', 'to_pmid', 'owner')
 return emit(ARGV[1], 'volume', {volume = {tonumber(ARGV[2]), redis.call('HGETALL', KEYS[1])},
   pms = pms})

@@ -95,6 +95,7 @@ class Settings:
     access_log_keep: int = 5
     daemon_log_max_bytes: int = 1_000_000
     daemon_log_keep: int = 10
+    volume_backend: str = "local"
 
 
 def _positive(value: float, what: str) -> float:
@@ -234,6 +235,12 @@ def load_settings(
                 _positive(number("logging", "daemon_log_keep", 10), "daemon_log_keep")
             ),
         )
+        values["volume_backend"] = get("volumes", "backend", "local") or "local"
+        if values["volume_backend"] != "local":
+            raise ConfigError(
+                f"config {path}: [volumes] backend must be local (rbd is not built yet),"
+                f" not {values['volume_backend']!r}"
+            )
         if values["domain_type"] not in ("auto", "kvm", "qemu"):
             raise ConfigError(
                 f"config {path}: [libvirt] domain_type must be auto, kvm or qemu,"

@@ -187,7 +187,8 @@ PATHS = {
             "description": (
                 "Server-Sent Events (text/event-stream), never ending by itself: first "
                 "'hello' with {seq}, then, with 'id: <seq>', 'pm' (a FleetPm), 'vm' (a "
-                "FleetVm), 'vm_gone' ({vmid, pmid}), 'catalog' ({types, images}), "
+                "FleetVm), 'vm_gone' ({vmid, pmid}), 'volume' (a Volume), 'volume_gone' "
+                "({volumeid}), 'catalog' ({types, images}), "
                 "'settings' ({policy, ratios}) and 'resync' ({seq}: reload /v1/fleet). "
                 "A ': keepalive' comment every 15 s. A method other than GET answers 0."
             ),

@@ -10,7 +10,10 @@ without the guest's OS having to agree (a virtio-blk unplug waits for it).
 from __future__ import annotations
 
 import string
+import uuid
 import xml.etree.ElementTree as ET
+
+from attrs import frozen
 
 from vorchd.domain import fleet_prefix
 
@@ -95,5 +98,124 @@ def without_disk(domain_xml: str, path: str) -> str:
     for disk in devices.findall("disk"):
         source = disk.find("source")
         if source is not None and source.get("file") == path:
+            devices.remove(disk)
+    return ET.tostring(root, encoding="unicode")
+
+
+# -- the rbd backend: Ceph RBD images through libvirt's RBD storage pool --------------------
+
+
+@frozen
+class CephPool:
+    """
+    Where C{rbd} volumes live: a Ceph pool, its monitors (host, port), the client user
+    and its key (base64, as in a keyring), and a client conf file QEMU is given with each
+    disk (bounded waits when the cluster goes away; readable by QEMU on every PM), or "".
+    """
+
+    monitors: tuple[tuple[str, int], ...]
+    pool: str
+    user: str
+    key: str
+    client_conf: str = ""
+
+    @property
+    def secret_uuid(self) -> str:
+        """
+        The libvirt secret holding the key on every PM: the same for the same cluster,
+        pool and user.
+        """
+        where = ",".join(f"{h}:{p}" for h, p in self.monitors)
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"vorchd-rbd://{self.user}@{where}/{self.pool}"))
+
+    @property
+    def pool_name(self) -> str:
+        """
+        The name of the libvirt storage pool over the Ceph pool, on every PM.
+        """
+        return f"vorchd-rbd-{self.secret_uuid[:8]}"
+
+
+def rbd_secret_xml(ceph: CephPool) -> str:
+    """
+    The libvirt secret of C{ceph}'s key (its value is set apart, never in XML).
+    """
+    secret = ET.Element("secret", ephemeral="no", private="yes")
+    ET.SubElement(secret, "uuid").text = ceph.secret_uuid
+    usage = ET.SubElement(secret, "usage", type="ceph")
+    ET.SubElement(usage, "name").text = f"{ceph.pool_name} client.{ceph.user}"
+    return ET.tostring(secret, encoding="unicode")
+
+
+def _hosts(parent: ET.Element, ceph: CephPool) -> None:
+    for host, port in ceph.monitors:
+        ET.SubElement(parent, "host", name=host, port=str(port))
+
+
+def rbd_pool_xml(ceph: CephPool) -> str:
+    """
+    A libvirt RBD storage pool over C{ceph}'s pool: volumes made and removed through it.
+    """
+    pool = ET.Element("pool", type="rbd")
+    ET.SubElement(pool, "name").text = ceph.pool_name
+    source = ET.SubElement(pool, "source")
+    ET.SubElement(source, "name").text = ceph.pool
+    _hosts(source, ceph)
+    auth = ET.SubElement(source, "auth", type="ceph", username=ceph.user)
+    ET.SubElement(auth, "secret", uuid=ceph.secret_uuid)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def rbd_volume_xml(name: str, size_gib: int) -> str:
+    """
+    An RBD image of C{size_gib} GiB (thin: nothing allocated until written).
+    """
+    vol = ET.Element("volume")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="GiB").text = str(size_gib)
+    return ET.tostring(vol, encoding="unicode")
+
+
+def rbd_disk_xml(ceph: CephPool, name: str, target: str, serial: str) -> str:
+    """
+    The RBD image C{name} as a network disk on the domain's SCSI bus as C{target}.
+    """
+    disk = ET.Element("disk", type="network", device="disk")
+    ET.SubElement(disk, "driver", name="qemu", type="raw", cache="none")
+    source = ET.SubElement(disk, "source", protocol="rbd", name=f"{ceph.pool}/{name}")
+    _hosts(source, ceph)
+    if ceph.client_conf:
+        ET.SubElement(source, "config", file=ceph.client_conf)
+    auth = ET.SubElement(disk, "auth", username=ceph.user)
+    ET.SubElement(auth, "secret", type="ceph", uuid=ceph.secret_uuid)
+    ET.SubElement(disk, "target", dev=target, bus="scsi")
+    ET.SubElement(disk, "serial").text = serial
+    return ET.tostring(disk, encoding="unicode")
+
+
+def rbd_attached_disk(domain_xml: str, ceph: CephPool, name: str) -> str | None:
+    """
+    The C{<disk>} of C{domain_xml} whose source is RBD image C{name} of C{ceph}, or None.
+    """
+    for disk in _disks(domain_xml):
+        source = disk.find("source")
+        if (
+            source is not None
+            and source.get("protocol") == "rbd"
+            and source.get("name") == f"{ceph.pool}/{name}"
+        ):
+            return ET.tostring(disk, encoding="unicode")
+    return None
+
+
+def without_device(domain_xml: str, disk_xml: str) -> str:
+    """
+    C{domain_xml} without the disk C{disk_xml} (as L{attached_disk} or
+    L{rbd_attached_disk} gave it).
+    """
+    root = ET.fromstring(domain_xml)
+    devices = root.find("devices")
+    for disk in devices.findall("disk"):
+        if ET.tostring(disk, encoding="unicode") == disk_xml:
             devices.remove(disk)
     return ET.tostring(root, encoding="unicode")

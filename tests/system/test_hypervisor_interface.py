@@ -37,6 +37,7 @@ from vorchd.hypervisor.host import LibvirtHost
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images.copies import source_digest
 from vorchd.model import Flavor, Resources
+from vorchd.volume_xml import CephPool
 
 GIB = 1024**3
 
@@ -67,6 +68,9 @@ class Maker:
     @ivar cannot_fail_resize: why its resizes cannot fail once begun, if so.
     @ivar ignores_acpi: whether its guests ignore a shutdown request (after
         C{ignore_acpi(hv)}).
+    @ivar cannot_rbd: why it cannot hold RBD volumes, if so; else C{ceph()} gives the
+        L{CephPool} of a cluster its PMs reach (the fake's, or a real one-node cluster
+        started once per test run).
     """
 
     kinds: set[str]
@@ -78,6 +82,7 @@ class Maker:
     cannot_grow_disk: str | None = None
     cannot_fail_resize: str | None = None
     ignores_acpi = False
+    cannot_rbd: str | None = None
 
     def __init__(self, testcase: SynchronousTestCase):
         pass
@@ -107,7 +112,7 @@ def scsi_disks_of(domain_xml: str) -> dict[str, str]:
     """
     disks = ET.fromstring(domain_xml).findall("devices/disk")
     return {
-        d.find("target").get("dev"): d.find("source").get("file")
+        d.find("target").get("dev"): d.find("source").get("file") or d.find("source").get("name")
         for d in disks
         if d.find("target").get("bus") == "scsi"
     }
@@ -124,6 +129,13 @@ class LibvirtReading:
 
     def capacity_of(self, hypervisor: LibvirtHost, volume_name: str) -> int:
         return hypervisor.pool().storageVolLookupByName(volume_name).info()[1]
+
+    def ceph(self):
+        if self.cannot_rbd:
+            raise SkipTest(self.cannot_rbd)
+        from tests.ceph_cluster import ceph_pool, shared_ceph
+
+        return ceph_pool(shared_ceph())
 
     def scsi_disks(self, hypervisor: LibvirtHost, domain_name: str) -> dict[str, str]:
         import libvirt
@@ -166,6 +178,9 @@ class FakeMaker(Maker):
         memory = root.find("memory")
         kib = int(memory.text) * {"MiB": 1024, "KiB": 1}[memory.get("unit", "KiB")]
         return int(root.findtext("vcpu")), kib // 1024
+
+    def ceph(self):
+        return CephPool((("fake-mon", 6789),), f"pool-{uuid.uuid4().hex[:6]}", "admin", "a2V5")
 
     def scsi_disks(self, hypervisor: FakeHypervisor, domain_name: str) -> dict[str, str]:
         with hypervisor.lock:
@@ -210,6 +225,7 @@ class LibvirtTestDriverMaker(LibvirtReading, Maker):
     cannot_go_away = "a test-driver PM lives in its connection"
     cannot_migrate = "libvirt's test driver has no migration"
     cannot_share_pool = "a test-driver PM's pool lives in its connection"
+    cannot_rbd = "libvirt's test driver has no RBD storage"
     cannot_grow_disk = "libvirt's test driver cannot resize a volume"
     cannot_fail_resize = "libvirt's test driver defines and starts whatever it is given"
 

@@ -71,6 +71,32 @@ class BlockVolumeTests:
         # The volumes stay in the pool.
         self.assertLessEqual({first, second}, self.hv.volume_names())
 
+    def test_rbd_volume(self):
+        """
+        An RBD volume is made in the cluster's pool (made again, it is kept), attached to
+        a running guest as a SCSI network disk of that image, detached, and deleted once.
+        """
+        ceph = self.maker.ceph()
+        name = data_volume_name(self.fleet, 7)
+        self.addCleanup(lambda: self.hv.delete_volume(name, ceph))
+        self.assertEqual(self.hv.make_volume(name, 1, ceph), f"{ceph.pool}/{name}")
+        self.assertEqual(self.hv.make_volume(name, 1, ceph), f"{ceph.pool}/{name}")
+        self.assertNotIn(name, self.hv.volume_names())
+        spec = self.create(1)
+        self.hv.attach_volume(spec.domain_name, name, "vorchd-volume-7", ceph)
+        self.hv.attach_volume(spec.domain_name, name, "vorchd-volume-7", ceph)
+        self.assertEqual(
+            self.maker.scsi_disks(self.hv, spec.domain_name), {"sda": f"{ceph.pool}/{name}"}
+        )
+        self.assertEqual(self.hv.vm_state(spec.domain_name), "running")
+        self.assertTrue(self.hv.detach_volume(spec.domain_name, name, ceph))
+        self.assertEqual(self.maker.scsi_disks(self.hv, spec.domain_name), {})
+        self.assertFalse(self.hv.detach_volume(spec.domain_name, name, ceph))
+        with self.assertRaises(HypervisorError):
+            self.hv.attach_volume(spec.domain_name, name + "-none", "s", ceph)
+        self.assertTrue(self.hv.delete_volume(name, ceph))
+        self.assertFalse(self.hv.delete_volume(name, ceph))
+
     def test_attach_failures(self):
         """
         An attach to a domain the PM does not have raises NoSuchVM; of a volume it does

@@ -228,6 +228,7 @@ class Daemon:
         allocation: dict | None = None,
         images: dict | None = None,
         hosts: dict[int, IHypervisor] | None = None,
+        volumes: dict | None = None,
     ):
         self.hosts = hosts or {}
         self.dir = Path(directory)
@@ -264,6 +265,8 @@ class Daemon:
             + "".join(f"{k} = {v}\n" for k, v in images.items())
             + "[allocation]\n"
             + "".join(f"{k} = {v}\n" for k, v in allocation.items())
+            + "[volumes]\n"
+            + "".join(f"{k} = {v}\n" for k, v in (volumes or {}).items())
         )
         self.service = None
 

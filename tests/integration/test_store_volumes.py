@@ -167,6 +167,27 @@ class VolumeStoreTestsMixin:
         self.assertEqual(model.volumes, {})
         self.assertEqual(model.pms[self.pm_b].used.disk, SMALL.disk)
 
+    async def test_rbd_claims_no_pm_disk(self):
+        """
+        An rbd volume lives in Ceph: attached, detached and attached on another PM, it
+        never claims a PM's disk and its pmid stays 0.
+        """
+        vm_a, vm_b = await self.vm_on(self.pm_a), await self.vm_on(self.pm_b)
+        vol = await self.store.create_volume("ceph", 15, "rbd")
+        for vmid, op in ((vm_a, "a1"), (vm_b, "a2")):
+            source, target, why = await self.store.attach_volume(vol, vmid, 1.0, op, "d")
+            self.assertEqual((source, target, why), (0, 0, None))
+            self.assertTrue(await self.store.end_volume(vol, op, True))
+            rec = await self.store.volume(vol)
+            self.assertEqual(
+                (rec["status"], rec["vmid"], rec["pmid"]), ("attached", str(vmid), "0")
+            )
+            self.assertEqual(await self.disk_used(self.pm_a), SMALL.disk)
+            self.assertEqual(await self.disk_used(self.pm_b), SMALL.disk)
+            self.assertIsNone(await self.store.begin_volume(vol, "detaching", op + "d", "d"))
+            self.assertTrue(await self.store.end_volume(vol, op + "d", True))
+        await self.follow()
+
 
 class RedisVolumeStoreTests(VolumeStoreTestsMixin, TestCase):
     """

@@ -34,6 +34,7 @@ from vorchd.policies import IAllocationPolicy
 from vorchd.state import views
 from vorchd.state.model import FleetState
 from vorchd.store import Store
+from vorchd.volume_xml import CephPool
 
 __all__ = ["Fleet", "HostSettings", "Refused"]
 
@@ -57,6 +58,7 @@ class Fleet:
         policy_options: Mapping[str, str] | None = None,
         images: ImageCache | None = None,
         volume_backend: str = "local",
+        ceph: CephPool | None = None,
     ):
         self.parts = parts = Parts(
             store, hypervisors, host_settings, max_attempts, is_local, images
@@ -66,7 +68,7 @@ class Fleet:
         self.undo = Undo(parts)
         self.creator = Creator(parts, self.settings, self.undo)
         self.mover = Mover(parts, self.settings, self.creator)
-        self.volumes = Volumes(parts, self.settings, volume_backend, self.creator.in_flight)
+        self.volumes = Volumes(parts, self.settings, volume_backend, self.creator.in_flight, ceph)
         self.reconciler = Reconciler(
             parts,
             self.creator.in_flight,

@@ -1,9 +1,11 @@
 """
-Block volumes (the course's phase 2) on the C{local} backend: a volume is a raw volume in
+Block volumes (the course's phase 2). On the C{local} backend a volume is a raw volume in
 the pool of the PM of the first VM it is attached to, its size claimed there like a VM's
 disk; attached later to a VM on another PM, it moves there through libvirt's volume
 download and upload streams (unless the two PMs share their pool), and the PM it left
-gets its room back.
+gets its room back. On the C{rbd} backend it is an RBD image in Ceph, made at create
+through any PM that is up, attached as a network disk wherever its guest runs: it claims
+no PM's disk and never moves.
 
 Each change is begun in the store (which checks and holds in one step), done on the
 hypervisors, then ended done, or undone if the hypervisor failed: a failure leaves the
@@ -25,7 +27,7 @@ from vorchd.fleet.running import visible_vm
 from vorchd.fleet.settings import LiveSettings
 from vorchd.hypervisor.interface import HypervisorError, NoSuchVM
 from vorchd.state.model import VMRecord, VolumeRecord
-from vorchd.volume_xml import data_volume_name
+from vorchd.volume_xml import CephPool, data_volume_name
 
 log = Logger()
 
@@ -45,16 +47,43 @@ class Volumes:
         settings: LiveSettings,
         backend: str = "local",
         in_flight: set[str] | None = None,
+        ceph: CephPool | None = None,
     ):
         self.parts = parts
         self.settings = settings
         self.backend = backend
+        # Where rbd volumes live (the [volumes] rbd_* settings), or None.
+        self.ceph = ceph
         # The tokens of the changes this daemon is making now (the reconciler leaves
         # them be).
         self.in_flight = in_flight if in_flight is not None else set()
 
     def _name(self, volumeid: int) -> str:
         return data_volume_name(self.parts.fleet_id or "", volumeid)
+
+    def _ceph(self, vol: VolumeRecord) -> CephPool | None:
+        """
+        The Ceph pool of an rbd volume, None for a local one.
+
+        @raise Refused: an rbd volume, and this daemon has no Ceph settings.
+        """
+        if vol.backend != "rbd":
+            return None
+        if self.ceph is None:
+            raise Refused(f"volume {vol.volumeid} is in Ceph, which this daemon is not set up for")
+        return self.ceph
+
+    def _any_up(self) -> int:
+        """
+        A PM that is up, to reach Ceph through.
+
+        @raise Refused: none is.
+        """
+        state, hypervisors = self.parts.ready(), self.parts.hypervisors
+        for pmid in state.pm_ids:
+            if hypervisors.is_up(pmid):
+                return pmid
+        raise Refused("no PM is up to reach Ceph through")
 
     def volume(self, volumeid: int) -> VolumeRecord:
         """
@@ -69,14 +98,17 @@ class Volumes:
 
     async def create(self, name: str, size: int) -> int:
         """
-        Record a new volume of C{size} GiB, available; made on a PM at its first attach.
+        Record a new volume of C{size} GiB, available: a local one is made on a PM at its
+        first attach, an rbd one is made in Ceph now (through any PM that is up).
 
-        @raise Refused: C{size} is not positive, or no PM of the fleet has that much disk
-            room free now.
+        @raise Refused: C{size} is not positive, or (local) no PM of the fleet has that
+            much disk room free now, or (rbd) Ceph could not make it.
         """
         state = self.parts.ready()
         if size <= 0:
             raise Refused(f"size {size} is not positive")
+        if self.backend == "rbd":
+            return await self._create_rbd(name, size)
         _policy, ratios = self.settings.current(state)
         room_on = [
             room.free(pm.capacity, pm.used, ratios).disk
@@ -93,6 +125,24 @@ class Volumes:
             event="volume_create",
             volumeid=volumeid,
             size=size,
+        )
+        return volumeid
+
+    async def _create_rbd(self, name: str, size: int) -> int:
+        store, pmid = self.parts.store, self._any_up()
+        volumeid = await store.create_volume(name, size, "rbd")
+        try:
+            await self.parts.hypervisors.on(pmid).make_volume(
+                self._name(volumeid), size, self.ceph
+            )
+        except HypervisorError as e:
+            # Its record goes again (its id is never given to another volume).
+            op = _token()
+            await store.begin_volume(volumeid, "destroying", op, self.parts.daemon_id)
+            await store.end_volume(volumeid, op, True)
+            raise Refused(f"volume not made in Ceph: {e}") from None
+        log.info(
+            "volume {v} created in Ceph: {size} GiB", event="volume_create", v=volumeid, size=size
         )
         return volumeid
 
@@ -127,10 +177,13 @@ class Volumes:
         started, name = time.monotonic(), self._name(volumeid)
         moved = False
         try:
-            if source != target:
+            ceph = self._ceph(self.volume(volumeid))
+            if ceph is not None:
+                target = rec.pmid  # where the guest runs: an RBD image moves nowhere
+            elif source != target:
                 moved = await self._bring(volumeid, name, source, target)
             await parts.hypervisors.on(target).attach_volume(
-                rec.domain, name, f"vorchd-volume-{volumeid}"
+                rec.domain, name, f"vorchd-volume-{volumeid}", ceph
             )
         except (HypervisorError, Refused) as e:
             if moved:
@@ -197,8 +250,10 @@ class Volumes:
         if vol.status != "attached":
             raise Refused(f"volume {volumeid} is not attached")
         vm = parts.ready().vms.get(vol.vmid)
-        if vm is not None and not parts.hypervisors.is_up(vol.pmid):
-            raise Refused(f"volume {volumeid}: PM {vol.pmid} is down")
+        ceph = self._ceph(vol)
+        where = vm.pmid if ceph is not None and vm is not None else vol.pmid
+        if vm is not None and not parts.hypervisors.is_up(where):
+            raise Refused(f"volume {volumeid}: PM {where} is down")
         op = _token()
         why = await parts.store.begin_volume(volumeid, "detaching", op, parts.daemon_id)
         if why is not None:
@@ -206,7 +261,8 @@ class Volumes:
         self.in_flight.add(op)
         try:
             if vm is not None:
-                await parts.hypervisors.on(vol.pmid).detach_volume(vm.domain, self._name(volumeid))
+                host = parts.hypervisors.on(where)
+                await host.detach_volume(vm.domain, self._name(volumeid), ceph)
         except NoSuchVM:
             pass  # its VM's domain is gone: nothing holds it
         except HypervisorError as e:
@@ -240,16 +296,18 @@ class Volumes:
         vol = self.volume(volumeid)
         if vol.status != "available":
             raise Refused(f"volume {volumeid} is {vol.status}")
-        if vol.pmid and not parts.hypervisors.is_up(vol.pmid):
-            raise Refused(f"volume {volumeid}: PM {vol.pmid} is down")
+        ceph = self._ceph(vol)
+        where = self._any_up() if ceph is not None else vol.pmid
+        if where and not parts.hypervisors.is_up(where):
+            raise Refused(f"volume {volumeid}: PM {where} is down")
         op = _token()
         why = await parts.store.begin_volume(volumeid, "destroying", op, parts.daemon_id)
         if why is not None:
             raise Refused(f"volume {volumeid} not destroyed: {why}")
         self.in_flight.add(op)
         try:
-            if vol.pmid:
-                await parts.hypervisors.on(vol.pmid).delete_volume(self._name(volumeid))
+            if where:
+                await parts.hypervisors.on(where).delete_volume(self._name(volumeid), ceph)
         except HypervisorError as e:
             await parts.store.end_volume(volumeid, op, False)
             raise Refused(f"volume {volumeid} not destroyed: {e}") from None
@@ -273,26 +331,38 @@ class Volumes:
         hypervisors = parts.hypervisors
         vm = parts.ready().vms.get(vol.vmid)
         domain = vm.domain if vm is not None else None
+        try:
+            ceph = self._ceph(vol)
+        except Refused:
+            return None
+        # An RBD image is reached from the PM its guest runs on.
+        guest = vm.pmid if ceph is not None and vm is not None else 0
         if vol.status == "attaching":
-            target = vol.to_pmid
+            target = guest or vol.to_pmid
             if not hypervisors.is_up(target) or (vol.pmid and not hypervisors.is_up(vol.pmid)):
                 return None
             if domain is not None:
-                await self._detach_quietly(target, domain, name)
-            if vol.pmid != target and not await self._shared(vol.pmid, target):
+                await self._detach_quietly(target, domain, name, ceph)
+            local_copy = ceph is None and vol.pmid != target
+            if local_copy and not await self._shared(vol.pmid, target):
                 await hypervisors.on(target).delete_volume(name)
             done, outcome = False, "attach undone"
         elif vol.status == "detaching":
-            if not hypervisors.is_up(vol.pmid):
+            where = guest or vol.pmid
+            if not hypervisors.is_up(where):
                 return None
             if domain is not None:
-                await self._detach_quietly(vol.pmid, domain, name)
+                await self._detach_quietly(where, domain, name, ceph)
             done, outcome = True, "detach done"
         elif vol.status == "destroying":
-            if vol.pmid:
-                if not hypervisors.is_up(vol.pmid):
+            try:
+                where = self._any_up() if ceph is not None else vol.pmid
+            except Refused:
+                return None
+            if where:
+                if not hypervisors.is_up(where):
                     return None
-                await hypervisors.on(vol.pmid).delete_volume(name)
+                await hypervisors.on(where).delete_volume(name, ceph)
             done, outcome = True, "destroy done"
         else:
             return None
@@ -300,9 +370,11 @@ class Volumes:
             return None
         return outcome
 
-    async def _detach_quietly(self, pmid: int, domain: str, name: str) -> None:
+    async def _detach_quietly(
+        self, pmid: int, domain: str, name: str, ceph: CephPool | None = None
+    ) -> None:
         try:
-            await self.parts.hypervisors.on(pmid).detach_volume(domain, name)
+            await self.parts.hypervisors.on(pmid).detach_volume(domain, name, ceph)
         except NoSuchVM:
             pass
 

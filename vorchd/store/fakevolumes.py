@@ -51,6 +51,8 @@ class FakeVolumes:
         if vm.get("change_op"):
             return 0, 0, Refusal(room.BUSY, f"a change of VM {vmid} is under way")
         source, target = whole(rec["pmid"]), whole(vm["pmid"])
+        if rec.get("backend") == "rbd":
+            target = 0  # in Ceph: no PM's disk is claimed
         data: dict = {}
         if source != target:
             size = whole(rec["size"])

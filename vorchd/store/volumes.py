@@ -40,8 +40,9 @@ class StoreVolumes:
         the VM's PM when its data is not there yet; C{op} is the attach's token, C{owner}
         the daemon making it.
 
-        @return: the PM its data is on (0: nowhere yet), the VM's PM, and C{None} when
-            begun or why not (no_volume, busy, no_vm, no_room).
+        @return: the PM its data is on (0: nowhere yet), the VM's PM (0 for an rbd
+            volume, which no PM holds), and C{None} when begun or why not (no_volume,
+            busy, no_vm, no_room).
         """
         kind, detail, source, target, _seq = await self._write(
             "volume_attach",

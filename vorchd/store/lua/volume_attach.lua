@@ -1,7 +1,8 @@
 -- Begin attaching an available volume to an active VM: checked and held in one step.
--- When the volume's data is not on the VM's PM yet (never made, or on another PM), its
--- size is claimed there like a VM's disk (the room rule of claim.lua); the PM it leaves
--- keeps its claim until volume_end says done.
+-- A local volume whose data is not on the VM's PM yet (never made, or on another PM) has
+-- its size claimed there like a VM's disk (the room rule of claim.lua); the PM it leaves
+-- keeps its claim until volume_end says done. An rbd volume lives in Ceph: it claims no
+-- PM's disk, and its pmid and to_pmid stay 0.
 -- KEYS[1]  P:volume:<id>   KEYS[2] P:vm:<vmid>
 -- ARGV[1]  the key prefix P;  ARGV[2] volumeid;  ARGV[3] vmid;  ARGV[4] the disk ratio;
 -- ARGV[5]  the attach's token;  ARGV[6] the daemon making it
@@ -20,6 +21,7 @@ if change and change ~= '' then
 end
 local from = tonumber(redis.call('HGET', KEYS[1], 'pmid') or '0')
 local to = tonumber(redis.call('HGET', KEYS[2], 'pmid'))
+if redis.call('HGET', KEYS[1], 'backend') == 'rbd' then to = 0 end
 local pmkey = ARGV[1] .. ':pm:' .. to
 local data = {}
 if from ~= to then

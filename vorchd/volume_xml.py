@@ -190,6 +190,9 @@ def rbd_disk_xml(ceph: CephPool, name: str, target: str, serial: str) -> str:
     ET.SubElement(auth, "secret", type="ceph", uuid=ceph.secret_uuid)
     ET.SubElement(disk, "target", dev=target, bus="scsi")
     ET.SubElement(disk, "serial").text = serial
+    # In Ceph, reached from every PM: a live migration leaves it where it is (libvirt
+    # copies a non-shared disk to the target with the guest's own).
+    ET.SubElement(disk, "shareable")
     return ET.tostring(disk, encoding="unicode")
 
 

@@ -110,6 +110,50 @@ class RbdVolumeTests(FleetCase):
         self.assertNotIn(self.image(vol), await self.images())
         self.assertEqual(await self.free_disk(), free)
 
+    async def qemu_write(self, pmid: int, vmid: int, pattern: int, offset: int) -> None:
+        out = await self.virsh(
+            pmid,
+            "qemu-monitor-command",
+            self.domain(vmid),
+            "--hmp",
+            f'qemu-io -d scsi0-0-0-0 "write -P {pattern:#x} {offset} {PATTERN_BYTES}"',
+        )
+        self.assertNotIn("rror", out)
+
+    async def test_live_migration_with_rbd_volume(self):
+        """
+        A running guest with an RBD volume attached moves live to the other PM: its disk
+        of the image goes with it (nothing copied), QEMU on the new PM writes to it, and
+        what was written on both PMs is in Ceph; a detach then works where it runs.
+        """
+        vm_a, vm_b = await self.two_guests()
+        # Room on PM 2 for the guest of PM 1 (which has all of a PM's CPUs).
+        await self.ok(f"/vm/destroy?vmid={vm_b}")
+        vol = (await self.call("/volume/create?name=data&size=1")).json["volumeid"]
+        await self.ok(f"/volume/attach?vmid={vm_a}&volumeid={vol}")
+        await self.qemu_write(1, vm_a, PATTERN, 0)
+        await self.ok(f"/vm/migrate?vmid={vm_a}&pmid=2")
+        self.assertEqual(await self.domstate(2, vm_a), "running")
+        self.assertEqual(await self.domstate(1, vm_a), "missing")
+        disks = await self.blklist(2, vm_a)
+        self.assertEqual(disks.get("sda"), f"{self.ceph.pool}/{self.image(vol)}", disks)
+        await self.qemu_write(2, vm_a, PATTERN + 1, PATTERN_BYTES)
+        path = self.ceph.dir / f"export-{vol}"
+
+        def read() -> bytes:
+            path.unlink(missing_ok=True)
+            self.ceph.rbd("export", self.image(vol), str(path))
+            with open(path, "rb") as f:
+                return f.read(2 * PATTERN_BYTES)
+
+        data = await deferToThread(read)
+        self.assertEqual(
+            data, bytes([PATTERN]) * PATTERN_BYTES + bytes([PATTERN + 1]) * PATTERN_BYTES
+        )
+        await self.ok(f"/volume/detach?volumeid={vol}")
+        self.assertNotIn("sda", await self.blklist(2, vm_a))
+        await self.ok(f"/volume/destroy?volumeid={vol}")
+
     async def test_ceph_unreachable(self):
         """
         Pointed at monitors nobody answers on, a create answers {"volumeid": 0} with a

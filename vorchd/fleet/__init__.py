@@ -69,6 +69,7 @@ class Fleet:
         self.creator = Creator(parts, self.settings, self.undo)
         self.mover = Mover(parts, self.settings, self.creator)
         self.volumes = Volumes(parts, self.settings, volume_backend, self.creator.in_flight, ceph)
+        self.mover.before_move = self.volumes.before_move
         self.reconciler = Reconciler(
             parts,
             self.creator.in_flight,

@@ -16,7 +16,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from twisted.logger import Logger
 
@@ -54,6 +54,9 @@ class Mover:
         self.creator = creator
         self.in_flight = creator.in_flight
         self.evacuating: set[int] = set()
+        # Called with the VM, the PM it is about to move to and whether live: its volumes
+        # made reachable there, or Refused (vorchd.fleet.volumes.Volumes.before_move).
+        self.before_move: Callable[[VMRecord, int, bool], Awaitable[None]] | None = None
 
     # -- resize ------------------------------------------------------------------------
 
@@ -133,8 +136,6 @@ class Mover:
             raise Refused(f"VM {vmid}: a {rec.change_kind} of it is under way")
         if pmid == source:
             raise Refused(f"VM {vmid} is on PM {pmid} already")
-        if any(v.vmid == vmid and v.status != "available" for v in state.volumes.values()):
-            raise Refused(f"VM {vmid} has volumes attached: detach them first")
         if pmid is not None and pmid not in state.pm_ids:
             raise Refused(f"no PM {pmid}")
         if not parts.hypervisors.is_up(source):
@@ -169,6 +170,8 @@ class Mover:
                     refused[target] = why
                     continue
                 try:
+                    if self.before_move is not None:
+                        await self.before_move(rec, target, where in LIVE_STATES)
                     await self._move(rec, target, where in LIVE_STATES)
                 except Unsettled as e:
                     # The change stays on the VM, with its hold: the reconciler settles it

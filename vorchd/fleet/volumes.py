@@ -22,6 +22,7 @@ import time
 from twisted.logger import Logger
 
 from vorchd import room
+from vorchd.fleet import volume_settle
 from vorchd.fleet.parts import Parts, Refused
 from vorchd.fleet.running import visible_vm
 from vorchd.fleet.settings import LiveSettings
@@ -316,67 +317,36 @@ class Volumes:
         await parts.store.end_volume(volumeid, op, True)
         log.info("volume {volumeid} destroyed", event="volume_destroy", volumeid=volumeid)
 
+    async def before_move(self, rec: VMRecord, target: int, live: bool) -> None:
+        """
+        Before VM C{rec} moves live to PM C{target}: its RBD volumes made reachable there
+        (the RBD pool and secret defined where missing); the guest's live definition
+        carries their disks along, and nothing of them is copied.
+
+        @raise Refused: a local volume is attached (its data is on the PM it leaves), or
+            the guest is stopped (a cold move defines the domain afresh, without them).
+        """
+        attached = [
+            v
+            for v in self.parts.ready().volumes.values()
+            if v.vmid == rec.vmid and v.status != "available"
+        ]
+        for vol in attached:
+            ceph = self._ceph(vol)
+            if ceph is None or not live:
+                why = "a local volume" if ceph is None else "volumes, and it is stopped"
+                raise Refused(f"VM {rec.vmid} has {why} attached: detach first")
+            host = self.parts.hypervisors.on(target)
+            await host.make_volume(self._name(vol.volumeid), vol.size, ceph)
+
     # -- after a crash ----------------------------------------------------------------------
 
     async def settle(self, vol: VolumeRecord) -> str | None:
         """
-        End volume C{vol}'s change, left under way by a daemon that died: an attach is
-        undone (its data is still where it was: a copy made on the VM's PM is deleted, the
-        disk taken out of the guest, the claim given back); a detach or a destroy is done.
-
-        @return: what was done, or C{None} when it must wait (a PM it needs is down).
-        @raise HypervisorError: a PM failed; try again later.
+        End volume C{vol}'s change, left under way by a daemon that died
+        (L{vorchd.fleet.volume_settle.settle}).
         """
-        parts, name = self.parts, self._name(vol.volumeid)
-        hypervisors = parts.hypervisors
-        vm = parts.ready().vms.get(vol.vmid)
-        domain = vm.domain if vm is not None else None
-        try:
-            ceph = self._ceph(vol)
-        except Refused:
-            return None
-        # An RBD image is reached from the PM its guest runs on.
-        guest = vm.pmid if ceph is not None and vm is not None else 0
-        if vol.status == "attaching":
-            target = guest or vol.to_pmid
-            if not hypervisors.is_up(target) or (vol.pmid and not hypervisors.is_up(vol.pmid)):
-                return None
-            if domain is not None:
-                await self._detach_quietly(target, domain, name, ceph)
-            local_copy = ceph is None and vol.pmid != target
-            if local_copy and not await self._shared(vol.pmid, target):
-                await hypervisors.on(target).delete_volume(name)
-            done, outcome = False, "attach undone"
-        elif vol.status == "detaching":
-            where = guest or vol.pmid
-            if not hypervisors.is_up(where):
-                return None
-            if domain is not None:
-                await self._detach_quietly(where, domain, name, ceph)
-            done, outcome = True, "detach done"
-        elif vol.status == "destroying":
-            try:
-                where = self._any_up() if ceph is not None else vol.pmid
-            except Refused:
-                return None
-            if where:
-                if not hypervisors.is_up(where):
-                    return None
-                await hypervisors.on(where).delete_volume(name, ceph)
-            done, outcome = True, "destroy done"
-        else:
-            return None
-        if not await parts.store.end_volume(vol.volumeid, vol.op, done):
-            return None
-        return outcome
-
-    async def _detach_quietly(
-        self, pmid: int, domain: str, name: str, ceph: CephPool | None = None
-    ) -> None:
-        try:
-            await self.parts.hypervisors.on(pmid).detach_volume(domain, name, ceph)
-        except NoSuchVM:
-            pass
+        return await volume_settle.settle(self, vol)
 
     async def _shared(self, source: int, target: int) -> bool:
         """

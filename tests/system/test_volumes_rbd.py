@@ -154,6 +154,35 @@ class RbdVolumeTests(FleetCase):
         self.assertNotIn("sda", await self.blklist(2, vm_a))
         await self.ok(f"/volume/destroy?volumeid={vol}")
 
+    async def test_ceph_dies_under_an_attached_volume(self):
+        """
+        The cluster stops while a running guest has an RBD volume attached: a detach
+        answers (QEMU's waits are bounded by the client conf the disk carries), the daemon
+        goes on answering meanwhile and after, and the guest can still be destroyed.
+        """
+        from tests.ceph_cluster import CephCluster
+        from tests.harness import tmpdir
+
+        directory = tmpdir(self)
+        directory.chmod(0o755)  # QEMU reads the client conf in it
+        own = CephCluster(directory / "ceph")
+        self.addCleanup(deferToThread, own.stop)
+        await deferToThread(own.start)
+        self.ceph = own
+        vm_a, vm_b = await self.two_guests()
+        vol = (await self.call("/volume/create?name=data&size=1")).json["volumeid"]
+        await self.ok(f"/volume/attach?vmid={vm_a}&volumeid={vol}")
+        await deferToThread(own.stop)
+        detach = self.call(f"/volume/detach?volumeid={vol}")
+        self.assertEqual((await self.json(f"/vm/query?vmid={vm_b}"))["pmid"], 2)
+        answer = await detach
+        self.assertIn(answer.json, ({"status": 0}, {"status": 1}), answer)
+        self.assertEqual((await self.json(f"/vm/info?vmid={vm_b}"))["state"], "running")
+        await self.ok(f"/vm/destroy?vmid={vm_a}")
+        self.assertEqual(await self.domstate(1, vm_a), "missing")
+        status = (await self.json(f"/volume/query?volumeid={vol}"))["status"]
+        self.assertEqual(status, "available")
+
     async def test_ceph_unreachable(self):
         """
         Pointed at monitors nobody answers on, a create answers {"volumeid": 0} with a

@@ -9,7 +9,30 @@ PM's namespace, independently of vorchd's own code.
 
 from __future__ import annotations
 
-from tests.system.test_running import POOL, FleetCase
+import json
+import signal
+import subprocess
+import time
+import urllib.request
+
+from twisted.internet import reactor, task
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.harness import (
+    REPO,
+    Daemon,
+    free_port,
+    get_json,
+    require,
+    shared_redis,
+    tmpdir,
+    twistd_command,
+    unique_prefix,
+    wait_answering,
+)
+from tests.libvirtd_fleet import LibvirtdFleet, libvirtd_fleet_unavailable
+from tests.system.test_running import ALLOCATION, FLAVORS, LIBVIRT, POOL, FleetCase
 
 # What the guest's first attach writes at the start of the volume, through QEMU.
 PATTERN = 0x5A
@@ -160,3 +183,115 @@ class LocalVolumeTests(FleetCase):
         self.assertIn(self.volume_file(vol), await self.volumes(1))
         await self.ok(f"/volume/attach?vmid={vm_b}&volumeid={vol}")
         self.assertIn("sda", await self.blklist(2, vm_b))
+
+
+class KillMidAttachTests(TestCase):
+    """
+    The real twistd process killed with SIGKILL while a local volume moves to another PM
+    for an attach, then started again.
+    """
+
+    timeout = 300
+
+    async def test_kill_during_attach(self):
+        """
+        After a kill -9 while an attach copies the volume to the other PM, and a restart,
+        the reconciler undoes the attach: the volume is available, its data still on the
+        PM it was on, the partial copy gone from the other PM's pool, each PM's free disk
+        its capacity less its VMs' and volumes'; then the attach works.
+        """
+        require(libvirtd_fleet_unavailable())
+        fleet = LibvirtdFleet(2)
+        await deferToThread(fleet.start)
+        self.addCleanup(deferToThread, fleet.stop)
+        prefix = unique_prefix()
+        daemon = Daemon(
+            tmpdir(self),
+            shared_redis().url,
+            prefix,
+            fleet.uris,
+            flavors=FLAVORS,
+            libvirt=LIBVIRT,
+            allocation=ALLOCATION,
+        )
+        text = daemon.ini.read_text().replace(
+            "[server]\n", "[server]\nlease = 2\nreconcile_interval = 1\n"
+        )
+        daemon.ini.write_text(text)
+
+        def spawn() -> str:
+            port = free_port()
+            argv, env = twistd_command(daemon.ini, port)
+            proc = subprocess.Popen(
+                argv, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+            )
+            self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+            self.proc = proc
+            return f"http://127.0.0.1:{port}"
+
+        base = spawn()
+        await deferToThread(wait_answering, base)
+
+        async def get(path: str):
+            return await deferToThread(get_json, base + path)
+
+        vm_a = (await get("/vm/create?name=a&instance_type=5&image_id=1"))["vmid"]
+        vm_b = (await get("/vm/create?name=b&instance_type=1&image_id=1"))["vmid"]
+        self.assertEqual((await get(f"/vm/query?vmid={vm_b}"))["pmid"], 2)
+        free = {p: (await get(f"/pm/query?pmid={p}"))["free"]["disk"] for p in (1, 2)}
+        vol = (await get("/volume/create?name=data&size=2"))["volumeid"]
+        self.assertEqual(await get(f"/volume/attach?vmid={vm_a}&volumeid={vol}"), {"status": 1})
+        self.assertEqual(await get(f"/volume/detach?volumeid={vol}"), {"status": 1})
+        redis = shared_redis()
+
+        def op() -> str:
+            return subprocess.run(
+                ["redis-cli", "-p", str(redis.port), "hget", f"{prefix}:volume:{vol}", "op"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+
+        attach = deferToThread(get_json, f"{base}/volume/attach?vmid={vm_b}&volumeid={vol}")
+        attach.addErrback(lambda _f: None)
+        deadline = time.monotonic() + 60
+        while not await deferToThread(op):
+            self.assertLess(time.monotonic(), deadline, "the attach never began")
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        await attach
+
+        base = spawn()
+        await deferToThread(wait_answering, base)
+        deadline = time.monotonic() + 60
+        while await deferToThread(op):
+            self.assertLess(time.monotonic(), deadline, "the attach was never settled")
+            await task.deferLater(reactor, 0.2, lambda: None)
+        query = await get(f"/volume/query?volumeid={vol}")
+        fleet_id = await deferToThread(
+            lambda: subprocess.run(
+                ["redis-cli", "-p", str(redis.port), "get", f"{prefix}:fleet"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
+        name = f"vorchd-{fleet_id}-volume-{vol}.raw"
+        self.assertEqual(query["status"], "available", query)
+        pools = {}
+        for i, pm in enumerate(fleet.pms, start=1):
+            out = await deferToThread(pm.virsh, "vol-list", "vorchd")
+            pools[i] = {line.split()[0] for line in out.stdout.splitlines() if line.split()}
+        self.assertIn(name, pools[1])
+        self.assertNotIn(name, pools[2])
+        now = {p: (await get(f"/pm/query?pmid={p}"))["free"]["disk"] for p in (1, 2)}
+        self.assertEqual(now, {1: free[1] - 2, 2: free[2]})
+
+        # The copy to PM 2 may take longer than get_json waits.
+        def attach_slowly():
+            url = f"{base}/volume/attach?vmid={vm_b}&volumeid={vol}"
+            with urllib.request.urlopen(url, timeout=300) as r:
+                return json.loads(r.read())
+
+        self.assertEqual(await deferToThread(attach_slowly), {"status": 1})
+        now = {p: (await get(f"/pm/query?pmid={p}"))["free"]["disk"] for p in (1, 2)}
+        self.assertEqual(now, {1: free[1], 2: free[2] - 2})

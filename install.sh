@@ -649,8 +649,10 @@ cmd_stop() {
 }
 
 # Only the tests need an sshd (they start their own on loopback, to serve remote images),
-# and a browser with its driver (the dashboard is tested in headless Chromium).
-TEST_PACKAGES=(openssh-server chromium chromium-driver)
+# a browser with its driver (the dashboard is tested in headless Chromium), and Ceph with
+# libvirt's RBD storage backend (the rbd volume tests start a one-node cluster of their own).
+TEST_PACKAGES=(openssh-server chromium chromium-driver
+    ceph-mon ceph-osd ceph-common libvirt-daemon-driver-storage-rbd)
 
 cmd_test() {
     deps

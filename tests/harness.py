@@ -265,6 +265,7 @@ class Daemon:
         images: dict | None = None,
         hosts: dict[int, IHypervisor] | None = None,
         network: dict | None = None,
+        volumes: dict | None = None,
     ):
         self.hosts = hosts or {}
         self.dir = Path(directory)
@@ -303,6 +304,8 @@ class Daemon:
             + "".join(f"{k} = {v}\n" for k, v in allocation.items())
             + "[network]\n"
             + "".join(f"{k} = {v}\n" for k, v in (network or {}).items())
+            + "[volumes]\n"
+            + "".join(f"{k} = {v}\n" for k, v in (volumes or {}).items())
         )
         self.service = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from attrs import evolve, field, frozen
 
 from vorchd.model import RESOURCES
 from vorchd.network import NetworkSettingError, NetworkSettings, parse_attachment
+from vorchd.volume_xml import CephPool
 
 DEFAULT_CONFIG = "etc/vorchd.ini"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -97,6 +99,38 @@ class Settings:
     access_log_keep: int = 5
     daemon_log_max_bytes: int = 1_000_000
     daemon_log_keep: int = 10
+    volume_backend: str = "local"
+    ceph: CephPool | None = None
+
+
+def _ceph_pool(get, base: str, path: str) -> CephPool:
+    """
+    The [volumes] rbd_* settings: monitors, pool, user, the keyring holding its key, and
+    the client conf QEMU is given.
+    """
+    monitors = []
+    for item in (get("volumes", "rbd_monitors", "127.0.0.1:6789") or "").split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"config {path}: [volumes] rbd_monitors: {item!r} is not host:port")
+        monitors.append((host.strip("[]"), int(port)))
+    default_keyring = "/etc/ceph/ceph.client.admin.keyring"
+    keyring = os.path.join(base, get("volumes", "rbd_keyring", default_keyring) or "")
+    try:
+        with open(keyring, encoding="utf-8") as f:
+            found = re.search(r"^\s*key\s*=\s*(\S+)", f.read(), re.M)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config {path}: [volumes] rbd_keyring {keyring}: {e}") from None
+    if found is None:
+        raise ConfigError(f"config {path}: [volumes] rbd_keyring {keyring} holds no key")
+    conf = get("volumes", "rbd_client_conf", "") or ""
+    return CephPool(
+        tuple(monitors),
+        get("volumes", "rbd_pool", "rbd") or "rbd",
+        get("volumes", "rbd_user", "admin") or "admin",
+        found[1],
+        os.path.normpath(os.path.join(base, conf)) if conf else "",
+    )
 
 
 def _positive(value: float, what: str) -> float:
@@ -236,6 +270,14 @@ def load_settings(
                 _positive(number("logging", "daemon_log_keep", 10), "daemon_log_keep")
             ),
         )
+        values["volume_backend"] = get("volumes", "backend", "local") or "local"
+        if values["volume_backend"] not in ("local", "rbd"):
+            raise ConfigError(
+                f"config {path}: [volumes] backend must be local or rbd,"
+                f" not {values['volume_backend']!r}"
+            )
+        if values["volume_backend"] == "rbd":
+            values["ceph"] = _ceph_pool(get, base, path)
         if values["domain_type"] not in ("auto", "kvm", "qemu"):
             raise ConfigError(
                 f"config {path}: [libvirt] domain_type must be auto, kvm or qemu,"

@@ -248,6 +248,9 @@ def domain_xml(spec: VMSpec) -> str:
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
+    # Block volumes are attached here (vorchd.volume_xml): SCSI hot-plug needs no ACPI and
+    # no help from the guest's OS.
+    _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     nic = interface_element(spec.nic, spec.mac)
     if nic is not None:
         devices.append(nic)

@@ -4,7 +4,8 @@ as it applies each change (see L{vorchd.state.model.FleetState.listen}).
 
 Events (each with C{id: <seq>}, the change it comes from, shared by the events of one
 change, and one line of JSON): C{hello} ({seq}) first, then
-C{pm} and C{vm} (the objects of C{/v1/fleet}), C{vm_gone} ({vmid, pmid}), C{catalog}
+C{pm} and C{vm} (the objects of C{/v1/fleet}), C{vm_gone} ({vmid, pmid}), C{volume} (as
+C{volume/query} answers it), C{volume_gone} ({volumeid}), C{catalog}
 ({types, images}), C{settings} ({policy, ratios}, followed by every PM, whose free room
 changed with the ratios), and C{resync} ({seq}: the model was replaced by a snapshot;
 reload C{/v1/fleet}). A comment line every C{KEEPALIVE} seconds keeps proxies from
@@ -88,5 +89,11 @@ class EventStream:
             for pmid in [*state.pm_ids, *state.retired()]:
                 if pmid in state.pms:
                     self._send(seq, "pm", views.pm_view(state, pmid, ratios))
+        elif event == "volume":
+            volume = state.volumes.get(key)
+            if volume is not None:
+                self._send(seq, "volume", views.volume_view(volume))
+        elif event == "volume_gone":
+            self._send(seq, "volume_gone", {"volumeid": key})
         elif event == "resync":
             self._send(seq, "resync", {"seq": seq})

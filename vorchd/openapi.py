@@ -16,6 +16,7 @@ import json
 
 # ACTIONS and CHANGING are read from here too.
 from vorchd.openapi_schemas import ACTIONS, CHANGING, REF, SCHEMAS, int_param, operation
+from vorchd.openapi_volumes import VOLUME_PATHS, VOLUME_SCHEMAS
 
 __all__ = [
     "ACTIONS",
@@ -186,7 +187,8 @@ PATHS = {
             "description": (
                 "Server-Sent Events (text/event-stream), never ending by itself: first "
                 "'hello' with {seq}, then, with 'id: <seq>', 'pm' (a FleetPm), 'vm' (a "
-                "FleetVm), 'vm_gone' ({vmid, pmid}), 'catalog' ({types, images}), "
+                "FleetVm), 'vm_gone' ({vmid, pmid}), 'volume' (a Volume), 'volume_gone' "
+                "({volumeid}), 'catalog' ({types, images}), "
                 "'settings' ({policy, ratios}) and 'resync' ({seq}: reload /v1/fleet). "
                 "A ': keepalive' comment every 15 s. A method other than GET answers 0."
             ),
@@ -200,6 +202,7 @@ PATHS = {
         }
     },
     **_RUNNING_PATHS,
+    **VOLUME_PATHS,
     "/openapi.json": operation(
         "/openapi.json",
         "openapi",
@@ -209,6 +212,8 @@ PATHS = {
         None,
     ),
 }
+
+ALL_SCHEMAS = {**SCHEMAS, **VOLUME_SCHEMAS}
 
 # Answered as a stream of events, not one JSON document.
 STREAMS = ("/v1/events",)
@@ -222,8 +227,12 @@ def _failure_value(operation: dict) -> object:
     shapes = content["schema"]["anyOf"]
     if len(shapes) == 2:  # success or NotACall
         return 0
-    schema = SCHEMAS[shapes[1]["$ref"].removeprefix(REF)]
-    return {key: value["const"] for key, value in schema["properties"].items()}
+    schema = ALL_SCHEMAS[shapes[1]["$ref"].removeprefix(REF)]
+    # A value that is not one constant (volume/query's error) has its default here.
+    return {
+        key: value.get("const", value.get("default"))
+        for key, value in schema["properties"].items()
+    }
 
 
 #: What a GET of each call (but the streams) answers when it fails, for whatever reason.
@@ -237,7 +246,8 @@ DOCUMENT = {
         "description": (
             "The REST API of vorchd, a virtualization orchestration daemon: the seed API "
             "(vm/create, vm/query, vm/destroy, vm/types, pm/list, pm/listvms, pm/query, "
-            "image/list) and the calls beside it, which never add a key to a seed answer. "
+            "image/list) and the calls beside it (the fleet view, running VMs, block "
+            "volumes), which never add a key to a seed answer. "
             "Every answer is HTTP 200 with a JSON body. A GET of a call that fails, for "
             "whatever reason (a missing, empty, repeated, non-integer or out-of-range "
             "argument included), answers that call's own failure value; what is not a call "
@@ -250,7 +260,7 @@ DOCUMENT = {
         ),
     },
     "paths": PATHS,
-    "components": {"schemas": SCHEMAS},
+    "components": {"schemas": ALL_SCHEMAS},
 }
 
 

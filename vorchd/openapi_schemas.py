@@ -20,6 +20,10 @@ CHANGING = (
     *(f"/vm/{action}" for action in ACTIONS),
     "/vm/resize",
     "/vm/migrate",
+    "/volume/create",
+    "/volume/destroy",
+    "/volume/attach",
+    "/volume/detach",
 )
 
 
@@ -220,9 +224,10 @@ SCHEMAS = {
             "images": {"type": "array", "items": _ref("Image")},
             "pms": {"type": "array", "items": _ref("FleetPm")},
             "vms": {"type": "array", "items": _ref("FleetVm")},
+            "volumes": {"type": "array", "items": _ref("Volume")},
         },
         "The whole fleet at change seq of the daemon's read model: the pm_file's PMs in "
-        "order then the retired ones, and every VM by vmid.",
+        "order then the retired ones, every VM by vmid, every volume by volumeid.",
     ),
     "Done": _obj({"status": _const(1)}, "Done."),
     "NotDone": _obj(

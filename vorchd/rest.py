@@ -4,7 +4,8 @@ The REST API: HTTP in, fleet calls, JSON out. It only translates.
 The calls are the seed API's (vm/create, vm/query, vm/destroy, vm/types, pm/list,
 pm/listvms, pm/query, image/list) and, beside them under paths of their own, the fleet view
 (v1/fleet, v1/events) and the calls on running VMs (vm/info, vm/stop, vm/start, vm/reboot,
-vm/suspend, vm/resume, vm/resize, vm/migrate), which never add a key to a seed answer.
+vm/suspend, vm/resume, vm/resize, vm/migrate) and block volumes (volume/create, query,
+destroy, attach, detach, list), which never add a key to a seed answer.
 
 Every answer is HTTP 200 with a JSON body. A GET of a call that fails, for whatever reason
 (a missing, empty, repeated, non-integer or out-of-range argument included), answers that
@@ -106,13 +107,29 @@ class SeedAPI:
             raise BadRequest(f"argument {name} is out of range")
         return value
 
-    async def _serve(self, request, work):
+    @staticmethod
+    def _name_arg(request) -> str:
+        """
+        The C{name} argument: free text, non-empty UTF-8, given once.
+        """
+        names = request.args.get(b"name") or [b""]
+        if len(names) > 1:
+            raise BadRequest(f"argument name given {len(names)} times")
+        try:
+            name = names[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("name is not valid UTF-8") from None
+        if not name:
+            raise BadRequest("name is empty or missing")
+        return name
+
+    async def _serve(self, request, work, failure=None):
         """
         Run C{work()} and answer its value, or the call's failure value (L{FAILURES})
         with the reason. A call that changes state (L{CHANGING}) answers 0 to HEAD
         without doing anything.
         """
-        failure = FAILURES[request.path]
+        failure = FAILURES[request.path] if failure is None else failure
         try:
             self._check_method(request)
             return self._answer(request, await work(), outcome="ok")
@@ -137,15 +154,7 @@ class SeedAPI:
             try:
                 tid = self._int_arg(request, "instance_type")
                 image_id = self._int_arg(request, "image_id")
-                names = request.args.get(b"name") or [b""]
-                if len(names) > 1:
-                    raise BadRequest(f"argument name given {len(names)} times")
-                try:
-                    name = names[0].decode("utf-8")
-                except UnicodeDecodeError:
-                    raise BadRequest("name is not valid UTF-8") from None
-                if not name:
-                    raise BadRequest("name is empty or missing")
+                name = self._name_arg(request)
                 if tid <= 0 or image_id <= 0:
                     raise BadRequest("instance_type and image_id must be positive")
             except BadRequest:
@@ -260,6 +269,66 @@ class SeedAPI:
             pmid = self._id_arg(request, "pmid") if b"pmid" in request.args else None
             await self.fleet.migrate(vmid, pmid)
             return {"status": 1}
+
+        return self._serve(request, work)
+
+    # -- block volumes ----------------------------------------------------------------------
+
+    @app.route("/volume/create")
+    def volume_create(self, request):
+        async def work():
+            name = self._name_arg(request)
+            size = self._int_arg(request, "size")
+            if size <= 0:
+                raise BadRequest("size must be positive")
+            return {"volumeid": await self.fleet.volume_create(name, size)}
+
+        return self._serve(request, work)
+
+    @app.route("/volume/query")
+    def volume_query(self, request):
+        given = request.args.get(b"volumeid") or [b""]
+        shown = printable(b",".join(given))[:64]
+
+        async def work():
+            volumeid = self._int_arg(request, "volumeid")
+            volume = self.fleet.volume(volumeid)
+            if volume is None:
+                raise Refused(f"no volume {volumeid}")
+            return volume
+
+        return self._serve(request, work, {"error": f"volumeid : {shown} does not exist"})
+
+    @app.route("/volume/destroy")
+    def volume_destroy(self, request):
+        async def work():
+            await self.fleet.volume_destroy(self._id_arg(request, "volumeid"))
+            return {"status": 1}
+
+        return self._serve(request, work)
+
+    @app.route("/volume/attach")
+    def volume_attach(self, request):
+        async def work():
+            vmid = self._id_arg(request, "vmid")
+            await self.fleet.volume_attach(vmid, self._id_arg(request, "volumeid"))
+            return {"status": 1}
+
+        return self._serve(request, work)
+
+    @app.route("/volume/detach")
+    def volume_detach(self, request):
+        async def work():
+            await self.fleet.volume_detach(self._id_arg(request, "volumeid"))
+            return {"status": 1}
+
+        return self._serve(request, work)
+
+    @app.route("/volume/list")
+    def volume_list(self, request):
+        async def work():
+            fleet = self.fleet
+            return {"volumes": [fleet.volume(v) for v in fleet.volume_ids()]}
 
         return self._serve(request, work)
 

@@ -63,8 +63,9 @@ VMID_TAKEN = "vmid_taken"  # the vmid asked for holds a record already
 FAILED = "failed"  # its hypervisor failed to make the VM
 # Why a running VM's change (a resize, a move) cannot begin.
 NO_VM = "no_vm"  # no created, active VM of that vmid
-BUSY = "busy"  # another change of that VM is under way
-KINDS = (DOWN, DRAINED, NO_ROOM, UNKNOWN_PM, VMID_TAKEN, FAILED, NO_VM, BUSY)
+BUSY = "busy"  # another change of that VM (or volume) is under way
+NO_VOLUME = "no_volume"  # no volume of that id
+KINDS = (DOWN, DRAINED, NO_ROOM, UNKNOWN_PM, VMID_TAKEN, FAILED, NO_VM, BUSY, NO_VOLUME)
 
 
 @frozen
@@ -86,6 +87,7 @@ class Refusal:
             FAILED: "",
             NO_VM: "no such active VM",
             BUSY: "busy",
+            NO_VOLUME: "no such volume",
         }[self.kind]
         if self.kind == NO_ROOM:
             return words + self.detail

@@ -260,6 +260,8 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
         inventory.this_machine(),
         settings.allocation_options,
         ImageCache(settings.image_cache_dir, reactor, **settings.image_fetch_options),
+        settings.volume_backend,
+        settings.ceph,
     )
     service = FleetService(fleet, settings, pms, images, flavors, reactor)
     service.setName("fleet")

@@ -183,6 +183,35 @@ class FleetViewTests(TestCase):
         ids = [i for _, _, i in reader.events]
         self.assertEqual(ids, sorted(ids))
 
+    async def test_events_follow_volumes(self):
+        """
+        A volume created, attached (its PM's free disk shrinks), detached and destroyed
+        shows as events carrying what volume/query answers, then volume_gone; /v1/fleet
+        lists the volumes as volume/list does.
+        """
+        reader = await self.events(self.a)
+        vmid = (await self.json("/vm/create?name=v&instance_type=1&image_id=1"))["vmid"]
+        volumeid = (await self.json("/volume/create?name=d%20one&size=4"))["volumeid"]
+        await self.json(f"/volume/attach?vmid={vmid}&volumeid={volumeid}")
+
+        def attached(ev):
+            return any(e == "volume" and d["status"] == "attached" for e, d, _ in ev)
+
+        await reader.until(attached)
+        [last] = [d for e, d, _ in reader.events if e == "volume"][-1:]
+        self.assertEqual(last, await self.json(f"/volume/query?volumeid={volumeid}"))
+        self.assertEqual(last["vmid"], vmid)
+        pm = [d for e, d, _ in reader.events if e == "pm" and d["pmid"] == 1][-1]
+        self.assertEqual(pm["free"], (await self.json("/pm/query?pmid=1"))["free"])
+        fleet = await self.json("/v1/fleet")
+        self.assertEqual(fleet["volumes"], (await self.json("/volume/list"))["volumes"])
+        await self.json(f"/volume/detach?volumeid={volumeid}")
+        await self.json(f"/volume/destroy?volumeid={volumeid}")
+        await reader.until(lambda ev: any(e == "volume_gone" for e, _, _ in ev))
+        self.assertIn(
+            ("volume_gone", {"volumeid": volumeid}), [(e, d) for e, d, _ in reader.events]
+        )
+
     async def test_other_daemon_sees_changes(self):
         """
         A VM created through one daemon is in the other's /v1/fleet, vm/query and events;

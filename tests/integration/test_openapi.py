@@ -53,6 +53,12 @@ PARAMETERS = {
     "/vm/resume": {"vmid": "integer"},
     "/vm/resize": {"vmid": "integer", "instance_type": "integer"},
     "/vm/migrate": {"vmid": "integer", "pmid": "integer"},
+    "/volume/create": {"name": "string", "size": "integer"},
+    "/volume/query": {"volumeid": "integer"},
+    "/volume/destroy": {"volumeid": "integer"},
+    "/volume/attach": {"vmid": "integer", "volumeid": "integer"},
+    "/volume/detach": {"volumeid": "integer"},
+    "/volume/list": {},
 }
 # The only parameters a call may go without.
 OPTIONAL = {("/vm/migrate", "pmid")}
@@ -67,9 +73,14 @@ FAILURES = {
     "/pm/listvms": {"vmids": 0},
     # vm/info fails with 0, as vm/query does (contract section 6).
     **{path: {"status": 0} for path in RUNNING if path != "/vm/info"},
+    "/volume/create": {"volumeid": 0},
+    **{f"/volume/{c}": {"status": 0} for c in ("destroy", "attach", "detach")},
 }
+# The calls whose failure is not one constant: volume/query's names the id asked for.
+FAILURE_PATTERNS = {"/volume/query": ("error", "^volumeid : .* does not exist$")}
 # The calls that change state (a HEAD of one does nothing).
-CHANGING = {"/vm/create", "/vm/destroy", *RUNNING} - {"/vm/info"}
+VOLUME_CHANGES = {"/volume/create", "/volume/destroy", "/volume/attach", "/volume/detach"}
+CHANGING = {"/vm/create", "/vm/destroy", *RUNNING, *VOLUME_CHANGES} - {"/vm/info"}
 
 
 def need_validators():
@@ -131,6 +142,7 @@ class DocumentTests(TestCase):
         those the fleet's actions name, and their descriptions say HEAD does nothing.
         """
         expected = {p: FAILURES.get(p, 0) for p in PARAMETERS if p not in STREAMS}
+        expected["/volume/query"] = {"error": "volumeid :  does not exist"}
         self.assertEqual(openapi.FAILURES, expected)
         self.assertEqual(rest.FAILURES, {p.encode(): v for p, v in expected.items()})
         self.assertEqual(set(openapi.CHANGING), CHANGING)
@@ -153,7 +165,8 @@ class DocumentTests(TestCase):
             self.assertIn("X-Vorchd-Reason", responses["200"]["headers"], path)
             shapes = response_schema(path)["anyOf"]
             self.assertEqual(shapes[-1], {"$ref": "#/components/schemas/NotACall"}, path)
-            self.assertEqual(len(shapes), 3 if path in FAILURES else 2, path)
+            own_failure = path in FAILURES or path in FAILURE_PATTERNS
+            self.assertEqual(len(shapes), 3 if own_failure else 2, path)
         self.assertEqual(SCHEMAS["NotACall"]["const"], 0)
 
     def test_failure_values(self):
@@ -164,6 +177,10 @@ class DocumentTests(TestCase):
             self.assertEqual(SCHEMAS[name]["properties"], {key: {"const": value}}, path)
             self.assertEqual(SCHEMAS[name]["required"], [key], path)
             self.assertFalse(SCHEMAS[name]["additionalProperties"], path)
+        for path, (key, pattern) in FAILURE_PATTERNS.items():
+            name = response_schema(path)["anyOf"][1]["$ref"].rpartition("/")[2]
+            self.assertEqual(SCHEMAS[name]["properties"][key]["pattern"], pattern, path)
+            self.assertEqual(SCHEMAS[name]["required"], [key], path)
 
     def test_refs_resolve(self):
         """Every $ref points at a defined schema, and every defined schema is used."""
@@ -294,6 +311,22 @@ class ServedDocumentTestsMixin:
             ("/vm/resize", q(vmid=vmid, instance_type=99), False),
             ("/vm/migrate", q(vmid=vmid, pmid=99), False),
             ("/vm/migrate", q(vmid=vmid, pmid=""), False),
+            ("/volume/create", q(name="doc", size=1), True),
+            ("/volume/create", q(name="doc", size=0), False),
+            ("/volume/create", q(name="", size=1), False),
+            ("/volume/query", q(volumeid=1), True),
+            ("/volume/query", q(volumeid=99), False),
+            ("/volume/query", q(volumeid="x"), False),
+            ("/volume/list", "", True),
+            ("/volume/attach", q(vmid=vmid, volumeid=1), True),
+            ("/volume/query", q(volumeid=1), True),
+            ("/volume/attach", q(vmid=vmid, volumeid=1), False),
+            ("/volume/destroy", q(volumeid=1), False),
+            ("/volume/detach", q(volumeid=1), True),
+            ("/volume/detach", q(volumeid=1), False),
+            ("/volume/destroy", q(volumeid=1), True),
+            ("/volume/destroy", q(volumeid=1), False),
+            ("/volume/attach", q(vmid=999999, volumeid=1), False),
             ("/vm/destroy", q(vmid=vmid), True),
             ("/vm/destroy", q(vmid=vmid), False),
             ("/vm/destroy", q(vmid="1.0"), False),

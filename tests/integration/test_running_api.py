@@ -379,7 +379,8 @@ class RunningAPITestsMixin:
         Every call tested here is in the OpenAPI document, and changes state exactly
         when it is tested as one.
         """
-        self.assertEqual(set(openapi.CHANGING) - {"/vm/create", "/vm/destroy"}, set(CHANGING))
+        running = {p for p in openapi.CHANGING if p.startswith("/vm/")}
+        self.assertEqual(running - {"/vm/create", "/vm/destroy"}, set(CHANGING))
         self.assertLessEqual({"/vm/info", *CHANGING}, set(openapi.PATHS))
 
 

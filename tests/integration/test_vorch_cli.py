@@ -236,6 +236,8 @@ class EventTests(SynchronousTestCase):
             "settings": {"policy": "best-fit", "ratios": {"cpu": 4.0, "ram": 1.5}},
             "resync": {"seq": 40},
             "novel": {"x": 1},
+            "volume": {"volumeid": 3, "name": "d\n", "size": 10, "status": "attached", "vmid": 7},
+            "volume_gone": {"volumeid": 3},
         }
         lines = [
             format_event(ServerEvent(name, "9", json.dumps(data)), when)
@@ -254,6 +256,8 @@ class EventTests(SynchronousTestCase):
                 "03:04:05 [9] settings: policy best-fit, ratios cpu 4, ram 1.5",
                 "03:04:05 [9] resync: the daemon took a fresh snapshot at seq 40",
                 '03:04:05 [9] novel: {"x": 1}',
+                '03:04:05 [9] volume 3 attached to vm 7: "d\\n", 10 GiB',
+                "03:04:05 [9] volume 3 gone",
                 '03:04:05 [10] pm: {"pmid": 1}',
             ],
         )
@@ -562,6 +566,48 @@ class VorchExecutableTests(TestCase):
         self.assertIn("not an integer id", await self.failed("vm", "migrate", "1", "x", code=2))
         vm = await self.rest_json(f"/vm/query?vmid={vmid}")
         self.assertEqual((vm["instance_type"], vm["name"]), (1, "f"))
+
+    async def test_volume_commands(self):
+        """
+        volume create, show, list, attach, detach and destroy against the daemon: each
+        says what it did, the REST API agrees, and a refusal exits 1 with the daemon's
+        reason.
+        """
+        vmid = str(
+            (await self.ok_json("vm", "create", "v", "--type", "1", "--image", "1"))["vmid"]
+        )
+        created = await self.ok("volume", "create", "my data é", "--size", "3")
+        header, row = created.splitlines()
+        self.assertEqual(header.split(), ["VOLUMEID", "NAME", "SIZE", "GiB", "STATUS", "VM"])
+        volumeid = row.split()[0]
+        volume = await self.rest_json(f"/volume/query?volumeid={volumeid}")
+        self.assertEqual((volume["name"], volume["size"]), ("my data é", 3))
+        self.assertEqual(await self.ok_json("volume", "show", volumeid), volume)
+        self.assertEqual(await self.ok_json("volume", "list"), [volume])
+        self.assertEqual(
+            await self.ok("volume", "attach", volumeid, vmid),
+            f"attached volume {volumeid} to vm {vmid}\n",
+        )
+        attached = await self.rest_json(f"/volume/query?volumeid={volumeid}")
+        self.assertEqual((attached["status"], attached["vmid"]), ("attached", int(vmid)))
+        self.assertEqual(
+            (await self.ok("volume", "show", volumeid)).split()[-2:], ["attached", vmid]
+        )
+        answer = await self.rest.call(f"/volume/destroy?volumeid={volumeid}")
+        self.assertEqual(
+            await self.failed("volume", "destroy", volumeid),
+            f"vorch: cannot destroy volume {volumeid}: {answer.reason}\n",
+        )
+        self.assertEqual(
+            await self.ok("volume", "detach", volumeid), f"detached volume {volumeid}\n"
+        )
+        self.assertEqual(await self.ok_json("volume", "destroy", volumeid), {"status": 1})
+        self.assertEqual(await self.ok_json("volume", "list"), [])
+        err = await self.failed("volume", "show", volumeid)
+        self.assertTrue(err.startswith(f"vorch: cannot show volume {volumeid}: "), err)
+        err = await self.failed("volume", "create", "big", "--size", "100000")
+        self.assertTrue(err.startswith("vorch: cannot create volume 'big': "), err)
+        self.assertIn("GIB", await self.failed("volume", "create", "x", code=2))
 
     async def test_unknown_pm(self):
         """

@@ -462,6 +462,62 @@ class BrowserTests(TestCase):
         self.assertEqual(loads(d), loaded)
         self.assertEqual(b.console_errors(), [])
 
+    async def test_volumes(self):
+        """
+        The volumes show in their table as volume/query answers them, names as text; one
+        created, attached, detached and destroyed through the API changes its row by
+        itself (from the events), with no reload of the fleet.
+        """
+        await threads.deferToThread(
+            run_in_browser,
+            self.steps_volumes,
+            "dashboard-volumes",
+            API(self.daemon.url),
+            self.daemon.url,
+        )
+
+    def steps_volumes(self, b: browser.Browser, api: API, base: str) -> None:
+        first = api("volume/create", name="<b>old</b> &amp;", size=2)["volumeid"]
+        b.driver.get(base + "/ui/")
+
+        def rows() -> list[list[str]]:
+            return [
+                [td.text for td in tr.find_elements("css selector", "td")]
+                for tr in b.css("#volumes tbody tr")
+            ]
+
+        b.wait(
+            lambda: rows() == [[str(first), "<b>old</b> &amp;", "2", "available", ""]],
+            "the volume",
+        )
+        before = loads(b.driver)
+        vmid = api("vm/create", name="v", instance_type=1, image_id=1)["vmid"]
+        second = api("volume/create", name="new", size=1)["volumeid"]
+        self.assertEqual(api("volume/attach", vmid=vmid, volumeid=second), {"status": 1})
+        expected = [
+            [str(first), "<b>old</b> &amp;", "2", "available", ""],
+            [str(second), "new", "1", "attached", str(vmid)],
+        ]
+        b.wait(lambda: rows() == expected, "the attached volume, from the events")
+        self.assertEqual(
+            [r[3:] for r in rows()],
+            [
+                [
+                    api("volume/query", volumeid=v)["status"],
+                    str(api("volume/query", volumeid=v).get("vmid", "")),
+                ]
+                for v in (first, second)
+            ],
+        )
+        b.save("dashboard-volumes")
+        self.assertEqual(api("volume/detach", volumeid=second), {"status": 1})
+        self.assertEqual(api("volume/destroy", volumeid=first), {"status": 1})
+        b.wait(
+            lambda: rows() == [[str(second), "new", "1", "available", ""]],
+            "the detach and the destroy, from the events",
+        )
+        self.assertEqual(loads(b.driver), before)
+
     async def test_running_vms(self):
         """
         Each VM shows its state and addresses as /vm/info has them (its MAC address as the

@@ -30,6 +30,7 @@ from tests.libvirtd_fleet import LibvirtdFleet, LibvirtdPM, libvirtd_fleet_unava
 from tests.system.test_hypervisor_life import FLAVOR, VMLifeTests
 from tests.system.test_hypervisor_moves import MoveTests
 from tests.system.test_hypervisor_nics import NicTests
+from tests.system.test_hypervisor_volumes import BlockVolumeTests
 from vorchd.bootimage import write_image
 from vorchd.domain import VM, base_volume_name
 from vorchd.hypervisor.events import start_event_loop
@@ -39,6 +40,7 @@ from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHyper
 from vorchd.images.copies import source_digest
 from vorchd.model import Flavor, Resources
 from vorchd.network import NETWORK, Attachment
+from vorchd.volume_xml import CephPool
 
 GIB = 1024**3
 
@@ -72,6 +74,9 @@ class Maker:
     @ivar cannot_fail_resize: why its resizes cannot fail once begun, if so.
     @ivar ignores_acpi: whether its guests ignore a shutdown request (after
         C{ignore_acpi(hv)}).
+    @ivar cannot_rbd: why it cannot hold RBD volumes, if so; else C{ceph()} gives the
+        L{CephPool} of a cluster its PMs reach (the fake's, or a real one-node cluster
+        started once per test run).
     """
 
     kinds: set[str]
@@ -85,6 +90,7 @@ class Maker:
     ignores_acpi = False
     #: Whether a running VM with a NIC has an address at once (a made-up lease).
     leases_at_once = False
+    cannot_rbd: str | None = None
 
     def __init__(self, testcase: SynchronousTestCase):
         pass
@@ -127,6 +133,18 @@ class Maker:
         return None
 
 
+def scsi_disks_of(domain_xml: str) -> dict[str, str]:
+    """
+    The SCSI disks of C{domain_xml}: target -> source file.
+    """
+    disks = ET.fromstring(domain_xml).findall("devices/disk")
+    return {
+        d.find("target").get("dev"): d.find("source").get("file") or d.find("source").get("name")
+        for d in disks
+        if d.find("target").get("bus") == "scsi"
+    }
+
+
 class LibvirtReading:
     """
     What a test reads back from a L{LibvirtHost}, through its own connection.
@@ -148,6 +166,21 @@ class LibvirtReading:
             net.create()
         else:
             net.destroy()
+
+    def ceph(self):
+        if self.cannot_rbd:
+            raise SkipTest(self.cannot_rbd)
+        from tests.ceph_cluster import ceph_pool, shared_ceph
+
+        return ceph_pool(shared_ceph())
+
+    def scsi_disks(self, hypervisor: LibvirtHost, domain_name: str) -> dict[str, str]:
+        import libvirt
+
+        dom = hypervisor.conn.lookupByName(domain_name)
+        # The test driver changes only a domain's definition (it cannot attach).
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if hypervisor.is_test_driver else 0
+        return scsi_disks_of(dom.XMLDesc(flags))
 
 
 class FakeMaker(Maker):
@@ -195,6 +228,13 @@ class FakeMaker(Maker):
         kib = int(memory.text) * {"MiB": 1024, "KiB": 1}[memory.get("unit", "KiB")]
         return int(root.findtext("vcpu")), kib // 1024
 
+    def ceph(self):
+        return CephPool((("fake-mon", 6789),), f"pool-{uuid.uuid4().hex[:6]}", "admin", "a2V5")
+
+    def scsi_disks(self, hypervisor: FakeHypervisor, domain_name: str) -> dict[str, str]:
+        with hypervisor.lock:
+            return scsi_disks_of(hypervisor.domains[domain_name].xml)
+
     def capacity_of(self, hypervisor: FakeHypervisor, volume_name: str) -> int:
         return hypervisor.pools[hypervisor.pool_name][volume_name].capacity
 
@@ -234,6 +274,7 @@ class LibvirtTestDriverMaker(LibvirtReading, Maker):
     cannot_go_away = "a test-driver PM lives in its connection"
     cannot_migrate = "libvirt's test driver has no migration"
     cannot_share_pool = "a test-driver PM's pool lives in its connection"
+    cannot_rbd = "libvirt's test driver has no RBD storage"
     cannot_grow_disk = "libvirt's test driver cannot resize a volume"
     cannot_fail_resize = "libvirt's test driver defines and starts whatever it is given"
     leases_at_once = True
@@ -371,7 +412,7 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
     The tests every L{IHypervisor} must pass, against the hypervisors C{maker} makes.
     """
 
-    class HypervisorTests(VMLifeTests, MoveTests, NicTests, SynchronousTestCase):
+    class HypervisorTests(VMLifeTests, MoveTests, NicTests, BlockVolumeTests, SynchronousTestCase):
         @classmethod
         def tearDownClass(cls):
             maker.tear_down_class()
@@ -452,6 +493,10 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
                 "pool_marks": lambda: hv.pool_marks(self.fleet, 1),
                 "check_network": hv.check_network,
                 "vm_addresses": lambda: hv.vm_addresses(name),
+                "make_volume": lambda: hv.make_volume("v.raw", 1),
+                "delete_volume": lambda: hv.delete_volume("v.raw"),
+                "attach_volume": lambda: hv.attach_volume(name, "v.raw", "s"),
+                "detach_volume": lambda: hv.detach_volume(name, "v.raw"),
             }
             raised = {}
             for name, call in calls.items():

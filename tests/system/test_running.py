@@ -77,7 +77,7 @@ class FleetCase(TestCase):
         self.pm = {i + 1: pm for i, pm in enumerate(self.fleet.pms)}
         self.prefix = unique_prefix()
 
-    async def start_daemon(self, libvirt=None) -> Daemon:
+    async def start_daemon(self, libvirt=None, volumes=None) -> Daemon:
         self.daemon = Daemon(
             tmpdir(self),
             shared_redis().url,
@@ -86,6 +86,7 @@ class FleetCase(TestCase):
             flavors=FLAVORS,
             libvirt={**LIBVIRT, **(libvirt or {})},
             allocation=ALLOCATION,
+            volumes=volumes,
         )
         await self.daemon.start()
         self.addCleanup(self.daemon.stop)

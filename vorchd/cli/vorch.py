@@ -15,6 +15,10 @@ vorch: the command-line client of a vorchd's REST API.
     vorch pm list                             every PM with its capacity, free room and VMs
     vorch pm show PMID                        one PM
     vorch pm vms PMID                         the vmids on one PM
+    vorch volume create NAME --size GIB       create a block volume
+    vorch volume show|detach|destroy VOLUMEID one volume; detach it; delete it
+    vorch volume attach VOLUMEID VMID         attach a volume to a VM
+    vorch volume list                         every volume
     vorch watch [--count N]                   the fleet's changes, one line each, as they come
     vorch completion bash                     a bash completion script
 
@@ -42,6 +46,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from vorchd.cli import vorch_volumes
 from vorchd.cli.exits import run_main
 from vorchd.cli.vorch_client import (
     DEFAULT_TIMEOUT,
@@ -88,6 +93,7 @@ TREE: dict[str, dict[str, tuple[str, ...]]] = {
     "types": {},
     "images": {},
     "pm": {"list": (), "show": (), "vms": ()},
+    "volume": vorch_volumes.COMMANDS,
     "watch": {},
     "completion": {"bash": ()},
 }
@@ -95,7 +101,7 @@ TREE: dict[str, dict[str, tuple[str, ...]]] = {
 GROUP_OPTIONS: dict[str, tuple[str, ...]] = {"watch": ("--count",)}
 GLOBAL_OPTIONS = ("--url", "--timeout", "--json", "--help")
 # The options followed by a value, which completion leaves to the user.
-VALUE_OPTIONS = ("--url", "--timeout", "--type", "--image", "--pm", "--count")
+VALUE_OPTIONS = ("--url", "--timeout", "--type", "--image", "--pm", "--count", "--size")
 
 EPILOG = f"""\
 The server is --url, else ${URL_ENV}, else {DEFAULT_URL}. --url, --timeout and --json may
@@ -244,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     vms = pm.add_parser("vms", parents=common, help="the vmids on one PM")
     vms.add_argument("pmid", type=id_arg, metavar="PMID")
     vms.set_defaults(run=pm_vms)
+
+    vorch_volumes.add_parser(groups, common, id_arg)
 
     watching = groups.add_parser(
         "watch",

@@ -164,6 +164,13 @@ def _describe(name: str, data: Any) -> str:
         )
     if name == "vm_gone":
         return f"vm {data['vmid']} gone from pm {data['pmid']}"
+    if name == "volume":
+        quoted = json.dumps(data["name"], ensure_ascii=False)
+        label = "".join(c if c.isprintable() else repr(c)[1:-1] for c in quoted)
+        where = f" to vm {data['vmid']}" if data["status"] == "attached" else ""
+        return f"volume {data['volumeid']} {data['status']}{where}: {label}, {data['size']} GiB"
+    if name == "volume_gone":
+        return f"volume {data['volumeid']} gone"
     if name == "catalog":
         types, images = data["types"], data["images"]
         return (

@@ -26,6 +26,7 @@ from vorchd.fleet.reconcile import Reconciler
 from vorchd.fleet.settings import LiveSettings
 from vorchd.fleet.startup import Startup
 from vorchd.fleet.undo import Undo
+from vorchd.fleet.volumes import Volumes
 from vorchd.hypervisor.service import Hypervisors
 from vorchd.images import ImageCache
 from vorchd.model import Flavor, Image, ImageEntry, PMEntry, Resources
@@ -33,6 +34,7 @@ from vorchd.policies import IAllocationPolicy
 from vorchd.state import views
 from vorchd.state.model import FleetState
 from vorchd.store import Store
+from vorchd.volume_xml import CephPool
 
 __all__ = ["Fleet", "HostSettings", "Refused"]
 
@@ -55,6 +57,8 @@ class Fleet:
         is_local: Callable[[str], bool] = lambda host: False,
         policy_options: Mapping[str, str] | None = None,
         images: ImageCache | None = None,
+        volume_backend: str = "local",
+        ceph: CephPool | None = None,
     ):
         self.parts = parts = Parts(
             store, hypervisors, host_settings, max_attempts, is_local, images
@@ -64,8 +68,14 @@ class Fleet:
         self.undo = Undo(parts)
         self.creator = Creator(parts, self.settings, self.undo)
         self.mover = Mover(parts, self.settings, self.creator)
+        self.volumes = Volumes(parts, self.settings, volume_backend, self.creator.in_flight, ceph)
+        self.mover.before_move = self.volumes.before_move
         self.reconciler = Reconciler(
-            parts, self.creator.in_flight, self.connected_pmids, self.mover.settle
+            parts,
+            self.creator.in_flight,
+            self.connected_pmids,
+            self.mover.settle,
+            self.volumes.settle,
         )
         hypervisors.on_up = self._discovered
         hypervisors.on_state = parts.state.set_up
@@ -157,9 +167,40 @@ class Fleet:
 
     def destroy(self, vmid: int) -> defer.Deferred:
         """
-        L{destroy}, carried through to the end even if the caller gives up.
+        L{destroy}, carried through to the end even if the caller gives up; the volumes
+        attached to the VM are detached first, and stay.
         """
-        return _finish(destroy(self.parts, vmid))
+
+        async def work():
+            if self.parts.ready().vms.get(vmid) is not None:
+                await self.volumes.detach_all(vmid)
+            await destroy(self.parts, vmid)
+
+        return _finish(work())
+
+    # -- block volumes (vorchd.fleet.volumes) ------------------------------------------
+
+    def volume_create(self, name: str, size: int) -> defer.Deferred:
+        return _finish(self.volumes.create(name, size))
+
+    def volume_attach(self, vmid: int, volumeid: int) -> defer.Deferred:
+        return _finish(self.volumes.attach(vmid, volumeid))
+
+    def volume_detach(self, volumeid: int) -> defer.Deferred:
+        return _finish(self.volumes.detach(volumeid))
+
+    def volume_destroy(self, volumeid: int) -> defer.Deferred:
+        return _finish(self.volumes.destroy(volumeid))
+
+    def volume(self, volumeid: int) -> dict[str, object] | None:
+        """
+        C{volume/query}'s answer for volume C{volumeid}, or C{None}.
+        """
+        vol = self.ready().volumes.get(volumeid)
+        return None if vol is None else views.volume_view(vol)
+
+    def volume_ids(self) -> list[int]:
+        return sorted(self.ready().volumes)
 
     def act(self, vmid: int, action: str) -> defer.Deferred:
         """

@@ -16,7 +16,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from attrs import evolve
 from twisted.logger import Logger
@@ -55,6 +55,9 @@ class Mover:
         self.creator = creator
         self.in_flight = creator.in_flight
         self.evacuating: set[int] = set()
+        # Called with the VM, the PM it is about to move to and whether live: its volumes
+        # made reachable there, or Refused (vorchd.fleet.volumes.Volumes.before_move).
+        self.before_move: Callable[[VMRecord, int, bool], Awaitable[None]] | None = None
 
     # -- resize ------------------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class Mover:
                     refused[target] = why
                     continue
                 try:
+                    if self.before_move is not None:
+                        await self.before_move(rec, target, where in LIVE_STATES)
                     await self._move(rec, target, where in LIVE_STATES)
                 except Unsettled as e:
                     # The change stays on the VM, with its hold: the reconciler settles it

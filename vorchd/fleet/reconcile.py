@@ -13,7 +13,7 @@ from vorchd.fleet.discovery import check_domains
 from vorchd.fleet.parts import Parts
 from vorchd.hypervisor.interface import HypervisorError
 from vorchd.network import mac_of
-from vorchd.state.model import VMRecord
+from vorchd.state.model import VMRecord, VolumeRecord
 
 
 class Reconciler:
@@ -31,11 +31,13 @@ class Reconciler:
         in_flight: set[str],
         connected_pmids: Callable[[], Iterable[int]],
         settle: Callable[[VMRecord], Awaitable[str | None]] | None = None,
+        settle_volume: Callable[[VolumeRecord], Awaitable[str | None]] | None = None,
     ):
         self.parts = parts
         self.in_flight = in_flight
         self.connected_pmids = connected_pmids
         self.settle = settle
+        self.settle_volume = settle_volume
         self.last: dict[str, list[int]] = {"rolled_back": [], "adopted": [], "settled": []}
 
     async def reconcile(self) -> dict[str, list[int]]:
@@ -49,15 +51,23 @@ class Reconciler:
             hypervisors say (L{vorchd.fleet.move.Mover.settle});
           - a domain of this fleet that a PM runs but Redis does not know (Redis lost
             its last second, say) is adopted back with its own ids;
-          - a VM whose domain is gone is marked missing (L{check_domains}).
+          - a VM whose domain is gone is marked missing (L{check_domains});
+          - a volume's change left under way by a daemon that died is ended
+            (L{vorchd.fleet.volumes.Volumes.settle}: an attach undone, a detach or a
+            destroy done); the volumes' ids are reported under C{volumes}.
 
         PMs that cannot be reached now are left for the next round.
 
-        @return: the vmids rolled back, settled and adopted.
+        @return: the vmids rolled back, settled and adopted, and the volumes settled.
         """
         parts = self.parts
         store, hypervisors = parts.store, parts.hypervisors
-        report: dict[str, list[int]] = {"rolled_back": [], "adopted": [], "settled": []}
+        report: dict[str, list[int]] = {
+            "rolled_back": [],
+            "adopted": [],
+            "settled": [],
+            "volumes": [],
+        }
         owners: dict[str, bool] = {}
 
         async def orphaned(owner: str, op: str) -> bool:
@@ -86,6 +96,23 @@ class Reconciler:
                     target=rec.change_pmid,
                     owner=rec.change_owner or "(unknown)",
                     outcome=outcome,
+                )
+        volumes = [v for v in parts.state.volumes.values() if v.op]
+        for vol in sorted(volumes, key=lambda v: v.volumeid):
+            if self.settle_volume is None or not await orphaned(vol.owner, vol.op):
+                continue
+            try:
+                outcome = await self.settle_volume(vol)
+            except HypervisorError as e:
+                self.log.warn("volume {v}: not settled yet: {e}", v=vol.volumeid, e=e)
+                continue
+            if outcome is not None:
+                report["volumes"].append(vol.volumeid)
+                self.log.warn(
+                    "volume {v}: {outcome}, left by daemon {owner}",
+                    v=vol.volumeid,
+                    outcome=outcome,
+                    owner=vol.owner or "(unknown)",
                 )
         claims = [(v, rec) for v, rec in parts.state.vms.items() if rec.state == "creating"]
         for vmid, rec in sorted(claims, key=lambda item: item[0]):

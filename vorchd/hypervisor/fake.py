@@ -29,6 +29,7 @@ from vorchd.hypervisor.fakeguests import (
     fake_at,
     register,
 )
+from vorchd.hypervisor.fakevolumes import FakeBlockVolumes
 from vorchd.hypervisor.interface import (
     HostUnreachable,
     HypervisorError,
@@ -87,7 +88,7 @@ class Gate:
 
 
 @implementer(IHypervisor)
-class FakeHypervisor(FakeGuests):
+class FakeHypervisor(FakeGuests, FakeBlockVolumes):
     """
     A PM of C{capacity} in memory, reached by other fakes at C{uri} (L{fake_at}: a live
     migration goes there). Its methods are safe to call from several threads. Fakes

@@ -25,11 +25,13 @@ from zope.interface import implementer
 from vorchd import domain
 from vorchd.domain import VM
 from vorchd.hypervisor import moves, nics, running, vms
+from vorchd.hypervisor import volumes as block_volumes
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images import copies as base_copies
 from vorchd.images.copies import source_digest
 from vorchd.model import Resources
 from vorchd.network import NO_NIC, Attachment
+from vorchd.volume_xml import CephPool
 
 __all__ = [
     "HostUnreachable",
@@ -362,3 +364,19 @@ class LibvirtHost:
 
     def pool_marks(self, fleet: str, pmid: int) -> frozenset[int]:
         return moves.pool_marks(self, fleet, pmid)
+
+    def make_volume(self, volume_name: str, size_gib: int, ceph: CephPool | None = None) -> str:
+        return block_volumes.make_volume(self, volume_name, size_gib, ceph)
+
+    def delete_volume(self, volume_name: str, ceph: CephPool | None = None) -> bool:
+        return block_volumes.delete_volume(self, volume_name, ceph)
+
+    def attach_volume(
+        self, domain_name: str, volume_name: str, serial: str, ceph: CephPool | None = None
+    ) -> None:
+        block_volumes.attach_volume(self, domain_name, volume_name, serial, ceph)
+
+    def detach_volume(
+        self, domain_name: str, volume_name: str, ceph: CephPool | None = None
+    ) -> bool:
+        return block_volumes.detach_volume(self, domain_name, volume_name, ceph)

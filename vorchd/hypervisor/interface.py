@@ -14,6 +14,7 @@ from zope.interface import Attribute, Interface
 
 from vorchd.domain import VM
 from vorchd.model import Resources
+from vorchd.volume_xml import CephPool
 
 
 class HypervisorError(Exception):
@@ -352,4 +353,47 @@ class IHypervisor(Interface):
         into it runs: then as this PM last saw it).
 
         @return: the pmids of the marks found.
+        """
+
+    # -- block volumes (vorchd/hypervisor/volumes.py, fakevolumes.py) --------------------
+
+    # Each takes C{ceph}: None for a C{local} volume (a raw volume in the PM's own pool),
+    # or the L{vorchd.volume_xml.CephPool} of an C{rbd} one (an RBD image, reached from
+    # any PM through a libvirt RBD pool and secret that the call defines where missing).
+
+    def make_volume(volume_name: str, size_gib: int, ceph: CephPool | None = None) -> str:
+        """
+        Make an empty volume of C{size_gib} GiB (sparse, or a thin RBD image) for a block
+        volume; one of that name there already is kept as it is.
+
+        @return: its path (C{pool/image} for RBD).
+        """
+
+    def delete_volume(volume_name: str, ceph: CephPool | None = None) -> bool:
+        """
+        Delete a block volume's volume (from the PM's pool, or the RBD image).
+
+        @return: whether it was there.
+        """
+
+    def attach_volume(
+        domain_name: str, volume_name: str, serial: str, ceph: CephPool | None = None
+    ) -> None:
+        """
+        Attach the volume C{volume_name} to the domain as a disk on its SCSI controller
+        (the next free C{sdX}, its serial C{serial}), live if the domain is active and in
+        its definition either way; done when it returns. A volume attached to it already
+        stays as it is.
+
+        @raise NoSuchVM: there is no such domain.
+        @raise HypervisorError: no such volume, or libvirt refused.
+        """
+
+    def detach_volume(domain_name: str, volume_name: str, ceph: CephPool | None = None) -> bool:
+        """
+        Detach the volume's disk from the domain, live and from its definition; done when
+        it returns.
+
+        @return: whether it was attached.
+        @raise NoSuchVM: there is no such domain.
         """

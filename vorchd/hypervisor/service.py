@@ -25,6 +25,7 @@ from vorchd.hypervisor.interface import (
 )
 from vorchd.hypervisor.threaded import methods_of, threaded
 from vorchd.model import Resources
+from vorchd.volume_xml import CephPool
 
 _METHODS = frozenset(methods_of(IHypervisor))
 
@@ -314,6 +315,22 @@ class ThreadedHypervisor:
     def define_vm(self, vm: VM) -> defer.Deferred[str]: ...
 
     def pool_marks(self, fleet: str, pmid: int) -> defer.Deferred[frozenset[int]]: ...
+
+    def make_volume(
+        self, volume_name: str, size_gib: int, ceph: CephPool | None = None
+    ) -> defer.Deferred[str]: ...
+
+    def delete_volume(
+        self, volume_name: str, ceph: CephPool | None = None
+    ) -> defer.Deferred[bool]: ...
+
+    def attach_volume(
+        self, domain_name: str, volume_name: str, serial: str, ceph: CephPool | None = None
+    ) -> defer.Deferred[None]: ...
+
+    def detach_volume(
+        self, domain_name: str, volume_name: str, ceph: CephPool | None = None
+    ) -> defer.Deferred[bool]: ...
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> defer.Deferred:
         service, pmid = self._service, self._pmid

@@ -13,6 +13,8 @@ data as JSON; a hash is a flat list (field, value, ...) as Redis gives it:
     pm             {pm: [pmid, hash]}
     vm             {vm: [vmid, hash], pm?: [pmid, hash], pms?: [[pmid, hash], ...]}
     gone           {vmid, pm: [pmid, hash], pms?: [[pmid, hash], ...]}
+    volume         {volume: [volumeid, hash], pm?: [pmid, hash], pms?: [[pmid, hash], ...]}
+    volume_gone    {volumeid, pms: [[pmid, hash], ...]}
     settings       hash
 """
 
@@ -108,13 +110,55 @@ class VMRecord:
         return self.state in VISIBLE
 
 
+@frozen
+class VolumeRecord:
+    """
+    One block volume's stored record (L{vorchd.store.keys}: C{P:volume:<id>}).
+    """
+
+    volumeid: int
+    name: str
+    size: int
+    status: str
+    vmid: int
+    pmid: int
+    backend: str
+    # A change under way (store/lua/volume_attach.lua, volume_begin.lua), or "" and 0.
+    op: str = ""
+    owner: str = ""
+    to_pmid: int = 0
+
+    @classmethod
+    def from_hash(cls, volumeid: int, rec: Mapping[str, str]) -> VolumeRecord:
+        return cls(
+            volumeid=volumeid,
+            name=rec.get("name", ""),
+            size=whole(rec.get("size")),
+            status=rec.get("status", ""),
+            vmid=whole(rec.get("vmid")),
+            pmid=whole(rec.get("pmid")),
+            backend=rec.get("backend", ""),
+            op=rec.get("op", ""),
+            owner=rec.get("owner", ""),
+            to_pmid=whole(rec.get("to_pmid")),
+        )
+
+    @property
+    def attached(self) -> bool:
+        """
+        Whether a user sees it attached (a detach under way has not answered yet).
+        """
+        return self.status in ("attached", "detaching")
+
+
 class FleetState:
     """
     The fleet at change C{seq}.
 
     Listeners (L{listen}) are told of every change applied, as C{(seq, event, key)}:
     C{("pm", pmid)}, C{("vm", vmid)}, C{("vm_gone", (vmid, pmid))}, C{("catalog", None)},
-    C{("settings", None)}, or C{("resync", None)} when the whole state was replaced.
+    C{("settings", None)}, C{("volume", volumeid)}, C{("volume_gone", volumeid)}, or
+    C{("resync", None)} when the whole state was replaced.
     """
 
     def __init__(self) -> None:
@@ -129,6 +173,7 @@ class FleetState:
         self.pm_ids: list[int] = []
         self.pms: dict[int, PMState] = {}
         self.vms: dict[int, VMRecord] = {}
+        self.volumes: dict[int, VolumeRecord] = {}
         self.flavors: list[Flavor] = []
         self.images: list[Image] = []
         self._flavor: dict[int, Flavor] = {}
@@ -213,6 +258,10 @@ class FleetState:
         self.vms = {
             int(v): VMRecord.from_hash(int(v), mapping(flat)) for v, flat in doc["vms"] or ()
         }
+        self.volumes = {
+            int(v): VolumeRecord.from_hash(int(v), mapping(flat))
+            for v, flat in doc.get("volumes") or ()
+        }
         self._rebuild_table()
         self.ready = True
         self._tell("resync")
@@ -285,6 +334,21 @@ class FleetState:
             self._pm_hash(pair)
         if old is not None and old.visible:
             self._tell("vm_gone", (vmid, pmid))
+
+    def _apply_volume(self, data) -> None:
+        volumeid, flat = data["volume"]
+        vol = VolumeRecord.from_hash(int(volumeid), mapping(flat))
+        self.volumes[vol.volumeid] = vol
+        for pair in ([data["pm"]] if data.get("pm") else []) + list(data.get("pms") or ()):
+            self._pm_hash(pair)
+        self._tell("volume", vol.volumeid)
+
+    def _apply_volume_gone(self, data) -> None:
+        volumeid = int(data["volumeid"])
+        self.volumes.pop(volumeid, None)
+        for pair in data.get("pms") or ():
+            self._pm_hash(pair)
+        self._tell("volume_gone", volumeid)
 
     def _apply_settings(self, data) -> None:
         self.settings = mapping(data)

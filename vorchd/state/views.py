@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from vorchd import room
-from vorchd.state.model import FleetState, VMRecord
+from vorchd.state.model import FleetState, VMRecord, VolumeRecord
 
 
 def vm_answer(state: FleetState, vmid: int) -> dict | None:
@@ -108,4 +108,17 @@ def fleet(state: FleetState, policy: str, ratios: Mapping[str, float]) -> dict:
         **catalog(state),
         "pms": [pm_view(state, p, ratios) for p in pmids],
         "vms": [vm_view(vm) for _, vm in sorted(state.vms.items()) if vm.visible],
+        "volumes": [volume_view(v) for _, v in sorted(state.volumes.items())],
     }
+
+
+def volume_view(vol: VolumeRecord) -> dict:
+    """
+    C{volume/query}'s answer for C{vol}: C{volumeid, name, size, status} (C{available} or
+    C{attached}), and the C{vmid} it is attached to. A volume whose attach has not answered
+    yet is still available; one whose detach has not answered is still attached.
+    """
+    answer = {"volumeid": vol.volumeid, "name": vol.name, "size": vol.size}
+    if vol.attached:
+        return {**answer, "status": "attached", "vmid": vol.vmid}
+    return {**answer, "status": "available"}

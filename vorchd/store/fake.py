@@ -19,11 +19,12 @@ from twisted.internet import defer
 from vorchd.model import RESOURCES, Flavor, Image, Resources
 from vorchd.store.client import StoreUnavailable
 from vorchd.store.fakevms import FakeVMs
+from vorchd.store.fakevolumes import FakeVolumes
 from vorchd.store.hashes import pairs, whole
 from vorchd.store.keys import STREAM_MAXLEN, Keys
 
 
-class FakeStore(FakeVMs):
+class FakeStore(FakeVMs, FakeVolumes):
     """
     The fleet's state in dicts. C{fail} set to a message makes every call fail with
     L{StoreUnavailable} (Redis down), as the real store does on an outage.
@@ -48,6 +49,8 @@ class FakeStore(FakeVMs):
         self.items: dict[str, dict[int, dict[str, str]]] = {"pm": {}, "image": {}, "flavor": {}}
         self.pm_vms: dict[int, set[int]] = {}
         self.vms: dict[int, dict[str, str]] = {}
+        self.volid_counter = 0
+        self.volumes: dict[int, dict[str, str]] = {}
         self.live: dict[str, str] = {}
         self.ini: dict[str, str] = {}
         self.leases: dict[str, float] = {}
@@ -135,6 +138,7 @@ class FakeStore(FakeVMs):
             },
             "flavors": [[t, pairs(self.items["flavor"][t])] for t in self.active["flavor"]],
             "vms": [[v, pairs(rec)] for v, rec in self.vms.items()],
+            "volumes": [[v, pairs(rec)] for v, rec in self.volumes.items()],
         }
 
     # -- identity ------------------------------------------------------------------------

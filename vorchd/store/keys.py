@@ -29,6 +29,14 @@ Every Redis key vorchd uses, in one place. All of them start with a prefix
     P:flavor:active          list of the tids in the current flavor_file
     P:settings               hash: the live settings (policy, cpu_ratio, ram_ratio, disk_ratio)
     P:settings:ini           hash: the ini's values as last read (see lua/settings.lua)
+    P:volid                  the volume id counter (INCR in lua/volume_create.lua: never reused)
+    P:volume:<id>            hash: volumeid, name, size (GiB), backend (local | rbd),
+                             status (available | attaching | attached | detaching |
+                             destroying), vmid (0 if none), pmid (the PM holding a local
+                             volume's data and its claim, 0 before its first attach);
+                             while a change is under way: op (its token), owner (the
+                             daemon making it), and for an attach to_pmid
+    P:volumes                set of every volume id
     P:daemon:<id>            a daemon's lease (expires unless renewed)
     P:seq                    the number of the last change (INCR in every changing script)
     P:changes                the change stream: one entry per change, {s: seq, o: op,
@@ -52,6 +60,8 @@ class Keys:
         self.fleet = f"{prefix}:fleet"
         self.vmid = f"{prefix}:vmid"
         self.vms = f"{prefix}:vms"
+        self.volid = f"{prefix}:volid"
+        self.volumes = f"{prefix}:volumes"
         self.settings = f"{prefix}:settings"
         self.settings_ini = f"{prefix}:settings:ini"
         self.seq = f"{prefix}:seq"
@@ -65,6 +75,9 @@ class Keys:
 
     def vm(self, vmid: int) -> str:
         return self("vm", vmid)
+
+    def volume(self, volumeid: int) -> str:
+        return self("volume", volumeid)
 
     def pm(self, pmid: int) -> str:
         return self("pm", pmid)

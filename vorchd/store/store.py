@@ -23,9 +23,10 @@ from vorchd.room import Change, Refusal
 from vorchd.store.client import RedisClient
 from vorchd.store.hashes import mapping, pairs, whole
 from vorchd.store.vmids import DurableVmids
+from vorchd.store.volumes import StoreVolumes
 
 
-class Store(DurableVmids, RedisClient):
+class Store(StoreVolumes, DurableVmids, RedisClient):
     """
     The fleet's state in one Redis: the writes (each a script with its change entry),
     the snapshot a read model starts from, and the few reads that must ask the authority.

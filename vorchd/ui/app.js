@@ -14,7 +14,8 @@
 //
 // At a thousand PMs the page stays usable: every PM is one compact row (rows off screen
 // cost nothing to lay out, see style.css), a PM shows its VMs only once opened, and the
-// filter box finds a PM by id or a VM by name or id.
+// filter box finds a PM by id or a VM by name or id. The block volumes show in a table of
+// their own (from /v1/fleet, then the volume and volume_gone events).
 
 const ROOT = new URL("..", document.location.href);
 const POLL = 5000; // ms between reloads of the fleet while its events cannot be followed
@@ -28,7 +29,7 @@ const SETTLE = 400; // ms before it takes one (the second click of a double-clic
 const OPEN_PMS = 50;
 const OPEN_VMS = 200;
 const ROWS = 100; // VM rows an open PM shows before a "show all" button
-const CHANGES = ["pm", "vm", "vm_gone", "catalog", "settings"];
+const CHANGES = ["pm", "vm", "vm_gone", "catalog", "settings", "volume", "volume_gone"];
 const INFO_FRESH = 15000; // ms a VM's state from /vm/info counts as current
 const INFO_AT_ONCE = 4; // /vm/info calls in flight at most
 // What each action is called, as it runs and once done; and the hypervisor states that
@@ -53,6 +54,7 @@ const state = {
   pms: new Map(), // pmid -> {pmid, state, capacity, free, vmids}, as /v1/fleet gives them
   order: [], // pmids, in the fleet's order
   vms: new Map(), // vmid -> {vmid, name, instance_type, pmid, image_id, state, mac}
+  volumes: new Map(), // volumeid -> {volumeid, name, size, status, vmid?}, as volume/query
   filter: null, // what the filter box asks for (see matcher), or null
   only: "", // only PMs in this state, or "" for all
   toggled: new Map(), // pmid -> whether a click opened (true) or closed (false) it
@@ -65,7 +67,7 @@ const state = {
 };
 
 // What the next render must redo: some PMs (by pmid), or everything.
-const dirty = { all: true, pms: new Set() };
+const dirty = { all: true, pms: new Set(), volumes: false };
 
 const $ = (id) => document.getElementById(id);
 
@@ -159,6 +161,7 @@ function setFleet(fleet) {
   state.order = fleet.pms.map((pm) => pm.pmid);
   state.vms = new Map();
   for (const vm of fleet.vms) setVM(vm);
+  state.volumes = new Map((fleet.volumes || []).map((v) => [v.volumeid, v]));
   state.loaded = true;
   dirty.all = true;
 }
@@ -206,6 +209,14 @@ function apply(event) {
       break;
     case "settings":
       setSettings(data.policy, data.ratios);
+      break;
+    case "volume":
+      state.volumes.set(data.volumeid, data);
+      dirty.volumes = true;
+      break;
+    case "volume_gone":
+      state.volumes.delete(data.volumeid);
+      dirty.volumes = true;
       break;
     default:
       return;
@@ -840,6 +851,26 @@ function fillSelect(select, options) {
   select.dataset.options = key;
 }
 
+// The volumes, by id: each row's status, and the VM it is attached to.
+function renderVolumes() {
+  const volumes = [...state.volumes.values()].sort((a, b) => a.volumeid - b.volumeid);
+  $("volume-count").textContent = String(volumes.length);
+  $("volumes").tBodies[0].replaceChildren(
+    ...volumes.map((v) =>
+      el(
+        "tr",
+        { "data-volume": v.volumeid },
+        el("td", {}, v.volumeid),
+        el("td", { class: "name" }, v.name),
+        el("td", {}, v.size),
+        el("td", { class: "status" }, v.status),
+        el("td", { class: "vm" }, v.vmid === undefined ? "" : v.vmid),
+      ),
+    ),
+  );
+  dirty.volumes = false;
+}
+
 function renderCatalog() {
   $("flavors").tBodies[0].replaceChildren(
     ...state.types.map((t) =>
@@ -874,6 +905,7 @@ function render() {
   clearTimeout(renderTimer);
   renderTimer = null;
   if (!state.loaded) return;
+  if (dirty.all || dirty.volumes) renderVolumes();
   if (dirty.all) {
     renderCatalog();
     cards.clear();

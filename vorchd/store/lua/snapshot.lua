@@ -2,7 +2,8 @@
 -- {seq, last (the change stream's last entry id, '0-0' if none), fleet, settings,
 --  pms = {active = {ids}, recs = {{pmid, hash, {vmids}}...}} (every PM ever known),
 --  images = {active, recs = {{id, hash}...}}, flavors = {{tid, hash}...} (current ones),
---  vms = {{vmid, hash}...} (every VM holding a claim)}.
+--  vms = {{vmid, hash}...} (every VM holding a claim),
+--  volumes = {{volumeid, hash}...} (every volume)}.
 -- Read-only.
 -- KEYS: none.  ARGV[1] the key prefix P.
 local p = ARGV[1]
@@ -21,6 +22,7 @@ local doc = {
   images = {active = ids(p .. ':image:active'), recs = {}},
   flavors = {},
   vms = {},
+  volumes = {},
 }
 for _, id in ipairs(redis.call('HVALS', p .. ':pm:index')) do
   local key = p .. ':pm:' .. id
@@ -35,5 +37,8 @@ for _, tid in ipairs(ids(p .. ':flavor:active')) do
 end
 for _, id in ipairs(redis.call('SMEMBERS', p .. ':vms')) do
   table.insert(doc.vms, {tonumber(id), redis.call('HGETALL', p .. ':vm:' .. id)})
+end
+for _, id in ipairs(redis.call('SMEMBERS', p .. ':volumes')) do
+  table.insert(doc.volumes, {tonumber(id), redis.call('HGETALL', p .. ':volume:' .. id)})
 end
 return cjson.encode(doc)

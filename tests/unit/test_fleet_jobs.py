@@ -127,9 +127,9 @@ class FleetJobsTests(SynchronousTestCase):
         store = self.world.store
         commit = store.commit
 
-        async def down(vmid, pmid):
+        async def down(vmid, pmid, op=""):
             store.fail = "redis: connection lost"
-            return await commit(vmid, pmid)
+            return await commit(vmid, pmid, op)
 
         store.commit = down
         e = self.refused(self.fleet.create("x", 1, 1))
@@ -141,6 +141,23 @@ class FleetJobsTests(SynchronousTestCase):
         self.world.settle(defer.ensureDeferred(self.fleet.retry_undos()))
         self.assertEqual(self.claims(), {})
         self.assertEqual(self.used(1), 0)
+
+    def test_claim_gone_at_commit_removes_domain(self):
+        """
+        A claim gone by the time its create commits (a Redis failover lost it): the user
+        is told no and the domain made for it is removed; nothing is left to adopt.
+        """
+        store = self.world.store
+        commit = store.commit
+
+        async def failed_over(vmid, pmid, op=""):
+            store.vms.pop(vmid)  # the new master never had the claim
+            return await commit(vmid, pmid, op)
+
+        store.commit = failed_over
+        self.refused(self.fleet.create("x", 1, 1))
+        self.assertEqual(self.domains(1), set())
+        self.assertEqual(self.claims(), {})
 
     def test_claim_lost_is_found_and_undone(self):
         """

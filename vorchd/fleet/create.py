@@ -12,7 +12,7 @@ import time
 from twisted.logger import Logger
 
 from vorchd import placement, room
-from vorchd.domain import VM, fleet_prefix
+from vorchd.domain import VM, domain_name, fleet_prefix, volume_name
 from vorchd.fleet.parts import Parts, Refused
 from vorchd.fleet.settings import LiveSettings
 from vorchd.fleet.undo import Undo
@@ -149,7 +149,7 @@ class Creator:
                     self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=pmid, e=e)
                     await self.undo.release(vmid, pmid)
                     continue
-                if not await self._commit(vmid, pmid):
+                if not await self._commit(vmid, pmid, op):
                     raise Refused(
                         "state store unavailable; nothing was created", "store_unavailable"
                     )
@@ -192,9 +192,9 @@ class Creator:
             self.forget_bases(pmid)
             raise
 
-    async def _commit(self, vmid: int, pmid: int) -> bool:
+    async def _commit(self, vmid: int, pmid: int, op: str) -> bool:
         try:
-            if await self.parts.store.commit(vmid, pmid):
+            if await self.parts.store.commit(vmid, pmid, op):
                 return True
         except StoreUnavailable as e:
             # The commit may have been written or not: either way the user is told no,
@@ -203,7 +203,19 @@ class Creator:
             self.undo.later(vmid, pmid)
             await self.undo.undo(vmid, pmid)
             return False
-        await self.undo.release(vmid, pmid)
+        # The claim is gone, or is another create's: Redis failed over and lost it (a
+        # reconciler rolling it back would have removed the domain already). The domain
+        # made for it must go; the record, if any, is not this create's to release.
+        self.log.warn("vm {vmid}: its claim is gone; removing its domain", vmid=vmid)
+        vm_domain, vm_volume = (
+            domain_name(self.parts.fleet_id, vmid),
+            volume_name(self.parts.fleet_id, vmid),
+        )
+        try:
+            await self.parts.hypervisors.on(pmid).destroy_vm(vm_domain, vm_volume)
+        except HypervisorError as e:
+            self.log.warn("vm {vmid}: domain not removed yet: {e}", vmid=vmid, e=e)
+            self.undo.leftovers[(pmid, vm_domain)] = vm_volume
         return False
 
 

@@ -300,3 +300,44 @@ class DaemonKillTests(HATestsMixin, TestCase):
         for vmid, pmid in mine.items():
             self.assertIn(vmid, states)
             self.assertEqual(answers["vm"][vmid]["pmid"], pmid)
+
+
+class SilentReplicaTests(HATestsMixin, TestCase):
+    """
+    A daemon with min_replicas_acked = 1 whose replica stops answering (SIGSTOP).
+    """
+
+    async def test_unconfirmed_create_and_destroy(self):
+        """
+        A create no replica confirms answers {"vmid": 0} and leaves nothing behind (no
+        record, no domain); a destroy no replica confirms answers {"status": 0}, though
+        its domain is gone and the VM is gone from the master's answers. Once the
+        replica answers again, both succeed.
+        """
+        redis = await deferToThread(ReplicatedRedis, self)
+        directory = tmpdir(self)
+        uris = write_fleet(directory, SIZES[:1])
+        prefix = unique_prefix()
+        daemon = ha_daemon(directory / "a", redis.url(), prefix, uris)
+        await daemon.start()
+        self.addCleanup(daemon.stop)
+        await deferToThread(wait_answering, daemon.url)
+        create = f"{daemon.url}/vm/create?name=x&instance_type=1&image_id=1"
+        kept = (await deferToThread(get_json, create))["vmid"]
+        self.assertTrue(kept)
+        replica = redis.nodes[1]
+        replica.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: replica.proc.send_signal(signal.SIGCONT))
+        self.assertEqual(await deferToThread(get_json, create), {"vmid": 0})
+        destroyed = await deferToThread(get_json, f"{daemon.url}/vm/destroy?vmid={kept}")
+        self.assertEqual(destroyed, {"status": 0})
+        self.assertEqual(await deferToThread(get_json, f"{daemon.url}/vm/query?vmid={kept}"), 0)
+        replica.proc.send_signal(signal.SIGCONT)
+        states = await self.settled(redis.master.port, prefix)
+        self.assertEqual(states, {})
+        self.assertEqual(await daemon_domains(daemon, 1), {})
+        vmid = (await deferToThread(get_json, create))["vmid"]
+        self.assertTrue(vmid)
+        self.assertEqual(
+            await deferToThread(get_json, f"{daemon.url}/vm/destroy?vmid={vmid}"), {"status": 1}
+        )

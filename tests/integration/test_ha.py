@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from twisted.internet import reactor, task
@@ -96,6 +97,14 @@ def read_answers(url: str, vmids) -> dict:
             get_json(f"{url}/pm/listvms?pmid={pmid}")["vmids"],
         )
     return out
+
+
+def reason_of(url: str) -> str:
+    """
+    The X-Vorchd-Reason header of C{url}'s answer.
+    """
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.headers.get("X-Vorchd-Reason", "")
 
 
 class HATestsMixin:
@@ -329,6 +338,8 @@ class SilentReplicaTests(HATestsMixin, TestCase):
         replica.proc.send_signal(signal.SIGSTOP)
         self.addCleanup(lambda: replica.proc.send_signal(signal.SIGCONT))
         self.assertEqual(await deferToThread(get_json, create), {"vmid": 0})
+        reason = await deferToThread(reason_of, create)
+        self.assertIn("too few replicas confirmed", reason)
         destroyed = await deferToThread(get_json, f"{daemon.url}/vm/destroy?vmid={kept}")
         self.assertEqual(destroyed, {"status": 0})
         self.assertEqual(await deferToThread(get_json, f"{daemon.url}/vm/query?vmid={kept}"), 0)

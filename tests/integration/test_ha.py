@@ -99,6 +99,11 @@ def read_answers(url: str, vmids) -> dict:
     return out
 
 
+def metrics_text(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
+        return r.read().decode()
+
+
 def reason_of(url: str) -> str:
     """
     The X-Vorchd-Reason header of C{url}'s answer.
@@ -206,6 +211,11 @@ class MasterKillTests(HATestsMixin, TestCase):
             {v: (answers["vm"][v]["pmid"], True) for v in told},
             domains,
         )
+
+        # Each daemon says it followed one failover.
+        for daemon in daemons:
+            metrics = await deferToThread(metrics_text, daemon.url)
+            self.assertIn("\nvorchd_store_failovers_total 1\n", metrics)
 
         # The old master comes back: it becomes a replica of the new one, with every VM.
         await deferToThread(old.start)

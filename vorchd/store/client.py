@@ -59,6 +59,11 @@ class RedisClient:
     capacity, VM state) and lease renewals always wait their full timeout instead: the
     work they record is not thrown away on a stall. A caller giving up (cancelling) says
     nothing of Redis.
+
+    Behind Sentinel (C{sentinels}), a failover is such an outage, for as long as it
+    lasts: calls fail until the connections reach the new master. Writes a client is
+    told of (C{acked}) wait until C{min_replicas_acked} replicas confirm them, up to
+    C{replicas_ack_timeout} seconds (L{NotReplicated} if they do not).
     """
 
     def __init__(

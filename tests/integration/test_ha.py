@@ -18,6 +18,7 @@ from pathlib import Path
 
 from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.burst import Burst, acked, failure_window, summary
@@ -84,6 +85,50 @@ def vm_states(node_port: int, prefix: str) -> dict[int, str]:
         ).stdout.strip()
         out[int(tail)] = state
     return out
+
+
+CLAIMS_LUA = """
+local out = {}
+for _, k in ipairs(redis.call('KEYS', ARGV[1])) do
+  if redis.call('TYPE', k).ok == 'hash' and redis.call('HGET', k, 'state') == 'creating' then
+    table.insert(out, k)
+    table.insert(out, redis.call('HGET', k, 'owner') or '')
+  end
+end
+return out
+"""
+
+
+def claims(port: int, prefix: str) -> dict[int, str]:
+    """
+    The claims (VMs C{creating}) on the Redis at C{port}, in one call: vmid -> owner.
+    """
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), "EVAL", CLAIMS_LUA, "0", f"{prefix}:vm:*"],
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
+    pairs = zip(out[0::2], out[1::2], strict=False)
+    return {
+        int(k.rpartition(":")[2]): owner for k, owner in pairs if k.rpartition(":")[2].isdigit()
+    }
+
+
+def kill_mid_create(proc: subprocess.Popen, port: int, prefix: str, survivor: str) -> int:
+    """
+    Freeze C{proc} (SIGSTOP) until the Redis at C{port} shows a claim of it (a VM
+    C{creating} whose owner is not C{survivor}), then kill it with SIGKILL; that claim's
+    vmid. Tries for up to 30 s, then kills it anyway (0: no claim was caught).
+    """
+    end = time.monotonic() + 30
+    while True:
+        proc.send_signal(signal.SIGSTOP)
+        theirs = [vmid for vmid, owner in claims(port, prefix).items() if owner != survivor]
+        if theirs or time.monotonic() > end:
+            proc.send_signal(signal.SIGKILL)
+            return theirs[0] if theirs else 0
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
 
 
 def read_answers(url: str, vmids) -> dict:
@@ -277,11 +322,23 @@ class DaemonKillTests(HATestsMixin, TestCase):
         ports = [int(survivor.url.rsplit(":", 1)[1]), victim_port]
         proxy = await deferToThread(HAProxy, self, ports)
 
+        rolled_back = []
+
+        def observe(event):
+            if "rolled back a claim" in event.get("log_format", ""):
+                rolled_back.append(event.get("vmid"))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         burst = Burst(proxy.url, threads=4).start()
         self.addCleanup(burst.stop)
         await sleep(1.5)
+        # Kill it with a create half-done (claimed, not committed), as a crash would
+        # most often find it: freeze it, look, and kill it if it has one.
+        half_done = await deferToThread(
+            kill_mid_create, proc, redis.master.port, prefix, survivor.fleet.daemon_id
+        )
         killed = time.monotonic()
-        proc.send_signal(signal.SIGKILL)
         await deferToThread(proc.wait)
         await deferToThread(
             wait_for,
@@ -301,8 +358,11 @@ class DaemonKillTests(HATestsMixin, TestCase):
         # The killed daemon's lease runs out (2 s), then the survivor rolls back its
         # claims.
         states = await self.settled(redis.master.port, prefix)
+        print(f"daemon kill: the survivor rolled back the killed daemon's claims {rolled_back}")
         self.assertNotIn("creating", states.values())
         self.assertLessEqual(set(told), set(states))
+        self.assertFalse(set(rolled_back) & set(told))
+        self.assertIn(half_done, rolled_back)
         # What is there but was never acknowledged: creates the killed daemon had
         # committed and not answered yet (at most one per client).
         self.assertLessEqual(len(set(states) - set(told)), burst.threads)

@@ -7,6 +7,7 @@ written from the templates vorchd ships in etc/ (so the tests run what operators
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from tests.harness import REPO, free_port, require
 
@@ -26,17 +28,19 @@ def _which(name: str) -> str:
     return exe
 
 
-def _ask(port: int, *command: str, timeout: float = 1.0) -> str:
+def _ask(port: int, *command: str, timeout: float = 1.0, password: str | None = None) -> str:
     """
     One command to the Redis or Sentinel on C{port} with redis-cli: its answer, or ""
     if it does not answer.
     """
+    env = {**os.environ, "REDISCLI_AUTH": password} if password else None
     try:
         out = subprocess.run(
             ["redis-cli", "-p", str(port), *command],
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return ""
@@ -64,8 +68,11 @@ class Node:
     data (AOF) kept.
     """
 
-    def __init__(self, directory: Path, replica_of: int | None = None):
+    def __init__(
+        self, directory: Path, replica_of: int | None = None, password: str | None = None
+    ):
         self.port = free_port()
+        self.password = password
         self.dir = directory / f"redis-{self.port}"
         self.dir.mkdir(parents=True)
         self.conf = self.dir / "redis.conf"
@@ -81,6 +88,8 @@ class Node:
         ]
         if replica_of is not None:
             lines.append(f"replicaof 127.0.0.1 {replica_of}")
+        if password:
+            lines += [f"requirepass {password}", f"masterauth {password}"]
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
 
@@ -94,7 +103,7 @@ class Node:
         return self
 
     def ask(self, *command: str) -> str:
-        return _ask(self.port, *command)
+        return _ask(self.port, *command, password=self.password)
 
     def role(self) -> str:
         return self.ask("ROLE").split("\n", 1)[0]
@@ -117,7 +126,14 @@ class Sentinel:
     One redis-sentinel watching the master C{name}, from the config template in etc/.
     """
 
-    def __init__(self, directory: Path, name: str, master_port: int, down_after_ms: int):
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        master_port: int,
+        down_after_ms: int,
+        password: str | None = None,
+    ):
         self.port = free_port()
         self.dir = directory / f"sentinel-{self.port}"
         self.dir.mkdir(parents=True)
@@ -132,6 +148,8 @@ class Sentinel:
             .replace("@MASTER_PORT@", str(master_port))
             .replace("@QUORUM@", "2")
             .replace("@DOWN_AFTER_MS@", str(down_after_ms))
+            # What the README says to add for a Redis with a password.
+            + (f"sentinel auth-pass {name} {password}\n" if password else "")
         )
         self.proc: subprocess.Popen | None = None
 
@@ -160,19 +178,26 @@ class Sentinel:
 class ReplicatedRedis:
     """
     A master, C{replicas} replicas and three Sentinels (quorum 2) on loopback, torn down
-    with C{testcase}.
+    with C{testcase}; the Redis servers with C{password}, if given.
     """
 
     name = "vorchd"
 
-    def __init__(self, testcase, replicas: int = 1, down_after_ms: int = 1000):
+    def __init__(
+        self,
+        testcase,
+        replicas: int = 1,
+        down_after_ms: int = 1000,
+        password: str | None = None,
+    ):
+        self.password = password
         self.dir = Path(tempfile.mkdtemp(prefix="vorchd-ha-"))
         testcase.addCleanup(shutil.rmtree, self.dir, True)
         testcase.addCleanup(self.stop)
-        self.master = Node(self.dir).start()
+        self.master = Node(self.dir, password=password).start()
         self.nodes = [self.master]
         for _ in range(replicas):
-            self.nodes.append(Node(self.dir, replica_of=self.master.port).start())
+            self.nodes.append(Node(self.dir, self.master.port, password).start())
         wait_for(
             "the replicas to sync",
             lambda: all(
@@ -180,7 +205,7 @@ class ReplicatedRedis:
             ),
         )
         self.sentinels = [
-            Sentinel(self.dir, self.name, self.master.port, down_after_ms).start()
+            Sentinel(self.dir, self.name, self.master.port, down_after_ms, password).start()
             for _ in range(3)
         ]
         # Every Sentinel must know the replicas and the other Sentinels before a
@@ -200,7 +225,7 @@ class ReplicatedRedis:
 
     def url(self, password: str | None = None) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        auth = f":{password}@" if password else ""
+        auth = f":{quote(password, safe='')}@" if password else ""
         return f"redis+sentinel://{auth}{hosts}/{self.name}/0"
 
     def master_port(self) -> int | None:

@@ -119,3 +119,30 @@ class SentinelStoreTests(TestCase):
         self.assertEqual(
             await deferToThread(replica.ask, "HGET", store.keys.vm(vmid), "state"), "active"
         )
+
+
+class SentinelPasswordTests(TestCase):
+    """
+    A replicated Redis with a password, named by a Sentinel URL that carries it.
+    """
+
+    timeout = 120
+
+    async def test_password_in_url(self):
+        """
+        The URL's password (percent-encoded) reaches the master: the store writes, and
+        its commits are confirmed by the replica, which the master's password also
+        guards.
+        """
+        redis = await deferToThread(ReplicatedRedis, self, 1, 1000, "p@ss:w/rd")
+        address = RedisAddress.from_url(redis.url("p@ss:w/rd"))
+        self.assertEqual(address.password, "p@ss:w/rd")
+        store = Store.connect(address, unique_prefix(), timeout=2.0, min_replicas_acked=1)
+        self.addCleanup(store.disconnect)
+        [pmid] = await store.register_pms([("pm-a", "test:///a")])
+        await store.set_capacity(pmid, Resources(64, 65536, 1000))
+        vmid, _ = await store.claim(0, pmid, SMALL, ONE, {"name": "x"})
+        self.assertTrue(await store.commit(vmid, pmid))
+        replica = redis.nodes[1]
+        state = await deferToThread(replica.ask, "HGET", store.keys.vm(vmid), "state")
+        self.assertEqual(state, "active")

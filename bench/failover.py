@@ -73,6 +73,52 @@ def _lost(url: str, told: dict[int, str]) -> int:
     return sum(1 for vmid in told if not get_json(f"{url}/vm/query?vmid={vmid}"))
 
 
+def bench_replica_cost(ctx) -> None:
+    """
+    What waiting for a replica costs a create: creates/s and p50 from 16 clients
+    straight to one daemon, with min_replicas_acked 0 and then 1, on one replicated
+    Redis (Sentinel URL) and a fresh key prefix each.
+    """
+    r = ctx.report
+    seconds = 3.0 if ctx.args.quick else 8.0
+    cleanups = _Cleanups()
+    rates = {}
+    try:
+        redis = ReplicatedRedis(cleanups, replicas=1)
+        for acked in (0, 1):
+            daemon = Daemon(
+                ctx.work / "daemons" / f"acked{acked}",
+                redis.url(),
+                unique_prefix(),
+                ctx.fleet(50),
+                ctx.image,
+            )
+            daemon.ini.write_text(
+                daemon.ini.read_text().replace(
+                    "[redis]\n", f"[redis]\nmin_replicas_acked = {acked}\n"
+                )
+            )
+            cleanups.addCleanup(daemon.stop)
+            ctx.started(daemon)
+            # Untimed first: every PM's first create uploads the image's base copy.
+            warm = Burst(daemon.url, threads=16, pace=0.0, tag=f"warm{acked}").start()
+            time.sleep(1.0)
+            warm.stop()
+            burst = Burst(daemon.url, threads=16, pace=0.0, tag=f"acked{acked}").start()
+            time.sleep(seconds)
+            outcomes = burst.stop()
+            daemon.stop()
+            done = sorted(o.end - o.start for o in outcomes if o.vmid)
+            span = max(o.end for o in outcomes) - min(o.start for o in outcomes)
+            rates[acked] = len(done) / span
+            label = f"min_replicas_acked = {acked}, 16 clients"
+            r.add("failover", f"{label}: creates/s", rates[acked], "/s")
+            r.add("failover", f"{label}: p50", 1000 * done[len(done) // 2], "ms")
+    finally:
+        cleanups.run()
+    r.add("failover", "creates/s acked by a replica / not", rates[1] / rates[0])
+
+
 def bench_failover(ctx) -> None:
     r = ctx.report
     rounds = ROUNDS["quick" if ctx.args.quick else "full"]
@@ -123,3 +169,4 @@ def bench_failover(ctx) -> None:
         )
         r.note("failover", f"{kind} kill windows: {', '.join(f'{v:.2f} s' for v in values)}")
     r.add("failover", "acknowledged VMs lost", lost, "", Target("<=", 0))
+    bench_replica_cost(ctx)

@@ -446,14 +446,16 @@ ha_redis_node() {
     fi
     mkdir -p "$dir"
     chmod 0750 "$dir"
+    local role=" (its role as Sentinel last left it in $dir/redis.conf)"
     if [[ ! -e $dir/redis.conf ]]; then
         {
             printf 'port %s\nbind 127.0.0.1\ndir "%s"\n' "$port" "$dir"
             printf 'appendonly yes\nappendfsync everysec\n'
             [[ -z $of ]] || printf 'replicaof 127.0.0.1 %s\n' "$of"
         } >"$dir/redis.conf"
+        role=${of:+ (a replica of $of)}
     fi
-    say "starting redis-server on 127.0.0.1:$port${of:+ (a replica of $of)}"
+    say "starting redis-server on 127.0.0.1:$port$role"
     redis-server "$dir/redis.conf" --daemonize yes --pidfile "$RUN_DIR/vorchd-redis-$port.pid" \
         --logfile "$LOG_DIR/redis-$port.log" </dev/null || die "redis-server failed to start"
     retry 40 0.25 local_redis_ping "$port" ||
@@ -482,6 +484,25 @@ ha_sentinel() {
         </dev/null || die "redis-sentinel failed to start"
     retry 40 0.25 local_redis_ping "$port" ||
         die "redis-sentinel on port $port does not answer (log: $LOG_DIR/sentinel-$port.log)"
+}
+
+# Wait (up to 30 s) until the master the Sentinels name has a replica online: until then
+# every create fails, as no replica can confirm it (a restarted Redis takes a few seconds
+# to be made a replica again and to sync).
+ha_wait_replica() {
+    local i addr
+    SENTINEL_MASTER=$HA_MASTER_NAME SENTINELS=""
+    for i in "${HA_SENTINEL_PORTS[@]}"; do SENTINELS+="127.0.0.1:$i "; done
+    for ((i = 0; i < 60; i++)); do
+        if addr=$(sentinel_master_addr) &&
+            timeout 5 redis-cli -h "${addr%:*}" -p "${addr##*:}" info replication 2>/dev/null |
+            grep -q '^slave[0-9]*:.*state=online'; then
+            say "Redis master $addr has a replica online"
+            return 0
+        fi
+        sleep 0.5
+    done
+    warn "no replica of the Redis master is online yet: creates fail until one is"
 }
 
 # The example's Sentinel URL.
@@ -555,10 +576,17 @@ cmd_ha() {
         ha_redis_node "${HA_REDIS_PORTS[i]}" "${HA_REDIS_PORTS[0]}"
     done
     for i in "${HA_SENTINEL_PORTS[@]}"; do ha_sentinel "$i"; done
+    ha_wait_replica
     url=$(ha_url)
-    # The daemons' ini: the one given, with changes acknowledged by a replica.
-    sed -e 's/^min_replicas_acked *=.*/min_replicas_acked = 1/' "$CONFIG" >"$ini"
-    grep -q '^min_replicas_acked = 1' "$ini" || printf '[redis]\nmin_replicas_acked = 1\n' >>"$ini"
+    # The daemons' ini: a copy of the one given (relative paths in it are relative to
+    # $HA_DIR now), with changes acknowledged by a replica.
+    if grep -q '^min_replicas_acked *=' "$CONFIG"; then
+        sed -e 's/^min_replicas_acked *=.*/min_replicas_acked = 1/' "$CONFIG" >"$ini"
+    elif grep -q '^\[redis\]' "$CONFIG"; then
+        sed -e '/^\[redis\]/a min_replicas_acked = 1' "$CONFIG" >"$ini"
+    else
+        { cat "$CONFIG" && printf '\n[redis]\nmin_replicas_acked = 1\n'; } >"$ini"
+    fi
     for i in "${HA_DAEMON_PORTS[@]}"; do
         (
             export VORCHD_PORT=$i VORCHD_REDIS=$url

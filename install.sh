@@ -6,6 +6,10 @@
 #   ./install.sh stop                             stop the daemon on VORCHD_PORT (state kept)
 #   ./install.sh deps                             system packages, venv, libvirtd and KVM only
 #   ./install.sh test [PYTEST ARGS...]            deps, then the test suite
+#   ./install.sh ha [PM_FILE IMAGE_FILE FLAVOR_FILE]   the highly available example on this
+#                                                 machine (Redis + replica, 3 Sentinels, 2
+#                                                 daemons, HAProxy on the REST port)
+#   ./install.sh ha stop                          stop all of that (state kept)
 #
 # Settings: VORCHD_CONFIG (default REPO/etc/vorchd.ini), VORCHD_PORT (default: the ini's
 # [server] port), VORCHD_REDIS (default: the ini's [redis] url), VORCHD_VENV (default
@@ -54,6 +58,8 @@ usage: ./install.sh PM_FILE IMAGE_FILE FLAVOR_FILE   set up and (re)start the da
        ./install.sh stop                             stop the daemon on VORCHD_PORT
        ./install.sh deps                             install and start what vorchd needs
        ./install.sh test [PYTEST ARGS...]            deps, then run the test suite
+       ./install.sh ha [PM_FILE IMAGE_FILE FLAVOR_FILE]   highly available example (README)
+       ./install.sh ha stop                          stop the highly available example
 settings (environment): VORCHD_CONFIG, VORCHD_PORT, VORCHD_REDIS, VORCHD_VENV
 EOF
 }
@@ -348,6 +354,11 @@ ensure_aof() {
 }
 
 ensure_redis() {
+    read_sentinel_settings
+    if [[ -n $SENTINEL_MASTER ]]; then
+        ensure_sentinel_master
+        return 0
+    fi
     if redis_ping; then
         say "Redis at $REDIS_HOST:$REDIS_PORT answers; using it"
         ensure_aof
@@ -374,6 +385,248 @@ ensure_redis() {
     fi
     tail -n 20 "$log" >&2 2>/dev/null || true
     die "redis-server on port $REDIS_PORT does not answer PING (log: $log)"
+}
+
+# ---------------------------------------------------------------------------------------
+# High availability: a Redis behind Sentinel (redis+sentinel:// URLs), and ./install.sh ha
+
+# What ./install.sh ha needs besides what the daemon needs.
+HA_PACKAGES=(redis-sentinel haproxy)
+HA_DIR=$STATE_DIR/ha
+HA_MASTER_NAME=vorchd
+# Loopback ports of ./install.sh ha (the first Redis starts as the master). Debian's own
+# redis-sentinel service, if it runs, has 26379.
+read -r -a HA_REDIS_PORTS <<<"${VORCHD_HA_REDIS_PORTS:-6380 6381}"
+read -r -a HA_SENTINEL_PORTS <<<"${VORCHD_HA_SENTINEL_PORTS:-26380 26381 26382}"
+read -r -a HA_DAEMON_PORTS <<<"${VORCHD_HA_DAEMON_PORTS:-8081 8082}"
+HA_STATS_PORT=${VORCHD_HA_STATS_PORT:-8404}
+
+# Sets SENTINEL_MASTER (the master's name; empty for a redis:// URL) and SENTINELS
+# ("host:port ...") from the settings the daemon will use.
+read_sentinel_settings() {
+    local out rc=0 v
+    out=$(config_cli get --config "$CONFIG" redis.master redis.sentinels 2>&1 </dev/null) || rc=$?
+    [[ $rc -eq 0 ]] || die "${out:-cannot read the settings from $CONFIG}"
+    mapfile -t v <<<"$out"
+    SENTINEL_MASTER=${v[0]}
+    SENTINELS=$("$VENV/bin/python" -c \
+        'import json, sys; print(" ".join(f"{h}:{p}" for h, p in json.loads(sys.argv[1])))' \
+        "${v[1]}")
+}
+
+# The master's host:port as the first Sentinel that answers names it.
+sentinel_master_addr() {
+    local s out a
+    for s in $SENTINELS; do
+        out=$(timeout 5 redis-cli -h "${s%:*}" -p "${s##*:}" \
+            sentinel get-master-addr-by-name "$SENTINEL_MASTER" 2>/dev/null) || continue
+        mapfile -t a <<<"$out"
+        if [[ ${#a[@]} -eq 2 && ${a[1]} =~ ^[0-9]+$ ]]; then
+            printf '%s:%s\n' "${a[0]}" "${a[1]}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# ensure_redis for a Sentinel URL: nothing to start here (the Sentinels and Redis servers
+# are the operator's, or ./install.sh ha's); the Sentinels must name a master that answers.
+ensure_sentinel_master() {
+    local addr
+    addr=$(sentinel_master_addr) ||
+        die "no Sentinel of $SENTINELS answers with a master named $SENTINEL_MASTER"
+    REDIS_HOST=${addr%:*} REDIS_PORT=${addr##*:}
+    redis_ping || die "Redis master $addr (named by the Sentinels) does not answer PING"
+    say "Redis master $SENTINEL_MASTER is $addr, per the Sentinels $SENTINELS; using it"
+}
+
+# A Redis or Sentinel without a password answers on loopback port $1.
+local_redis_ping() { [[ $(timeout 5 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
+
+# One Redis of the HA example on loopback port $1 (a replica of port $2 if given), with
+# AOF, its config file written once (Sentinel rewrites it on failovers: reruns keep it).
+ha_redis_node() {
+    local port=$1 of=${2:-} dir=$HA_DIR/redis-$1
+    if local_redis_ping "$port"; then
+        say "Redis on 127.0.0.1:$port answers; leaving it as it is"
+        return 0
+    fi
+    mkdir -p "$dir"
+    chmod 0750 "$dir"
+    local role=" (its role as Sentinel last left it in $dir/redis.conf)"
+    if [[ ! -e $dir/redis.conf ]]; then
+        {
+            printf 'port %s\nbind 127.0.0.1\ndir "%s"\n' "$port" "$dir"
+            printf 'appendonly yes\nappendfsync everysec\n'
+            [[ -z $of ]] || printf 'replicaof 127.0.0.1 %s\n' "$of"
+        } >"$dir/redis.conf"
+        role=${of:+ (a replica of $of)}
+    fi
+    say "starting redis-server on 127.0.0.1:$port$role"
+    redis-server "$dir/redis.conf" --daemonize yes --pidfile "$RUN_DIR/vorchd-redis-$port.pid" \
+        --logfile "$LOG_DIR/redis-$port.log" </dev/null || die "redis-server failed to start"
+    retry 40 0.25 local_redis_ping "$port" ||
+        die "redis-server on port $port does not answer (log: $LOG_DIR/redis-$port.log)"
+}
+
+# One Sentinel of the HA example on loopback port $1, from etc/ha/sentinel.conf (written
+# once: Sentinel rewrites it as it learns).
+ha_sentinel() {
+    local port=$1 dir=$HA_DIR/sentinel-$1
+    if local_redis_ping "$port"; then
+        say "Sentinel on 127.0.0.1:$port answers; leaving it as it is"
+        return 0
+    fi
+    mkdir -p "$dir"
+    chmod 0750 "$dir"
+    if [[ ! -e $dir/sentinel.conf ]]; then
+        sed -e "s|@PORT@|$port|g" -e "s|@BIND@|127.0.0.1|g" -e "s|@DIR@|$dir|g" \
+            -e "s|@MASTER_NAME@|$HA_MASTER_NAME|g" -e "s|@MASTER_HOST@|127.0.0.1|g" \
+            -e "s|@MASTER_PORT@|${HA_REDIS_PORTS[0]}|g" -e "s|@QUORUM@|2|g" \
+            -e "s|@DOWN_AFTER_MS@|1000|g" "$REPO/etc/ha/sentinel.conf" >"$dir/sentinel.conf"
+    fi
+    say "starting redis-sentinel on 127.0.0.1:$port"
+    redis-sentinel "$dir/sentinel.conf" --daemonize yes \
+        --pidfile "$RUN_DIR/vorchd-sentinel-$port.pid" --logfile "$LOG_DIR/sentinel-$port.log" \
+        </dev/null || die "redis-sentinel failed to start"
+    retry 40 0.25 local_redis_ping "$port" ||
+        die "redis-sentinel on port $port does not answer (log: $LOG_DIR/sentinel-$port.log)"
+}
+
+# Wait (up to 30 s) until the master the Sentinels name has a replica online: until then
+# every create fails, as no replica can confirm it (a restarted Redis takes a few seconds
+# to be made a replica again and to sync).
+ha_wait_replica() {
+    local i addr
+    SENTINEL_MASTER=$HA_MASTER_NAME SENTINELS=""
+    for i in "${HA_SENTINEL_PORTS[@]}"; do SENTINELS+="127.0.0.1:$i "; done
+    for ((i = 0; i < 60; i++)); do
+        if addr=$(sentinel_master_addr) &&
+            timeout 5 redis-cli -h "${addr%:*}" -p "${addr##*:}" info replication 2>/dev/null |
+            grep -q '^slave[0-9]*:.*state=online'; then
+            say "Redis master $addr has a replica online"
+            return 0
+        fi
+        sleep 0.5
+    done
+    warn "no replica of the Redis master is online yet: creates fail until one is"
+}
+
+# The example's Sentinel URL.
+ha_url() {
+    local s hosts=()
+    for s in "${HA_SENTINEL_PORTS[@]}"; do hosts+=("127.0.0.1:$s"); done
+    local IFS=,
+    printf 'redis+sentinel://%s/%s/0\n' "${hosts[*]}" "$HA_MASTER_NAME"
+}
+
+# HAProxy on the REST port $1 (interface $2, empty: every address) in front of the
+# example's daemons, from etc/ha/haproxy.cfg; reloaded without dropping connections if
+# it runs.
+ha_haproxy() {
+    local port=$1 interface=$2 cfg=$HA_DIR/haproxy.cfg pidfile=$RUN_DIR/vorchd-haproxy-$1.pid
+    local servers="" i old=""
+    for i in "${!HA_DAEMON_PORTS[@]}"; do
+        servers+="    server vorchd$((i + 1)) 127.0.0.1:${HA_DAEMON_PORTS[i]} check"$'\n'
+    done
+    mkdir -p "$HA_DIR"
+    "$VENV/bin/python" - "$REPO/etc/ha/haproxy.cfg" "$cfg" "$interface:$port" \
+        "127.0.0.1:$HA_STATS_PORT" "${servers%$'\n'}" <<'PY'
+import sys
+src, dst, bind, stats, servers = sys.argv[1:]
+text = open(src).read().replace("@BIND@", bind).replace("@STATS_BIND@", stats)
+open(dst, "w").write(text.replace("@SERVERS@", servers))
+PY
+    haproxy -c -q -f "$cfg" || die "HAProxy rejects $cfg"
+    if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        old=$(cat "$pidfile")
+    else
+        stop_daemon "$port" # a lone vorchd on the REST port gives it up to HAProxy
+        port_busy "$port" && die "port $port is in use by another program"
+    fi
+    say "${old:+re}starting HAProxy on port $port in front of ports ${HA_DAEMON_PORTS[*]}"
+    haproxy -D -p "$pidfile" -f "$cfg" ${old:+-sf "$old"} </dev/null || die "HAProxy did not start"
+    local url="http://127.0.0.1:$port" body
+    for ((i = 0; i < 40; i++)); do
+        body=$(curl -fsS --max-time 5 "$url/pm/list" 2>/dev/null || true)
+        if [[ $body == '{"pmids"'* ]]; then
+            say "HAProxy answers: $url/pm/list -> $body"
+            say "daemons' state: curl 'http://127.0.0.1:$HA_STATS_PORT/stats;csv'"
+            return 0
+        fi
+        sleep 0.5
+    done
+    die "HAProxy on port $port does not answer $url/pm/list"
+}
+
+# ./install.sh ha [PM_FILE IMAGE_FILE FLAVOR_FILE]: the highly available example on this
+# machine (README, "Running highly available"); rerunning it restarts the daemons.
+cmd_ha() {
+    local pm image flavor i front interface url ini=$HA_DIR/vorchd.ini
+    [[ -r $CONFIG ]] || die "config $CONFIG does not exist or is not readable"
+    deps
+    apt_install "${HA_PACKAGES[@]}"
+    make_dirs
+    if [[ $# -eq 3 ]]; then
+        pm=$(input_file pm_file "$1") image=$(input_file image_file "$2")
+        flavor=$(input_file flavor_file "$3")
+    else
+        build_example_image
+        pm=$REPO/etc/example/pm_file image=$REPO/etc/example/image_file
+        flavor=$REPO/etc/example/flavor_file
+    fi
+    read_settings
+    front=$PORT interface=$INTERFACE
+    mkdir -p "$HA_DIR"
+    ha_redis_node "${HA_REDIS_PORTS[0]}"
+    for ((i = 1; i < ${#HA_REDIS_PORTS[@]}; i++)); do
+        ha_redis_node "${HA_REDIS_PORTS[i]}" "${HA_REDIS_PORTS[0]}"
+    done
+    for i in "${HA_SENTINEL_PORTS[@]}"; do ha_sentinel "$i"; done
+    ha_wait_replica
+    url=$(ha_url)
+    # The daemons' ini: a copy of the one given (relative paths in it are relative to
+    # $HA_DIR now), with changes acknowledged by a replica.
+    if grep -q '^min_replicas_acked *=' "$CONFIG"; then
+        sed -e 's/^min_replicas_acked *=.*/min_replicas_acked = 1/' "$CONFIG" >"$ini"
+    elif grep -q '^\[redis\]' "$CONFIG"; then
+        sed -e '/^\[redis\]/a min_replicas_acked = 1' "$CONFIG" >"$ini"
+    else
+        { cat "$CONFIG" && printf '\n[redis]\nmin_replicas_acked = 1\n'; } >"$ini"
+    fi
+    for i in "${HA_DAEMON_PORTS[@]}"; do
+        (
+            export VORCHD_PORT=$i VORCHD_REDIS=$url
+            CONFIG=$ini
+            run_daemon "$pm" "$image" "$flavor"
+        )
+    done
+    ha_haproxy "$front" "$interface"
+    say "highly available example up: REST on port $front (HAProxy), daemons on ports" \
+        "${HA_DAEMON_PORTS[*]}, Redis ${HA_REDIS_PORTS[*]}, Sentinels ${HA_SENTINEL_PORTS[*]}"
+    say "VORCHD_REDIS=$url"
+    say "stop it all (state kept): ./install.sh ha stop"
+}
+
+# ./install.sh ha stop: HAProxy, the daemons, the Sentinels and the Redis servers of the
+# example, in that order; their data is kept.
+cmd_ha_stop() {
+    local port pidfile
+    read_settings
+    pidfile=$RUN_DIR/vorchd-haproxy-$PORT.pid
+    if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        say "stopping HAProxy on port $PORT"
+        kill -TERM "$(cat "$pidfile")" || true
+    fi
+    rm -f "$pidfile"
+    for port in "${HA_DAEMON_PORTS[@]}"; do stop_daemon "$port"; done
+    for port in "${HA_SENTINEL_PORTS[@]}"; do
+        redis-cli -p "$port" shutdown >/dev/null 2>&1 && say "Sentinel on port $port stopped"
+    done
+    for port in "${HA_REDIS_PORTS[@]}"; do
+        redis-cli -p "$port" shutdown >/dev/null 2>&1 && say "Redis on port $port stopped"
+    done
+    return 0
 }
 
 # ---------------------------------------------------------------------------------------
@@ -649,10 +902,11 @@ cmd_stop() {
 }
 
 # Only the tests need an sshd (they start their own on loopback, to serve remote images),
-# a browser with its driver (the dashboard is tested in headless Chromium), and Ceph with
-# libvirt's RBD storage backend (the rbd volume tests start a one-node cluster of their own).
+# a browser with its driver (the dashboard is tested in headless Chromium), Ceph with
+# libvirt's RBD storage backend (the rbd volume tests start a one-node cluster of their
+# own), and the HA tests' real Sentinels and HAProxy.
 TEST_PACKAGES=(openssh-server chromium chromium-driver
-    ceph-mon ceph-osd ceph-common libvirt-daemon-driver-storage-rbd)
+    ceph-mon ceph-osd ceph-common libvirt-daemon-driver-storage-rbd "${HA_PACKAGES[@]}")
 
 cmd_test() {
     deps
@@ -695,10 +949,20 @@ main() {
         shift
         cmd_test "$@"
         ;;
+    ha)
+        shift
+        if [[ ${1-} == stop ]]; then
+            [[ $# -eq 1 ]] || die "ha stop takes no arguments"
+            cmd_ha_stop
+        else
+            [[ $# -eq 0 || $# -eq 3 ]] || die "ha takes PM_FILE IMAGE_FILE FLAVOR_FILE, or none"
+            cmd_ha "$@"
+        fi
+        ;;
     *)
         if [[ $# -ne 3 ]]; then
             usage >&2
-            die "expected PM_FILE IMAGE_FILE FLAVOR_FILE, or stop, deps, test"
+            die "expected PM_FILE IMAGE_FILE FLAVOR_FILE, or stop, deps, test, ha"
         fi
         cmd_run "$1" "$2" "$3"
         ;;

@@ -23,6 +23,9 @@ other processes: wrk (bench/wrk.lua) and bench/client.py. Benchmarks, by NAME:
                RSS at 10,000 PMs with 100,000 VMs (--quick: 1,000 PMs, 2,000 VMs)
   kvm          a create through vorchd on this machine's qemu:///system vs the same
                domain created straight through libvirt-python
+  failover     creates through HAProxy in front of two daemons while the Redis master
+               (Sentinel), then one daemon, is killed with kill -9: how long creates
+               failed, and acknowledged VMs lost (bench/failover.py; 3 rounds, --quick 1)
 
 --seconds bounds each timed wrk run (default 10, --quick 3). --vms sets the VM count of
 the RSS run, --read-vms that of reads; --fill-seconds bounds the time spent creating
@@ -732,6 +735,8 @@ def bench_outage(ctx: Context) -> None:
         redis.server.stop()
 
 
+from failover import bench_failover  # noqa: E402
+
 BENCHMARKS = {
     "create": bench_create,
     "placement": bench_placement,
@@ -740,6 +745,7 @@ BENCHMARKS = {
     "discovery": bench_discovery,
     "kvm": bench_kvm,
     "outage": bench_outage,
+    "failover": bench_failover,
 }
 
 

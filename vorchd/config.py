@@ -13,7 +13,7 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from attrs import evolve, field, frozen
 
@@ -35,25 +35,65 @@ class ConfigError(ValueError):
 @frozen
 class RedisAddress:
     """
-    Where the state store lives, parsed from a C{redis://host:port/db} URL.
+    Where the state store lives, parsed from a URL: C{redis://[:password@]host:port/db}
+    names one Redis; C{redis+sentinel://[:password@]host:port,host:port,.../MASTER/db}
+    names the Redis Sentinels that know which Redis is the master called C{MASTER} now.
+
+    For a Sentinel URL, C{host} and C{port} are the first Sentinel's (what install.sh
+    pings), C{master} is the master's name and C{sentinels} every Sentinel. The password
+    is the Redis servers' (Sentinels are asked without one).
     """
 
     host: str
     port: int
     db: int
     password: str | None = None
+    master: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_url(cls, url: str) -> RedisAddress:
+        if url.startswith("redis+sentinel://"):
+            return cls._from_sentinel_url(url)
         parts = urlsplit(url)
         if parts.scheme != "redis" or not parts.hostname:
-            raise ConfigError(f"redis url {url!r}: expected redis://host[:port][/db]")
+            raise ConfigError(
+                f"redis url {url!r}: expected redis://host[:port][/db]"
+                " or redis+sentinel://host:port,host:port,.../MASTER[/db]"
+            )
         try:
             port = parts.port or 6379
             db = int(parts.path.strip("/") or 0)
         except ValueError as e:
             raise ConfigError(f"redis url {url!r}: {e}") from None
         return cls(parts.hostname, port, db, parts.password)
+
+    @classmethod
+    def _from_sentinel_url(cls, url: str) -> RedisAddress:
+        # urlsplit cannot read several host:port pairs in one netloc: split by hand.
+        expected = "expected redis+sentinel://[:password@]host:port,.../MASTER[/db]"
+        rest = url[len("redis+sentinel://") :]
+        netloc, _, path = rest.partition("/")
+        password = None
+        if "@" in netloc:
+            userinfo, _, netloc = netloc.rpartition("@")
+            password = unquote(userinfo.partition(":")[2]) or None
+        sentinels = []
+        for item in netloc.split(","):
+            host, sep, port = item.strip().rpartition(":")
+            host = host.strip("[]")
+            if not sep or not host or item.strip().endswith("]"):
+                host, port = item.strip().strip("[]"), "26379"
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"redis url {url!r}: bad Sentinel {item!r}; {expected}")
+            sentinels.append((host, int(port)))
+        master, _, db = path.strip("/").partition("/")
+        if not master:
+            raise ConfigError(f"redis url {url!r}: no master name; {expected}")
+        if not (db or "0").isdigit():
+            raise ConfigError(f"redis url {url!r}: db {db!r} is not a number; {expected}")
+        first = sentinels[0]
+        return cls(first[0], first[1], int(db or 0), password, unquote(master), tuple(sentinels))
 
 
 @frozen
@@ -89,6 +129,8 @@ class Settings:
     allocation_options: Mapping[str, str] = field(factory=dict)
     image_cache_dir: str = "/var/lib/vorchd/images/cache"
     image_fetch_options: Mapping[str, object] = field(factory=dict)
+    min_replicas_acked: int = 0
+    replicas_ack_timeout: float = 1.0
     lease: float = 30.0
     reconcile_interval: float = 60.0
     admin_port: int | None = None
@@ -215,6 +257,10 @@ def load_settings(
             interface=get("server", "interface", "") or "",
             redis=RedisAddress.from_url(get("redis", "url", DEFAULT_REDIS) or DEFAULT_REDIS),
             key_prefix=get("redis", "key_prefix", "vorchd") or "vorchd",
+            min_replicas_acked=int(number("redis", "min_replicas_acked", 0)),
+            replicas_ack_timeout=_positive(
+                number("redis", "replicas_ack_timeout", 1.0, float), "replicas_ack_timeout"
+            ),
             pm_file=file_setting("pm_file"),
             image_file=file_setting("image_file"),
             flavor_file=file_setting("flavor_file"),
@@ -278,6 +324,8 @@ def load_settings(
             )
         if values["volume_backend"] == "rbd":
             values["ceph"] = _ceph_pool(get, base, path)
+        if int(values["min_replicas_acked"]) < 0:
+            raise ConfigError("[redis] min_replicas_acked must be 0 or more")
         if values["domain_type"] not in ("auto", "kvm", "qemu"):
             raise ConfigError(
                 f"config {path}: [libvirt] domain_type must be auto, kvm or qemu,"

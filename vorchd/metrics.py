@@ -168,10 +168,12 @@ class Metrics:
             reason = "other"
         self.placement_failures[reason] += 1
 
-    def text(self, hosts: Sequence[Host] | None, store_up: bool | None = None) -> str:
+    def text(
+        self, hosts: Sequence[Host] | None, store_up: bool | None = None, failovers: int = 0
+    ) -> str:
         """
         The exposition text: the fleet as C{hosts} (C{None}: Redis did not answer), then
-        this daemon's counters.
+        this daemon's counters (C{failovers}: the Redis masters it has followed).
         """
         lines: list[str] = []
 
@@ -189,6 +191,12 @@ class Metrics:
                     "vorchd_store_up", {}, int(hosts is not None if store_up is None else store_up)
                 )
             ],
+        )
+        family(
+            "vorchd_store_failovers_total",
+            "counter",
+            "Times the Redis Sentinels named a new master that this daemon then followed.",
+            [_sample("vorchd_store_failovers_total", {}, failovers)],
         )
         if hosts is not None:
             self._fleet(family, hosts)
@@ -286,7 +294,7 @@ async def scrape(fleet) -> bytes:
     try:
         state = fleet.ready()
     except StoreUnavailable:
-        return fleet.metrics.text(None).encode("utf-8")
+        return fleet.metrics.text(None, failovers=fleet.store.failovers).encode("utf-8")
     hosts = [
         Host(
             pmid,
@@ -299,4 +307,6 @@ async def scrape(fleet) -> bytes:
         for pmid in state.pm_ids
         if pmid in state.pms
     ]
-    return fleet.metrics.text(hosts, fleet.store.down is None).encode("utf-8")
+    return fleet.metrics.text(hosts, fleet.store.down is None, fleet.store.failovers).encode(
+        "utf-8"
+    )

@@ -241,7 +241,12 @@ def build(settings: Settings, pms, images, flavors, reactor=None) -> MultiServic
     )
     hypervisors.setName("hypervisors")
     hypervisors.setServiceParent(top)
-    store = Store.connect(settings.redis, settings.key_prefix)
+    store = Store.connect(
+        settings.redis,
+        settings.key_prefix,
+        min_replicas_acked=settings.min_replicas_acked,
+        replicas_ack_timeout=settings.replicas_ack_timeout,
+    )
     fleet = Fleet(
         store,
         hypervisors,

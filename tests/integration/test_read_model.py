@@ -251,6 +251,22 @@ class FakeModelTests(ModelTestsMixin, TestCase):
     def make_store(self):
         return FakeStore(self.prefix)
 
+    async def test_new_master_forces_snapshot(self):
+        """
+        A new Redis master (a Sentinel failover, which the store counts) means a fresh
+        snapshot, even if the stream still reads: the new master may lack changes the
+        model holds.
+        """
+        await self.run_program(random.Random(5), 5)
+        snapshots = self.feed.snapshots
+        # What the old master had and the new one lost: only a snapshot forgets it.
+        self.state.pms[1].drained = True
+        self.store.failovers = 1
+        await self.store.set_drained(2, True)
+        await until(lambda: self.feed.snapshots == snapshots + 1)
+        self.assertFalse(self.state.pms[1].drained)
+        self.assertEqual(dump(self.state), dump(await self.fresh()))
+
 
 class RedisModelTests(ModelTestsMixin, TestCase):
     """

@@ -157,6 +157,19 @@ class StoreTestsMixin:
         self.assertEqual(await self.store.pm_vmids(self.pmid), [])
         self.assertFalse(await self.store.commit(vmid, self.pmid))
 
+    async def test_commit_only_its_own_claim(self):
+        """
+        A commit given its create's token commits only that create's claim: a claim of
+        the same vmid made by another create (after a failover lost the first claim and
+        the counter's last steps) stays a claim.
+        """
+        vmid, _ = await self.store.claim(0, self.pmid, SMALL, ONE, {"name": "x", "op": "mine"})
+        self.assertFalse(await self.store.commit(vmid, self.pmid, "another"))
+        self.assertEqual((await self.store.vm(vmid))["state"], "creating")
+        self.assertEqual(await self.store.pm_vmids(self.pmid), [])
+        self.assertTrue(await self.store.commit(vmid, self.pmid, "mine"))
+        self.assertEqual(await self.store.pm_vmids(self.pmid), [vmid])
+
     async def created(self, wanted=SMALL) -> int:
         vmid, why = await self.claim(wanted)
         self.assertIsNone(why)

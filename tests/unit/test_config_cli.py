@@ -119,6 +119,7 @@ class GetTests(SynchronousTestCase):
         """Every field of Settings can be asked for, the Redis address by its parts."""
         tmp_path = temp_dir(self)
         parts = {"redis.host", "redis.port", "redis.db", "redis.password"}
+        parts |= {"redis.master", "redis.sentinels"}
         self.assertEqual(set(KEYS), {a.name for a in attrs.fields(Settings)} - {"redis"} | parts)
         ini = write_ini(tmp_path, "")
         done = config_cli("get", "--config", str(ini), *KEYS)

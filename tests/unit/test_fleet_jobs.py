@@ -127,9 +127,9 @@ class FleetJobsTests(SynchronousTestCase):
         store = self.world.store
         commit = store.commit
 
-        async def down(vmid, pmid):
+        async def down(vmid, pmid, op=""):
             store.fail = "redis: connection lost"
-            return await commit(vmid, pmid)
+            return await commit(vmid, pmid, op)
 
         store.commit = down
         e = self.refused(self.fleet.create("x", 1, 1))
@@ -141,6 +141,23 @@ class FleetJobsTests(SynchronousTestCase):
         self.world.settle(defer.ensureDeferred(self.fleet.retry_undos()))
         self.assertEqual(self.claims(), {})
         self.assertEqual(self.used(1), 0)
+
+    def test_claim_gone_at_commit_removes_domain(self):
+        """
+        A claim gone by the time its create commits (a Redis failover lost it): the user
+        is told no and the domain made for it is removed; nothing is left to adopt.
+        """
+        store = self.world.store
+        commit = store.commit
+
+        async def failed_over(vmid, pmid, op=""):
+            store.vms.pop(vmid)  # the new master never had the claim
+            return await commit(vmid, pmid, op)
+
+        store.commit = failed_over
+        self.refused(self.fleet.create("x", 1, 1))
+        self.assertEqual(self.domains(1), set())
+        self.assertEqual(self.claims(), {})
 
     def test_claim_lost_is_found_and_undone(self):
         """
@@ -207,6 +224,37 @@ class FleetJobsTests(SynchronousTestCase):
         report = self.world.settle(defer.ensureDeferred(self.fleet.reconcile()))
         self.assertEqual(report["rolled_back"], [vmid])
         self.assertEqual(self.claims(), {})
+
+    def test_reconcile_spares_a_create_that_finished_during_its_round(self):
+        """
+        While a round rolls back a dead daemon's claim, a create of this daemon that it
+        had seen as a claim finishes and is answered: the round leaves it alone (it was
+        rolling back acknowledged VMs, found by the HA test's daemon kill).
+        """
+        store = self.world.store
+        dead, _ = self.world.settle(
+            defer.ensureDeferred(
+                store.claim(
+                    0,
+                    2,
+                    Flavor(1, 1, 512, 1).resources,
+                    {"cpu": 1, "ram": 1, "disk": 1},
+                    {"owner": "dead", "op": "x", "name": "half", "instance_type": 1},
+                    f"vorchd-{self.fleet.fleet_id}-",
+                )
+            )
+        )
+        mine = self.fleet.create("mine", 1, 1)
+        self.world.reactor.advance(0)
+        # Its claim is made; its base copy next, then its domain: run the first only, so
+        # that its domain is made (and it commits) while the round removes the dead claim.
+        on_result, f, args, kwargs = self.world.pool.queue.pop(0)
+        on_result(True, f(*args, **kwargs))
+        report = self.world.settle(defer.ensureDeferred(self.fleet.reconcile()))
+        vmid = self.world.settle(mine)
+        self.assertEqual(report["rolled_back"], [dead])
+        self.assertEqual(self.claims(), {vmid: "active"})
+        self.assertIn(domain_name(self.fleet.fleet_id, vmid), self.domains(1))
 
     def test_reconcile_adopts_a_forgotten_domain_and_marks_a_vanished_one(self):
         kept = self.create("kept")

@@ -12,7 +12,7 @@ import time
 from twisted.logger import Logger
 
 from vorchd import placement, room
-from vorchd.domain import VM, fleet_prefix
+from vorchd.domain import VM, domain_name, fleet_prefix, volume_name
 from vorchd.fleet.parts import Parts, Refused
 from vorchd.fleet.settings import LiveSettings
 from vorchd.fleet.undo import Undo
@@ -24,6 +24,7 @@ from vorchd.metrics import placement_reason
 from vorchd.model import Flavor
 from vorchd.policies import Request
 from vorchd.store import StoreUnavailable
+from vorchd.store.client import NotReplicated
 
 
 class Creator:
@@ -149,10 +150,9 @@ class Creator:
                     self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=pmid, e=e)
                     await self.undo.release(vmid, pmid)
                     continue
-                if not await self._commit(vmid, pmid):
-                    raise Refused(
-                        "state store unavailable; nothing was created", "store_unavailable"
-                    )
+                failed = await self._commit(vmid, pmid, op)
+                if failed:
+                    raise Refused(f"{failed}; nothing was created", "store_unavailable")
                 facts.update(vmid=vmid, pmid=pmid, kind=kind)
                 return vmid
         finally:
@@ -195,19 +195,41 @@ class Creator:
             self.forget_bases(pmid)
             raise
 
-    async def _commit(self, vmid: int, pmid: int) -> bool:
+    async def _commit(self, vmid: int, pmid: int, op: str) -> str | None:
+        """
+        Record the create as done: None once it is, else why not (and the create is
+        undone, or will be once Redis answers).
+        """
         try:
-            if await self.parts.store.commit(vmid, pmid):
-                return True
+            if await self.parts.store.commit(vmid, pmid, op):
+                return None
+        except NotReplicated as e:
+            # Made on the master, but a failover could still lose it: never acknowledged.
+            self.log.warn("vm {vmid}: not confirmed by a replica, undoing: {e}", vmid=vmid, e=e)
+            self.undo.later(vmid, pmid)
+            await self.undo.undo(vmid, pmid)
+            return "state store: too few replicas confirmed the create"
         except StoreUnavailable as e:
             # The commit may have been written or not: either way the user is told no,
             # so the VM must go, now on the PM and in Redis once it answers.
             self.log.warn("vm {vmid}: not recorded, undoing: {e}", vmid=vmid, e=e)
             self.undo.later(vmid, pmid)
             await self.undo.undo(vmid, pmid)
-            return False
-        await self.undo.release(vmid, pmid)
-        return False
+            return "state store unavailable"
+        # The claim is gone, or is another create's: Redis failed over and lost it (a
+        # reconciler rolling it back would have removed the domain already). The domain
+        # made for it must go; the record, if any, is not this create's to release.
+        self.log.warn("vm {vmid}: its claim is gone; removing its domain", vmid=vmid)
+        vm_domain, vm_volume = (
+            domain_name(self.parts.fleet_id, vmid),
+            volume_name(self.parts.fleet_id, vmid),
+        )
+        try:
+            await self.parts.hypervisors.on(pmid).destroy_vm(vm_domain, vm_volume)
+        except HypervisorError as e:
+            self.log.warn("vm {vmid}: domain not removed yet: {e}", vmid=vmid, e=e)
+            self.undo.leftovers[(pmid, vm_domain)] = vm_volume
+        return "its claim is gone from the state store (a failover lost it)"
 
 
 def summary(refused: dict[int, room.Refusal], shown: int = 20) -> str:

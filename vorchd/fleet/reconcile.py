@@ -119,6 +119,11 @@ class Reconciler:
             owner = rec.owner
             if not await orphaned(owner, rec.op):
                 continue
+            # The list is as old as the round: a create of this daemon it holds may have
+            # finished (committed and answered) while earlier claims were rolled back.
+            now = parts.state.vms.get(vmid)
+            if now is None or now.state != "creating" or now.op != rec.op:
+                continue
             pmid = rec.pmid
             if not hypervisors.is_up(pmid):
                 continue

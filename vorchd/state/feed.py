@@ -53,6 +53,8 @@ class ChangeFeed:
         self._waiters: list[tuple[int, int, defer.Deferred]] = []
         self._order = itertools.count()
         self._resync = True
+        # The store's count of master changes when the last snapshot was taken.
+        self._failovers = 0
         store.settled = self.settled
 
     # -- life cycle ---------------------------------------------------------------------
@@ -113,6 +115,11 @@ class ChangeFeed:
     async def _run(self) -> None:
         while self._running:
             try:
+                if self.store.failovers != self._failovers:
+                    # A new master may lack changes this model has (the last ones
+                    # before the failover): only a snapshot of it is the truth.
+                    self.log.warn("read model: the Redis master changed: a fresh snapshot")
+                    self._resync = True
                 if self._resync:
                     await self._snapshot()
                 entries = await self.store.read_changes(self.state.last_id, self.block_ms)
@@ -136,6 +143,7 @@ class ChangeFeed:
                 await task.deferLater(self.reactor, self.retry_delay, lambda: None)
 
     async def _snapshot(self) -> None:
+        self._failovers = self.store.failovers
         doc = await self.store.snapshot()
         self.state.load(doc)
         self.snapshots += 1

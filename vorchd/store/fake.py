@@ -31,6 +31,8 @@ class FakeStore(FakeVMs, FakeVolumes):
     """
 
     settled: Callable[[int], Awaitable[object]] | None = None
+    # No Sentinels here: the master never changes.
+    failovers = 0
 
     def __init__(self, prefix: str = "vorchd", reactor=None, timeout: float = 5.0):
         if reactor is None:

@@ -76,17 +76,19 @@ class FakeVMs:
         await self._written(seq)
         return vmid, None
 
-    async def commit(self, vmid: int, pmid: int) -> bool:
+    async def commit(self, vmid: int, pmid: int, op: str = "") -> bool:
         self._check()
         rec = self.vms.get(vmid)
         if rec is None or rec.get("state") != "creating":
+            return False
+        if op and rec.get("op") != op:
             return False
         rec["state"] = "active"
         self.pm_vms.setdefault(pmid, set()).add(vmid)
         await self._written(self._emit("vm", {"vm": [vmid, pairs(rec)]}))
         return True
 
-    async def release(self, vmid: int) -> bool:
+    async def release(self, vmid: int, acked: bool = False) -> bool:
         self._check()
         rec = self.vms.pop(vmid, None)
         if rec is None:

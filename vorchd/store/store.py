@@ -36,13 +36,20 @@ class Store(StoreVolumes, DurableVmids, RedisClient):
     # returns. Set by the read model (L{vorchd.state.feed.ChangeFeed}).
     settled: Callable[[int], Awaitable[object]] | None = None
 
-    async def _write(self, name: str, keys: list[str], args: list[object], patient=False):
+    async def _write(
+        self, name: str, keys: list[str], args: list[object], patient=False, acked=False
+    ):
         """
         Run the changing script C{name}; C{args} come after the prefix. Its answer is
-        C{seq} or C{[..., seq]}: a seq of 0 means nothing changed.
+        C{seq} or C{[..., seq]}: a seq of 0 means nothing changed. An C{acked} change
+        (one a client is told of) returns only once C{min_replicas_acked} replicas have
+        it, and raises L{NotReplicated} if they do not confirm it in time.
         """
-        answer = await self._script(name, keys, [self._prefix, *args], patient=patient)
+        conn = self._acked_connection() if acked else None
+        answer = await self._script(name, keys, [self._prefix, *args], patient=patient, conn=conn)
         seq = int(answer[-1] if isinstance(answer, list) else answer)
+        if seq and conn is not None:
+            await self._replicated(conn)
         if seq and self.settled is not None:
             await self.settled(seq)
         return answer
@@ -169,23 +176,34 @@ class Store(StoreVolumes, DurableVmids, RedisClient):
                 return int(got), (None if kind == "ok" else Refusal(kind, detail))
             await self.reserve_vmids()
 
-    async def commit(self, vmid: int, pmid: int) -> bool:
+    async def commit(self, vmid: int, pmid: int, op: str = "") -> bool:
         """
-        Mark a claimed VM as created; C{False} if its claim is gone.
+        Mark a claimed VM as created; C{False} if its claim is gone (or, given the
+        create's token C{op}, is another create's). The user is told of it: it returns
+        once C{min_replicas_acked} replicas have it.
+
+        @raise NotReplicated: the commit is made but too few replicas confirmed it.
         """
         seq = await self._write(
-            "commit", [self.keys.vm(vmid), self.keys.pm_vms(pmid)], [vmid], patient=True
+            "commit",
+            [self.keys.vm(vmid), self.keys.pm_vms(pmid)],
+            [vmid, op],
+            patient=True,
+            acked=True,
         )
         return bool(int(seq))
 
-    async def release(self, vmid: int) -> bool:
+    async def release(self, vmid: int, acked: bool = False) -> bool:
         """
-        Give the room of VM C{vmid} back and forget it (a claim or a created VM).
+        Give the room of VM C{vmid} back and forget it (a claim or a created VM). An
+        C{acked} release (a destroy the user is told of) returns once
+        C{min_replicas_acked} replicas have it.
 
         @return: C{True} for exactly one of any number of concurrent callers.
+        @raise NotReplicated: the release is made but too few replicas confirmed it.
         """
         seq = await self._write(
-            "release", [self.keys.vm(vmid), self.keys.vms], [vmid], patient=True
+            "release", [self.keys.vm(vmid), self.keys.vms], [vmid], patient=True, acked=acked
         )
         return bool(int(seq))
 

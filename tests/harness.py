@@ -504,7 +504,7 @@ def get_json(url: str):
 def wait_answering(url: str, proc: subprocess.Popen | None = None, deadline: float = 60):
     """
     Wait (blocking) until the daemon at C{url} serves its fleet with every PM reached:
-    C{/v1/fleet} answers, and no PM is down (the daemon listens at once, and discovers
+    C{/v1/fleet} answers with its flavors, and no PM is down (the daemon listens at once, and discovers
     its PMs meanwhile). Fail if that does not happen within C{deadline} seconds, or if
     its process C{proc} exits first.
     """
@@ -515,7 +515,12 @@ def wait_answering(url: str, proc: subprocess.Popen | None = None, deadline: flo
             raise AssertionError(f"the daemon exited {proc.returncode}: {output}")
         try:
             fleet = get_json(url + "/v1/fleet")
-            if fleet and all(pm["state"] != "down" for pm in fleet["pms"]):
+            # Its flavors too: the inventory is stored PMs first, then images and flavors.
+            if (
+                fleet
+                and fleet.get("types")
+                and all(pm["state"] != "down" for pm in fleet["pms"])
+            ):
                 return
         except OSError:
             pass

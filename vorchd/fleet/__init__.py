@@ -11,6 +11,7 @@ model (L{vorchd.state}).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 
@@ -24,6 +25,7 @@ from vorchd.fleet.move import Mover
 from vorchd.fleet.parts import HostSettings, Parts, Refused
 from vorchd.fleet.reconcile import Reconciler
 from vorchd.fleet.settings import LiveSettings
+from vorchd.fleet.settle import settle_change
 from vorchd.fleet.startup import Startup
 from vorchd.fleet.undo import Undo
 from vorchd.fleet.volumes import Volumes
@@ -74,7 +76,7 @@ class Fleet:
             parts,
             self.creator.in_flight,
             self.connected_pmids,
-            self.mover.settle,
+            functools.partial(settle_change, parts),
             self.volumes.settle,
         )
         hypervisors.on_up = self._discovered

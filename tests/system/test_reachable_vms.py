@@ -143,7 +143,11 @@ class ReachableVMTests(TestCase):
         [ip] = await self.until("an address reported", ips, 30)
         self.assertTrue(ip.startswith(f"{SUBNET}."), ip)
         console = self.pm1.path("log", "qemu", f"{info['domain']}-serial.log")
-        self.assertIn(f"{linuximage.ADDRESS_LINE}{ip}", console.read_text(errors="replace"))
+        # The guest prints it just after its lease, which vorchd may read first.
+        line = f"{linuximage.ADDRESS_LINE}{ip}"
+        await self.until(
+            "the console naming it", lambda: line in console.read_text(errors="replace"), 30
+        )
 
         async def page():
             done = await deferToThread(

@@ -504,9 +504,9 @@ def get_json(url: str):
 def wait_answering(url: str, proc: subprocess.Popen | None = None, deadline: float = 60):
     """
     Wait (blocking) until the daemon at C{url} serves its fleet with every PM reached:
-    C{/v1/fleet} answers with its flavors, and no PM is down (the daemon listens at once, and discovers
-    its PMs meanwhile). Fail if that does not happen within C{deadline} seconds, or if
-    its process C{proc} exits first.
+    C{/v1/fleet} answers with its flavors, and no PM is down (the daemon listens at once,
+    and discovers its PMs meanwhile). Fail if that does not happen within C{deadline}
+    seconds, or if its process C{proc} exits first.
     """
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -516,11 +516,7 @@ def wait_answering(url: str, proc: subprocess.Popen | None = None, deadline: flo
         try:
             fleet = get_json(url + "/v1/fleet")
             # Its flavors too: the inventory is stored PMs first, then images and flavors.
-            if (
-                fleet
-                and fleet.get("types")
-                and all(pm["state"] != "down" for pm in fleet["pms"])
-            ):
+            if fleet and fleet.get("types") and all(pm["state"] != "down" for pm in fleet["pms"]):
                 return
         except OSError:
             pass

@@ -9,6 +9,7 @@ import time
 from twisted.logger import Logger
 
 from vorchd.fleet.parts import Parts, Refused
+from vorchd.fleet.running import not_changing, visible_vm
 from vorchd.hypervisor.interface import HypervisorError
 from vorchd.store.client import NotReplicated
 
@@ -60,12 +61,9 @@ async def destroy(parts: Parts, vmid: int) -> None:
 
 
 async def _destroy(parts: Parts, vmid: int, where: dict) -> None:
-    rec = parts.ready().vms.get(vmid)
-    if rec is None or not rec.visible:
-        raise Refused(f"no VM {vmid}")
+    rec = visible_vm(parts, vmid)
     pmid = where["pmid"] = rec.pmid
-    if rec.change_op:
-        raise Refused(f"VM {vmid}: a {rec.change_kind} of it is under way; try again after it")
+    not_changing(rec)
     try:
         await parts.hypervisors.on(pmid).destroy_vm(rec.domain, rec.volume)
     except HypervisorError as e:

@@ -25,7 +25,7 @@ from vorchd import placement, room
 from vorchd.domain import VM
 from vorchd.fleet.create import Creator, summary
 from vorchd.fleet.parts import Parts, Refused
-from vorchd.fleet.running import visible_vm
+from vorchd.fleet.running import not_changing, visible_vm
 from vorchd.fleet.settings import LiveSettings
 from vorchd.hypervisor.interface import HypervisorError
 from vorchd.images import ImageUnavailable
@@ -93,10 +93,8 @@ class Mover:
             if why is not None:
                 raise Refused(f"VM {vmid} not resized on PM {pmid}: {why}")
             vm = _vm(parts.fleet_id, rec, flavor, pmid)
-            stop = parts.host_settings.stop_timeout
-            host = parts.hypervisors.on(pmid, timeout=stop + parts.hypervisors.call_timeout)
             try:
-                await host.resize_vm(vm, stop)
+                await parts.stopping(pmid).resize_vm(vm, parts.host_settings.stop_timeout)
             except HypervisorError as e:
                 await self._end(vmid, change.op, False)
                 raise Refused(f"VM {vmid} not resized: {e}") from None
@@ -133,8 +131,7 @@ class Mover:
         state = parts.ready()
         rec = visible_vm(parts, vmid)
         source = rec.pmid
-        if rec.change_op:
-            raise Refused(f"VM {vmid}: a {rec.change_kind} of it is under way")
+        not_changing(rec)
         if pmid == source:
             raise Refused(f"VM {vmid} is on PM {pmid} already")
         if pmid is not None and pmid not in state.pm_ids:

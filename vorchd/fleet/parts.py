@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from attrs import frozen
 
-from vorchd.hypervisor.service import Hypervisors
+from vorchd.hypervisor.service import Hypervisors, ThreadedHypervisor
 from vorchd.images import ImageCache
 from vorchd.metrics import Metrics
 from vorchd.network import NetworkSettings
@@ -81,6 +81,14 @@ class Parts:
         # The fleet in memory, fed from Redis' change stream: every read answers from it.
         self.state = FleetState()
         self.feed = ChangeFeed(store, self.state, store._reactor, settle_timeout=store._timeout)
+
+    def stopping(self, pmid: int) -> ThreadedHypervisor:
+        """
+        PM C{pmid}'s hypervisor for a call that may shut a guest down first (stop,
+        resize): given the guest's C{stop_timeout} on top of the usual call timeout.
+        """
+        patience = self.host_settings.stop_timeout + self.hypervisors.call_timeout
+        return self.hypervisors.on(pmid, timeout=patience)
 
     def ready(self) -> FleetState:
         """

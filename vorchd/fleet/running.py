@@ -34,6 +34,14 @@ def visible_vm(parts: Parts, vmid: int) -> VMRecord:
     return rec
 
 
+def not_changing(rec: VMRecord) -> None:
+    """
+    @raise Refused: a change of VM C{rec} (a resize, a move) is under way.
+    """
+    if rec.change_op:
+        raise Refused(f"VM {rec.vmid}: a {rec.change_kind} of it is under way; try again after it")
+
+
 async def act(parts: Parts, vmid: int, action: str) -> None:
     """
     Change VM C{vmid}'s state: C{action} is one of L{ACTIONS}. C{stop} asks the guest to
@@ -53,8 +61,7 @@ async def act(parts: Parts, vmid: int, action: str) -> None:
             raise Refused(f"no action {action!r}")
         rec = visible_vm(parts, vmid)
         pmid = rec.pmid
-        if rec.change_op:
-            raise Refused(f"VM {vmid}: a {rec.change_kind} of it is under way")
+        not_changing(rec)
         await _act(parts, rec, action)
     except Refused as e:
         log.info(
@@ -86,12 +93,9 @@ async def _act(parts: Parts, rec: VMRecord, action: str) -> None:
         raise Refused(f"VM {rec.vmid}: PM {rec.pmid} is down")
     try:
         if action == "stop":
-            patience = settings.stop_timeout + hypervisors.call_timeout
-            host = hypervisors.on(rec.pmid, timeout=patience)
-            await host.stop_vm(rec.domain, settings.stop_timeout)
+            await parts.stopping(rec.pmid).stop_vm(rec.domain, settings.stop_timeout)
         else:
-            host = hypervisors.on(rec.pmid)
-            await getattr(host, f"{action}_vm")(rec.domain)
+            await getattr(hypervisors.on(rec.pmid), f"{action}_vm")(rec.domain)
     except HypervisorError as e:
         raise Refused(f"VM {rec.vmid}: {e}") from None
 

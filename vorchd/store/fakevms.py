@@ -12,7 +12,7 @@ from vorchd import room
 from vorchd.model import RESOURCES, Flavor, Resources
 from vorchd.network import mac_of
 from vorchd.room import Refusal
-from vorchd.store.hashes import pairs, whole
+from vorchd.store.hashes import pairs, resources, whole
 
 # The fields of a VM's record that a change under way (begin_change) writes.
 CHANGE_FIELDS = (
@@ -53,13 +53,10 @@ class FakeVMs:
             vmid = self.vmid_counter
         if vmid in self.vms:
             return vmid, Refusal(room.VMID_TAKEN)
-        capacity = Resources(*(whole(pm.get(f"cap_{r}")) for r in RESOURCES))
-        used = Resources(*(whole(pm.get(f"used_{r}")) for r in RESOURCES))
-        short = room.shortfall(room.free(capacity, used, ratios), wanted)
+        free = room.free(resources(pm, "cap_"), resources(pm, "used_"), ratios)
+        short = room.shortfall(free, wanted)
         if short is not None:
             return vmid, Refusal(room.NO_ROOM, short)
-        for r in RESOURCES:
-            pm[f"used_{r}"] = str(whole(pm.get(f"used_{r}")) + getattr(wanted, r))
         domain = f"{name_prefix}{vmid}"
         rec = {
             "vmid": str(vmid),
@@ -72,6 +69,7 @@ class FakeVMs:
             "pmid": str(pmid),
         }
         self.vms[vmid] = rec
+        self._add_used(pmid, rec, "", 1)
         seq = self._emit("vm", {"vm": [vmid, pairs(rec)], "pm": [pmid, pairs(pm)]})
         await self._written(seq)
         return vmid, None
@@ -130,9 +128,7 @@ class FakeVMs:
             return Refusal(room.UNKNOWN_PM)
         if change.kind == "move" and pm.get("drained") == "1":
             return Refusal(room.DRAINED)
-        capacity = Resources(*(whole(pm.get(f"cap_{r}")) for r in RESOURCES))
-        used = Resources(*(whole(pm.get(f"used_{r}")) for r in RESOURCES))
-        free = room.free(capacity, used, ratios)
+        free = room.free(resources(pm, "cap_"), resources(pm, "used_"), ratios)
         short = [
             f"{r} ({getattr(change.hold, r)} wanted, {getattr(free, r)} free)"
             for r in RESOURCES
@@ -202,9 +198,7 @@ class FakeVMs:
             **{r: str(getattr(flavor, r)) for r in RESOURCES},
         }
         self.vms[vmid] = rec
-        pm = self.items["pm"].setdefault(pmid, {})
-        for r in RESOURCES:
-            pm[f"used_{r}"] = str(whole(pm.get(f"used_{r}")) + getattr(flavor, r))
+        pm = self._add_used(pmid, rec, "", 1)
         self.pm_vms.setdefault(pmid, set()).add(vmid)
         self.vmid_counter = max(self.vmid_counter, vmid)
         seq = self._emit("vm", {"vm": [vmid, pairs(rec)], "pm": [pmid, pairs(pm)]})

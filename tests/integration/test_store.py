@@ -4,6 +4,10 @@ The Redis store against a real redis-server: stable ids, atomic claims, exact re
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+
 import txredisapi
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
@@ -344,6 +348,44 @@ class OutageTests(TestCase):
                 await task.deferLater(reactor, 0.05, lambda: None)
         self.assertIsNone(store.down)
         self.assertEqual(await store.pm_ids(), [])
+
+    async def test_stall_while_reconnecting(self):
+        """
+        A Redis that stalls while the store's connections are being made again (they
+        connect, and their first command goes unanswered past the timeout) does not leave
+        the store disconnected for good: once Redis answers, calls work again.
+        """
+        # The connections' own reply timeout runs on the real clock: a short one.
+        store = Store.connect(
+            RedisAddress("127.0.0.1", self.server.port, 0), unique_prefix(), timeout=0.5
+        )
+        self.addCleanup(store.disconnect)
+        self.assertEqual(await store.pm_ids(), [])
+        subprocess.run(
+            ["redis-cli", "-p", str(self.server.port), "CLIENT", "KILL", "TYPE", "normal"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        pid = self.server.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+        # The connections come back after about a second, and give up on Redis after
+        # half of one more.
+        await task.deferLater(reactor, 3, lambda: None)
+        with self.assertRaises(StoreUnavailable):
+            await store.pm_ids()
+        os.kill(pid, signal.SIGCONT)
+        why = None
+        for _ in range(600):
+            try:
+                self.assertEqual(await store.pm_ids(), [])
+                break
+            except StoreUnavailable as e:
+                why = e
+                await task.deferLater(reactor, 0.05, lambda: None)
+        else:
+            self.fail(f"the store never reconnected: {why}")
+        self.assertIsNone(store.down)
 
     async def test_patient_calls_wait(self):
         """

@@ -11,12 +11,37 @@ of vorchd that the master changed.
 from __future__ import annotations
 
 import txredisapi
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
 
 from vorchd.config import RedisAddress
 
 
-class _MasterFactory(txredisapi.SentinelConnectionFactory):
+class _KeepTrying:
+    """
+    A txredisapi factory that never stops reconnecting by itself.
+
+    txredisapi stops a whole pool reconnecting, for good, when AUTH or SELECT on a new
+    connection fails for any reason, also when the reason is only that Redis stalled or
+    went away during that handshake (a Redis shutting down still accepts connections, a
+    paused or loading one answers late): every call after that fails with "Not
+    connected" until the daemon restarts. Here that connection is dropped all the same
+    and its slot tries again after its back-off (a wrong password is logged at each
+    try). vorchd stops a pool only by disconnecting it.
+    """
+
+    def stopTrying(self):
+        return defer.succeed(None)
+
+
+class _PoolFactory(_KeepTrying, txredisapi.RedisFactory):
+    """
+    The connections of a pool to one Redis at a fixed address.
+    """
+
+
+class _MasterFactory(_KeepTrying, txredisapi.SentinelConnectionFactory):
     """
     Tries to reconnect to the master every 0.25 s at most: txredisapi's default backs
     off up to 10 s, which would add as much to a failover (each try asks the Sentinels
@@ -82,23 +107,31 @@ def open_redis(
     A lazy, self-reconnecting txredisapi connection (pool) to the Redis of C{address}:
     through C{sentinels} to the current master when the address is a Sentinel URL.
     """
-    options = dict(
-        dbid=address.db,
-        password=address.password,
-        replyTimeout=reply_timeout,
-        convertNumbers=False,
-    )
     if address.master:
         if sentinels is None:
             raise ValueError("a Sentinel address needs its Sentinels")
         return sentinels.master_for(
-            address.master, factory_class=_MasterFactory, poolsize=poolsize, **options
+            address.master,
+            factory_class=_MasterFactory,
+            poolsize=poolsize,
+            dbid=address.db,
+            password=address.password,
+            replyTimeout=reply_timeout,
+            convertNumbers=False,
         )
-    return txredisapi.lazyConnectionPool(
-        host=address.host,
-        port=address.port,
-        poolsize=poolsize,
-        reconnect=True,
-        connectTimeout=reply_timeout,
-        **options,
+    from twisted.internet import reactor
+
+    # txredisapi.lazyConnectionPool, with a factory that keeps trying (L{_KeepTrying}).
+    factory = _PoolFactory(
+        f"{address.host}:{address.port}",
+        address.db,
+        poolsize,
+        isLazy=True,
+        password=address.password,
+        replyTimeout=reply_timeout,
+        convertNumbers=False,
     )
+    factory.startConnecting(
+        HostnameEndpoint(reactor, address.host, address.port, timeout=reply_timeout)
+    )
+    return factory.handler

@@ -19,6 +19,7 @@ from vorchd.network import mac_of
 from vorchd.room import Change
 from vorchd.store import Store, StoreUnavailable
 from vorchd.store.fake import FakeStore
+from vorchd.store.vmids import VMID_BLOCK, VMID_REFILL
 
 ONE = {"cpu": 1.0, "ram": 1.0, "disk": 1.0}
 SMALL = Resources(1, 512, 1)
@@ -257,6 +258,26 @@ class RedisStoreTests(StoreTestsMixin, TestCase):
     def make_store(self):
         redis = shared_redis()
         return Store.connect(RedisAddress("127.0.0.1", redis.port, 0), unique_prefix())
+
+    async def test_next_vmid_block_reserved_ahead(self):
+        """
+        Before the ids of a block run out, the next block is made durable in the
+        background: the ceiling moves up a block while ids are still left below it, so
+        the creates that take them never wait for an AOF rewrite.
+        """
+        store = self.store
+        block = store.vmid_block_key
+        ids = [await store.next_vmid() for _ in range(VMID_BLOCK - VMID_REFILL + 1)]
+        self.assertEqual(ids, list(range(1, VMID_BLOCK - VMID_REFILL + 2)))
+        for _ in range(600):
+            if int(await store._call("hget", block, "ceiling")) == 2 * VMID_BLOCK:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        else:
+            self.fail("the next block was not reserved ahead")
+        self.assertLess(int(await store._call("get", store.keys.vmid)), VMID_BLOCK)
+        more = [await store.next_vmid() for _ in range(VMID_REFILL + 10)]
+        self.assertEqual(more, list(range(ids[-1] + 1, ids[-1] + VMID_REFILL + 11)))
 
 
 class FakeStoreTests(StoreTestsMixin, TestCase):

@@ -47,6 +47,8 @@ class Startup:
         pmids = await store.register_pms((e.line, e.uri) for e in pms)
         await store.register_images((e.line, e.name) for e in images)
         await store.set_flavors(flavors)
+        # The first creates should not wait for a block of vmids to be made durable.
+        store.prepare_vmids()
         self.retired = [(p, parts.state.pms[p].uri) for p in parts.state.retired()]
         in_file = list(zip(pmids, (e.uri for e in pms), strict=True))
         current = {uri: pmid for pmid, uri in in_file}

@@ -156,6 +156,11 @@ class FakeStore(FakeVMs, FakeVolumes):
         self.vmid_counter += 1
         return self.vmid_counter
 
+    def prepare_vmids(self) -> None:
+        """
+        Nothing to prepare: the fake's counter has no blocks (L{vorchd.store.vmids}).
+        """
+
     # -- inventory -----------------------------------------------------------------------
 
     async def _register(self, kind: str, items: Iterable[tuple[str, str]]) -> list[int]:

@@ -173,6 +173,8 @@ class Store(StoreVolumes, DurableVmids, RedisClient):
                 + [name_prefix, *pairs(full)],
             )
             if kind != "reserve":
+                if kind == "ok" and not vmid:
+                    self.took_vmid(int(got))
                 return int(got), (None if kind == "ok" else Refusal(kind, detail))
             await self.reserve_vmids()
 

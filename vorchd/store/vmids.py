@@ -17,18 +17,28 @@ is handed out (see L{vorchd.store.keys} for the keys):
 After any restart the counter is first moved past the durable reservation (which is at
 or past every id handed out), so a restart skips the rest of the block: ids have gaps,
 never repeats.
+
+So that no create waits for a rewrite, the next block is reserved in the background
+once fewer than L{VMID_REFILL} ids are left below the ceiling (and when the daemon
+starts): claims go on taking the ids left while it is made durable, and then the
+ceiling moves up by a block. Only when a burst uses those up too does a claim wait.
 """
 
 from __future__ import annotations
 
 import txredisapi
 from twisted.internet import defer, task
+from twisted.logger import Logger
 
 from vorchd.store.client import StoreUnavailable
 
 VMID_BLOCK = 1000
 """How many vmids a block holds: one AOF rewrite per block, a gap of up to this many
-ids at each Redis restart."""
+ids (and L{VMID_REFILL} more) at each Redis restart."""
+
+VMID_REFILL = 200
+"""How many ids may be left below the ceiling when the next block is reserved in the
+background: what creates may take while its AOF rewrite runs (about 0.1 s)."""
 
 
 class DurableVmids:
@@ -37,6 +47,11 @@ class DurableVmids:
     """
 
     _vmid_lock: defer.DeferredLock | None = None
+    # The vmid from which the next block is reserved in the background (0: not known
+    # yet), and that reservation while it runs.
+    _vmid_refill_at: int = 0
+    _vmid_refilling: defer.Deferred | None = None
+    _vmid_log = Logger()
 
     @property
     def vmid_block_key(self) -> str:
@@ -51,25 +66,67 @@ class DurableVmids:
                 await self._script("next_vmid", [self.keys.vmid, self.vmid_block_key], [""])
             )
             if vmid:
+                self.took_vmid(vmid)
                 return vmid
             await self.reserve_vmids()
 
-    async def reserve_vmids(self) -> None:
+    async def disconnect(self) -> None:
+        # A reservation under way ends first (it is quick, or fails fast once Redis is
+        # gone): nothing of it is left running on the reactor.
+        if self._vmid_refilling is not None:
+            await self._vmid_refilling
+        await super().disconnect()
+
+    def took_vmid(self, vmid: int) -> None:
+        """
+        Note that C{vmid} was handed out (by L{next_vmid} or a claim): once few ids are
+        left below the ceiling, the next block is reserved in the background.
+        """
+        if vmid >= self._vmid_refill_at:
+            self.prepare_vmids()
+
+    def prepare_vmids(self) -> None:
+        """
+        Reserve the next block of vmids in the background if fewer than L{VMID_REFILL}
+        ids are left (a failure is logged: a claim that finds no id left reserves one).
+        """
+        if self._vmid_refilling is not None:
+            return
+
+        def failed(failure):
+            self._vmid_log.warn(
+                "reserving the next vmids ahead failed: {why}", why=failure.getErrorMessage()
+            )
+
+        def done(_):
+            self._vmid_refilling = None
+
+        d = defer.ensureDeferred(self.reserve_vmids(VMID_REFILL)).addErrback(failed)
+        if not d.called:
+            self._vmid_refilling = d
+            d.addBoth(done)
+
+    async def reserve_vmids(self, ahead: int = 0) -> None:
         """
         Make the next block of vmids durable and usable (one caller at a time: the others
-        wait for it and then find the block there).
+        wait for it and then find the block there): when none is left, or when fewer
+        than C{ahead} are.
         """
         if self._vmid_lock is None:
             self._vmid_lock = defer.DeferredLock()
-        await self._vmid_lock.run(lambda: defer.ensureDeferred(self._reserve_vmids()))
+        await self._vmid_lock.run(lambda: defer.ensureDeferred(self._reserve_vmids(ahead)))
 
-    async def _reserve_vmids(self) -> None:
+    async def _reserve_vmids(self, ahead: int) -> None:
         keys = [self.keys.vmid, self.vmid_block_key]
-        reserved, run = await self._script("vmid_reserve", keys, [self._prefix, VMID_BLOCK])
+        reserved, run, ceiling = await self._script(
+            "vmid_reserve", keys, [self._prefix, VMID_BLOCK, ahead]
+        )
         if int(reserved) == 0:
+            self._vmid_refill_at = int(ceiling) - VMID_REFILL
             return
         await self._aof_rewritten()
         await self._script("vmid_ceiling", [self.vmid_block_key], [self._prefix, reserved, run])
+        self._vmid_refill_at = int(reserved) - VMID_REFILL
 
     async def _aof_rewritten(self) -> None:
         """

@@ -252,13 +252,13 @@ class Mover:
         through a file on this machine.
         """
         hypervisors, slow = self.parts.hypervisors, self.parts.host_settings.migrate_timeout
-        fd, path = tempfile.mkstemp(prefix="vorchd-disk-")
-        os.close(fd)
+        # File work off the reactor thread too: freeing a disk-sized file takes a while.
+        path = await hypervisors.blocking(_scratch_file)
         try:
             await hypervisors.on(source, timeout=slow).export_disk(volume, path)
             await hypervisors.on(target, timeout=slow).import_disk(volume, path)
         finally:
-            os.unlink(path)
+            await hypervisors.blocking(os.unlink, path)
 
     async def _where(self, rec: VMRecord, target: int) -> tuple[bool, bool]:
         """
@@ -363,3 +363,12 @@ def _vm(fleet: str, rec: VMRecord, flavor: Flavor, pmid: int) -> VM:
     # Its stored MAC address goes with it: the NIC keeps it wherever the domain is defined.
     vm = VM(fleet, rec.vmid, rec.name, flavor, rec.image_id, pmid)
     return vm if not rec.mac else evolve(vm, mac=rec.mac)
+
+
+def _scratch_file() -> str:
+    """
+    The path of a new empty file of this machine's temporary directory, for a disk.
+    """
+    fd, path = tempfile.mkstemp(prefix="vorchd-disk-")
+    os.close(fd)
+    return path

@@ -101,6 +101,13 @@ class Hypervisors(Service):
         d.addBoth(lambda _: self._pool.stop())
         return d
 
+    def blocking(self, f: Callable[..., Any], *args: Any) -> defer.Deferred:
+        """
+        C{f(*args)} in this service's thread pool: for blocking work of this machine's
+        own (files), never on the reactor thread.
+        """
+        return deferToThreadPool(self._reactor, self._pool, f, *args)
+
     # -- hosts ----------------------------------------------------------------------------
 
     def add(self, pmid: int, host: IHypervisor) -> None:

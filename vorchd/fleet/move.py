@@ -27,7 +27,7 @@ from vorchd.fleet.create import Creator, summary
 from vorchd.fleet.parts import Parts, Refused
 from vorchd.fleet.running import not_changing, visible_vm
 from vorchd.fleet.settings import LiveSettings
-from vorchd.hypervisor.interface import HypervisorError
+from vorchd.hypervisor.interface import CallTimedOut, HypervisorError
 from vorchd.images import ImageUnavailable
 from vorchd.model import Flavor
 from vorchd.policies import Request
@@ -87,20 +87,33 @@ class Mover:
         pmid = rec.pmid
         change = room.Change.resize(pmid, rec.resources, flavor, _token(), parts.daemon_id)
         started = time.monotonic()
-        self.in_flight.add(change.op)
+        op = change.op
+        # A resize that outlives its timeout may still happen at the PM: its change stays
+        # in flight (held) until the call's thread ends, and the reconciler then settles
+        # it by the flavor the domain has (L{settle}), so the record follows the domain.
+        late: list[bool] = []
+        self.in_flight.add(op)
         try:
             why = await parts.store.begin_change(vmid, change, ratios)
             if why is not None:
                 raise Refused(f"VM {vmid} not resized on PM {pmid}: {why}")
             vm = _vm(parts.fleet_id, rec, flavor, pmid)
+            call = parts.stopping(pmid, finished=lambda: late and self.in_flight.discard(op))
             try:
-                await parts.stopping(pmid).resize_vm(vm, parts.host_settings.stop_timeout)
+                await call.resize_vm(vm, parts.host_settings.stop_timeout)
+            except CallTimedOut as e:
+                late.append(True)
+                raise Refused(
+                    f"VM {vmid}: {e}; the resize may still finish there: its room stays"
+                    " held until it does, then the VM has the flavor its domain has"
+                ) from None
             except HypervisorError as e:
-                await self._end(vmid, change.op, False)
+                await self._end(vmid, op, False)
                 raise Refused(f"VM {vmid} not resized: {e}") from None
-            await self._end(vmid, change.op, True)
+            await self._end(vmid, op, True)
         finally:
-            self.in_flight.discard(change.op)
+            if not late:
+                self.in_flight.discard(op)
         self.log.info(
             "vm {vmid} on PM {pmid} resized from flavor {old} to {tid} in {duration:.3f} s",
             event="vm_resize",

@@ -82,13 +82,16 @@ class Parts:
         self.state = FleetState()
         self.feed = ChangeFeed(store, self.state, store._reactor, settle_timeout=store._timeout)
 
-    def stopping(self, pmid: int) -> ThreadedHypervisor:
+    def stopping(
+        self, pmid: int, finished: Callable[[], object] | None = None
+    ) -> ThreadedHypervisor:
         """
         PM C{pmid}'s hypervisor for a call that may shut a guest down first (stop,
         resize): given the guest's C{stop_timeout} on top of the usual call timeout.
+        C{finished} is called when the call's thread is done, in time or not.
         """
         patience = self.host_settings.stop_timeout + self.hypervisors.call_timeout
-        return self.hypervisors.on(pmid, timeout=patience)
+        return self.hypervisors.on(pmid, timeout=patience, finished=finished)
 
     def ready(self) -> FleetState:
         """

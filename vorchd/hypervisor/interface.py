@@ -23,6 +23,13 @@ class HypervisorError(Exception):
     """
 
 
+class CallTimedOut(HypervisorError):
+    """
+    A call took longer than its timeout: its thread still runs, and what it does may
+    yet happen (the caller's C{undo} is given a late success).
+    """
+
+
 class HostUnreachable(HypervisorError):
     """
     The PM's connection is gone (or was never made).

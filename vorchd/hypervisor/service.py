@@ -18,6 +18,7 @@ from twisted.python.threadpool import ThreadPool
 from vorchd.domain import VM
 from vorchd.hypervisor.events import start_event_loop
 from vorchd.hypervisor.interface import (
+    CallTimedOut,
     HostUnreachable,
     HypervisorError,
     IHypervisor,
@@ -350,7 +351,7 @@ class ThreadedHypervisor:
         answer: defer.Deferred = defer.Deferred()
         timer = service._reactor.callLater(
             self._timeout or service.call_timeout,
-            lambda: answer.errback(HypervisorError(f"{host.uri}: {method} took too long")),
+            lambda: answer.errback(CallTimedOut(f"{host.uri}: {method} took too long")),
         )
         service._pending[answer] = timer
 

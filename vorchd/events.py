@@ -10,6 +10,11 @@ C{volume/query} answers it), C{volume_gone} ({volumeid}), C{catalog}
 changed with the ratios), and C{resync} ({seq}: the model was replaced by a snapshot;
 reload C{/v1/fleet}). A comment line every C{KEEPALIVE} seconds keeps proxies from
 closing an idle stream.
+
+A client that reads slower than changes come does not make the daemon buffer them
+without end: the stream is a push producer, so while the connection's buffer is full
+(Twisted pauses it) events are dropped, and when it drains the client gets a
+C{resync} ({seq}) first: reload C{/v1/fleet}, as after a snapshot.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import json
 
 from twisted.internet import task
+from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from vorchd.state import views
 
@@ -25,9 +32,11 @@ EVENTS_PATH = b"/v1/events"
 KEEPALIVE = 15.0
 
 
+@implementer(IPushProducer)
 class EventStream:
     """
-    One client's event stream, open until the client goes.
+    One client's event stream, open until the client goes; paused while the client's
+    connection cannot take more (L{IPushProducer}).
     """
 
     def __init__(self, fleet, request, reactor=None):
@@ -38,6 +47,9 @@ class EventStream:
         self.reactor = reactor
         self._stop_listening = None
         self._keepalive = None
+        # Paused by the connection; and whether an event was dropped meanwhile.
+        self._paused = False
+        self._missed = False
 
     def start(self):
         request = self.request
@@ -52,7 +64,23 @@ class EventStream:
         self._keepalive.clock = self.reactor
         self._keepalive.start(KEEPALIVE, now=False)
         request.notifyFinish().addBoth(self._gone)
+        request.registerProducer(self, True)
         return NOT_DONE_YET
+
+    # -- IPushProducer: the connection's buffer is full, has drained, or is gone ----------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._missed:
+            self._missed = False
+            seq = self.fleet.state.seq
+            self._send(seq, "resync", {"seq": seq})
+
+    def stopProducing(self) -> None:
+        self._gone(None)
 
     def _gone(self, _result) -> None:
         if self._stop_listening is not None:
@@ -62,13 +90,20 @@ class EventStream:
             self._keepalive.stop()
 
     def _ping(self) -> None:
-        self.request.write(b": keepalive\n\n")
+        if not self._paused:
+            self.request.write(b": keepalive\n\n")
 
     def _send(self, seq: int, event: str, data) -> None:
+        if self._paused:
+            self._missed = True
+            return
         body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         self.request.write(f"id: {seq}\nevent: {event}\ndata: {body}\n\n".encode())
 
     def _changed(self, seq: int, event: str, key) -> None:
+        if self._paused:
+            self._missed = True
+            return
         state = self.fleet.state
         _policy, ratios = self.fleet.current()
         if event == "pm":

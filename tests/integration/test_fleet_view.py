@@ -242,3 +242,53 @@ class FleetViewTests(TestCase):
             answer = await self.client.call(path, "POST")
             self.assertEqual((answer.status, answer.json), (200, 0), path)
             self.assertTrue(answer.reason)
+
+
+class SlowReaderTests(TestCase):
+    """
+    /v1/events to a client that stops reading while many changes come.
+    """
+
+    timeout = 120
+
+    async def test_events_dropped_then_resync(self):
+        """
+        The daemon does not buffer events without end for a client that stopped reading:
+        once the connection is full it drops them, and when the client reads again it
+        is first told to resync (reload /v1/fleet), then follows the changes again.
+        """
+        directory = tmpdir(self)
+        # Each change of a ratio sends every PM's new free room: 300 PMs make a change
+        # of about 100 kB of events; 200 of them are 20 MB, past what the sockets hold
+        # (on loopback here the kernel took about 6 MB before Twisted's buffer filled).
+        uris = write_fleet(directory, [(4, 4096)] * 300)
+        daemon = Daemon(directory / "d", shared_redis().url, unique_prefix(), uris)
+        await daemon.start()
+        self.addCleanup(daemon.stop)
+        reader = await FleetViewTests.events(self, daemon)
+        reader.transport.pauseProducing()
+        store, fleet = daemon.fleet.store, daemon.fleet
+        changes = 200
+        for i in range(changes):
+            await store.set_setting("cpu_ratio", repr(1.0 + (i % 2)))
+        await store.set_setting("cpu_ratio", "7.0")
+        for _ in range(600):
+            if fleet.current()[1]["cpu"] == 7.0:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        reader.transport.resumeProducing()
+        await reader.until(lambda events: any(e == "resync" for e, _, _ in events), 30)
+        await store.set_setting("cpu_ratio", "3.0")
+        await reader.until(
+            lambda events: (
+                events[-1][0] == "pm"
+                and events[-1][1]["pmid"] == 300
+                and [d for e, d, _ in events if e == "settings"][-1]["ratios"]["cpu"] == 3.0
+            ),
+            30,
+        )
+        kinds = [e for e, _, _ in reader.events]
+        resync = kinds.index("resync")
+        self.assertIn("settings", kinds[resync:])
+        # Dropped, not buffered: far fewer of the changes reached the client.
+        self.assertLess(kinds.count("settings"), changes // 2)

@@ -77,7 +77,7 @@ ensure_root() {
     [[ $EUID -eq 0 ]] && return 0
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         say "not root: re-running under sudo"
-        exec sudo -n --preserve-env=VORCHD_CONFIG,VORCHD_PORT,VORCHD_REDIS,VORCHD_VENV,CI \
+        exec sudo -n --preserve-env=VORCHD_CONFIG,VORCHD_PORT,VORCHD_REDIS,VORCHD_VENV,VORCHD_CEPH_DIR,VORCHD_CEPH_PORT,CI \
             "$BASH" "$REPO/install.sh" "$@"
     fi
     die "must run as root (try: sudo ./install.sh $*)"

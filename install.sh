@@ -651,10 +651,10 @@ CEPH_PORT=${VORCHD_CEPH_PORT:-6789}
 CEPH_POOL=vorchd
 CEPH_USER=vorchd
 
-ceph_cli() { (cd "$REPO" && "$VENV/bin/python" -m vorchd.cephlocal "$@"); }
+ceph_cli() { (cd "$REPO" && "$VENV/bin/python" -m vorchd.cephlocal_cli "$@"); }
 
 # Sets CEPH_STATE (made, started, running or stopped), CEPH_MONITOR, CEPH_KEYRING,
-# CEPH_CLIENT_CONF and CEPH_CONF from vorchd.cephlocal's key=value lines in $1.
+# CEPH_CLIENT_CONF and CEPH_CONF from vorchd.cephlocal_cli's key=value lines in $1.
 read_ceph_settings() {
     local line
     while IFS= read -r line; do

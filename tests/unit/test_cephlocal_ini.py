@@ -1,5 +1,5 @@
 """
-C{python -m vorchd.cephlocal ini}, as install.sh ceph runs it: a copy of the user's ini
+C{python -m vorchd.cephlocal_cli ini}, as install.sh ceph runs it: a copy of the user's ini
 with its C{[volumes]} on the one-node cluster, read by the daemon's own settings code.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import tmpdir
-from vorchd.cephlocal import with_rbd_volumes
+from vorchd.cephlocal_cli import with_rbd_volumes
 from vorchd.config import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ class WithRbdVolumesTests(SynchronousTestCase):
         keyring = directory / "ceph.client.vorchd.keyring"
         keyring.write_text("[client.vorchd]\n\tkey = QUJDRA==\n")
         done = subprocess.run(
-            [sys.executable, "-m", "vorchd.cephlocal", "ini", "--config", str(source)]
+            [sys.executable, "-m", "vorchd.cephlocal_cli", "ini", "--config", str(source)]
             + ["--out", str(out), "--monitor", "127.0.0.1:6790", "--keyring", str(keyring)]
             + ["--client-conf", str(directory / "q.conf")],
             cwd=REPO,

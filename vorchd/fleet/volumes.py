@@ -138,7 +138,8 @@ class Volumes:
         host = self.parts.hypervisors.on(pmid)
         # Checked before anything is recorded: a volume Ceph has no room for is refused
         # with nothing left behind (no record, no image, no id spent). Images are thin,
-        # so creates at once may together promise more than is free, as in Cinder.
+        # so creates at once may together promise more than is free, as in Cinder. libvirt
+        # reports the cluster's raw space: with N replicas a pool holds about 1/N of it.
         try:
             capacity, available = await host.ceph_room(self.ceph)
         except HypervisorError as e:

@@ -10,6 +10,9 @@
 #                                                 machine (Redis + replica, 3 Sentinels, 2
 #                                                 daemons, HAProxy on the REST port)
 #   ./install.sh ha stop                          stop all of that (state kept)
+#   ./install.sh ceph [PM_FILE IMAGE_FILE FLAVOR_FILE] a one-node Ceph on this machine and
+#                                                 the daemon with its volumes on it (RBD)
+#   ./install.sh ceph stop                        stop that daemon and Ceph (data kept)
 #
 # Settings: VORCHD_CONFIG (default REPO/etc/vorchd.ini), VORCHD_PORT (default: the ini's
 # [server] port), VORCHD_REDIS (default: the ini's [redis] url), VORCHD_VENV (default
@@ -60,7 +63,10 @@ usage: ./install.sh PM_FILE IMAGE_FILE FLAVOR_FILE   set up and (re)start the da
        ./install.sh test [PYTEST ARGS...]            deps, then run the test suite
        ./install.sh ha [PM_FILE IMAGE_FILE FLAVOR_FILE]   highly available example (README)
        ./install.sh ha stop                          stop the highly available example
-settings (environment): VORCHD_CONFIG, VORCHD_PORT, VORCHD_REDIS, VORCHD_VENV
+       ./install.sh ceph [PM_FILE IMAGE_FILE FLAVOR_FILE]   volumes on a one-node Ceph here
+       ./install.sh ceph stop                        stop that daemon and Ceph (data kept)
+settings (environment): VORCHD_CONFIG, VORCHD_PORT, VORCHD_REDIS, VORCHD_VENV,
+       VORCHD_CEPH_DIR (./install.sh ceph's state; default /var/lib/vorchd/ceph)
 EOF
 }
 
@@ -71,7 +77,7 @@ ensure_root() {
     [[ $EUID -eq 0 ]] && return 0
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         say "not root: re-running under sudo"
-        exec sudo -n --preserve-env=VORCHD_CONFIG,VORCHD_PORT,VORCHD_REDIS,VORCHD_VENV,CI \
+        exec sudo -n --preserve-env=VORCHD_CONFIG,VORCHD_PORT,VORCHD_REDIS,VORCHD_VENV,VORCHD_CEPH_DIR,VORCHD_CEPH_PORT,CI \
             "$BASH" "$REPO/install.sh" "$@"
     fi
     die "must run as root (try: sudo ./install.sh $*)"
@@ -630,6 +636,159 @@ cmd_ha_stop() {
 }
 
 # ---------------------------------------------------------------------------------------
+# ./install.sh ceph: a one-node Ceph on this machine, and the daemon's volumes on it
+
+# What it needs besides the daemon's packages: Debian's Ceph (a monitor, a manager, an
+# OSD and the CLIs), QEMU's RBD driver, and libvirt's RBD storage pool backend.
+CEPH_PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra
+    libvirt-daemon-driver-storage-rbd)
+# Everything of the cluster (conf, keys, the OSD's 10 GiB sparse file, pid files, logs)
+# and the daemon's ini copy live here; a rerun finds the cluster by its pid files.
+CEPH_DIR=${VORCHD_CEPH_DIR:-$STATE_DIR/ceph}
+# The monitor's port when the cluster is made (Ceph's own; a free one if it is taken);
+# the cluster keeps it from then on, and its restarts check it is still free.
+CEPH_PORT=${VORCHD_CEPH_PORT:-6789}
+CEPH_POOL=vorchd
+CEPH_USER=vorchd
+
+ceph_cli() { (cd "$REPO" && "$VENV/bin/python" -m vorchd.cephlocal_cli "$@"); }
+
+# Sets CEPH_STATE (made, started, running or stopped), CEPH_MONITOR, CEPH_KEYRING,
+# CEPH_CLIENT_CONF and CEPH_CONF from vorchd.cephlocal_cli's key=value lines in $1.
+read_ceph_settings() {
+    local line
+    while IFS= read -r line; do
+        case $line in
+        state=*) CEPH_STATE=${line#state=} ;;
+        monitor=*) CEPH_MONITOR=${line#monitor=} ;;
+        keyring=*) CEPH_KEYRING=${line#keyring=} ;;
+        client_conf=*) CEPH_CLIENT_CONF=${line#client_conf=} ;;
+        conf=*) CEPH_CONF=${line#conf=} ;;
+        esac
+    done <<<"$1"
+}
+
+# libvirtd loads its storage backends when it starts: one started before the RBD backend
+# was installed must be restarted (its guests keep running).
+ensure_rbd_backend() {
+    local caps
+    caps=$(virsh -c qemu:///system pool-capabilities 2>/dev/null || true)
+    [[ $caps == *"type='rbd' supported='yes'"* ]] && return 0
+    say "libvirtd has no RBD storage backend loaded: restarting it"
+    if have_systemd; then
+        systemctl restart libvirtd >/dev/null 2>&1 || die "systemctl restart libvirtd failed"
+    else
+        local pid
+        pid=$(tr -dc 0-9 </run/libvirtd.pid 2>/dev/null || true)
+        if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid"
+            retry 80 0.25 pid_gone "$pid" || die "libvirtd (pid $pid) did not stop"
+        fi
+    fi
+    start_libvirtd
+    caps=$(virsh -c qemu:///system pool-capabilities 2>/dev/null || true)
+    [[ $caps == *"type='rbd' supported='yes'"* ]] ||
+        die "libvirtd has no RBD storage backend (is libvirt-daemon-driver-storage-rbd installed?)"
+}
+
+# The cluster in $CEPH_DIR made, started again, or found running.
+ceph_up() {
+    local out rc=0
+    mkdir -p "$CEPH_DIR"
+    if ! out=$(ceph_cli status --dir "$CEPH_DIR" --pool "$CEPH_POOL" --user "$CEPH_USER" \
+        2>/dev/null </dev/null); then
+        say "starting the one-node Ceph in $CEPH_DIR (about 15 s)"
+    fi
+    out=$(ceph_cli up --dir "$CEPH_DIR" --port "$CEPH_PORT" --pool "$CEPH_POOL" \
+        --user "$CEPH_USER" 2>&1 </dev/null) || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        printf '%s\n' "$out" | tail -n 5 | sed 's/^/install.sh: ceph: /' >&2
+        die "Ceph did not start (its logs: $CEPH_DIR/log; stop what runs: ./install.sh ceph stop)"
+    fi
+    read_ceph_settings "$out"
+    case $CEPH_STATE in
+    made) say "made a one-node Ceph (monitor $CEPH_MONITOR, pool $CEPH_POOL, client.$CEPH_USER) in $CEPH_DIR" ;;
+    started) say "started the one-node Ceph in $CEPH_DIR again (monitor $CEPH_MONITOR, its data kept)" ;;
+    *) say "the one-node Ceph in $CEPH_DIR is running (monitor $CEPH_MONITOR); leaving it as it is" ;;
+    esac
+}
+
+# The daemon's ini: a copy of $CONFIG (relative paths in it are relative to $CEPH_DIR
+# now) with its [volumes] on the cluster.
+ceph_ini() {
+    CEPH_INI=$CEPH_DIR/vorchd.ini
+    ceph_cli ini --config "$CONFIG" --out "$CEPH_INI" --monitor "$CEPH_MONITOR" \
+        --pool "$CEPH_POOL" --user "$CEPH_USER" --keyring "$CEPH_KEYRING" \
+        --client-conf "$CEPH_CLIENT_CONF" </dev/null || die "cannot write $CEPH_INI"
+    say "wrote $CEPH_INI: $CONFIG with [volumes] backend = rbd on that cluster"
+}
+
+# Everything of ./install.sh ceph once the packages are there: the cluster, the ini, the
+# daemon (re)started with it.
+ceph_run() {
+    local pm=$1 image=$2 flavor=$3 url
+    ceph_up
+    ceph_ini
+    (
+        CONFIG=$CEPH_INI
+        run_daemon "$pm" "$image" "$flavor"
+    )
+    CONFIG=$CEPH_INI read_settings
+    url="http://$(api_host):$PORT"
+    say "volumes are RBD images in Ceph pool $CEPH_POOL:"
+    say "      curl '$url/volume/create?name=data&size=1'"
+    say "      rbd --conf $CEPH_CONF --id $CEPH_USER --keyring $CEPH_KEYRING --pool $CEPH_POOL ls"
+    say "stop the daemon and Ceph (data kept in $CEPH_DIR): ./install.sh ceph stop"
+    say "rerun ./install.sh ceph to start both again; to remove Ceph's data, stop, then rm -rf $CEPH_DIR"
+}
+
+cmd_ceph() {
+    local pm image flavor
+    [[ -r $CONFIG ]] || die "config $CONFIG does not exist or is not readable"
+    if [[ $# -eq 3 ]]; then
+        pm=$(input_file pm_file "$1") image=$(input_file image_file "$2")
+        flavor=$(input_file flavor_file "$3")
+    fi
+    deps
+    apt_install "${CEPH_PACKAGES[@]}"
+    ensure_rbd_backend
+    make_dirs
+    if [[ $# -eq 0 ]]; then
+        say "the bundled example, its volumes on Ceph"
+        build_example_image
+        ensure_example_network
+        NETWORK_OVERRIDE=$EXAMPLE_NETWORK
+        EXAMPLE_RUN=1
+        pm=$REPO/etc/example/pm_file image=$REPO/etc/example/image_file
+        flavor=$REPO/etc/example/flavor_file
+    fi
+    ceph_run "$pm" "$image" "$flavor"
+}
+
+# ./install.sh ceph stop: the daemon started with the cluster's ini, then the cluster;
+# their data is kept.
+cmd_ceph_stop() {
+    local out
+    if [[ -r $CEPH_DIR/vorchd.ini ]] && venv_python_ok && config_cli --help >/dev/null 2>&1; then
+        CONFIG=$CEPH_DIR/vorchd.ini read_settings
+        stop_daemon "$PORT"
+    else
+        say "no $CEPH_DIR/vorchd.ini: no daemon of ./install.sh ceph to stop"
+    fi
+    if ! venv_python_ok; then
+        say "no venv $VENV: nothing of ./install.sh ceph can be running"
+        return 0
+    fi
+    out=$(ceph_cli down --dir "$CEPH_DIR" --pool "$CEPH_POOL" --user "$CEPH_USER" 2>&1 </dev/null) ||
+        die "cannot stop Ceph in $CEPH_DIR: $out"
+    if [[ $out == stopped= ]]; then
+        say "no Ceph running in $CEPH_DIR"
+    else
+        say "Ceph in $CEPH_DIR stopped (${out#stopped=}); its data is kept: ./install.sh ceph starts it again"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------
 # the daemon
 
 pidfile_for() { printf '%s/vorchd-%s.pid' "$RUN_DIR" "$1"; }
@@ -905,8 +1064,7 @@ cmd_stop() {
 # a browser with its driver (the dashboard is tested in headless Chromium), Ceph with
 # libvirt's RBD storage backend (the rbd volume tests start a one-node cluster of their
 # own), and the HA tests' real Sentinels and HAProxy.
-TEST_PACKAGES=(openssh-server chromium chromium-driver
-    ceph-mon ceph-osd ceph-common libvirt-daemon-driver-storage-rbd "${HA_PACKAGES[@]}")
+TEST_PACKAGES=(openssh-server chromium chromium-driver "${CEPH_PACKAGES[@]}" "${HA_PACKAGES[@]}")
 
 cmd_test() {
     deps
@@ -959,14 +1117,27 @@ main() {
             cmd_ha "$@"
         fi
         ;;
+    ceph)
+        shift
+        if [[ ${1-} == stop ]]; then
+            [[ $# -eq 1 ]] || die "ceph stop takes no arguments"
+            cmd_ceph_stop
+        else
+            [[ $# -eq 0 || $# -eq 3 ]] || die "ceph takes PM_FILE IMAGE_FILE FLAVOR_FILE, or none"
+            cmd_ceph "$@"
+        fi
+        ;;
     *)
         if [[ $# -ne 3 ]]; then
             usage >&2
-            die "expected PM_FILE IMAGE_FILE FLAVOR_FILE, or stop, deps, test, ha"
+            die "expected PM_FILE IMAGE_FILE FLAVOR_FILE, or stop, deps, test, ha, ceph"
         fi
         cmd_run "$1" "$2" "$3"
         ;;
     esac
 }
 
-main "$@"
+# Sourced (the tests call ceph_run and others), it defines its functions and runs nothing.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

@@ -27,7 +27,8 @@ VOLUME_SCHEMAS = {
     "VolumeCreateFailed": _obj(
         {"volumeid": {"const": 0}},
         "Nothing was made: a name empty, missing, repeated or not UTF-8, a size not a "
-        "positive integer, or no PM with that much disk room free.",
+        "positive integer, or no PM with that much disk room free (local backend), or "
+        "less than that available in Ceph or Ceph unreachable (rbd backend).",
     ),
     "Volume": _obj(
         {
@@ -77,7 +78,8 @@ VOLUME_PATHS = {
         "volumeCreate",
         "Create a block volume",
         "Records a volume of size GiB, available; its data is made on the PM of the first "
-        "VM it is attached to (local backend).",
+        "VM it is attached to (local backend), or an RBD image is made in Ceph now (rbd "
+        "backend).",
         "VolumeCreated",
         "VolumeCreateFailed",
         [

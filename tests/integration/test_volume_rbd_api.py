@@ -48,6 +48,7 @@ class RbdVolumeAPITests(TestCase):
         self.addCleanup(self.client.close)
         self.where = ((("fake-mon", 6789),), self.pool)
         self.addCleanup(fakevolumes.UNREACHABLE.pop, self.where, None)
+        self.addCleanup(fakevolumes.ROOM.pop, self.where, None)
 
     async def json(self, path: str):
         return (await self.client.call(path)).json
@@ -105,6 +106,25 @@ class RbdVolumeAPITests(TestCase):
         self.assertEqual(await self.json(f"/volume/destroy?volumeid={vol}"), {"status": 1})
         self.assertEqual(self.images(), {})
 
+    async def test_beyond_ceph_room(self):
+        """
+        A volume bigger than what the Ceph pool has available answers {"volumeid": 0}
+        with the reason, and nothing is made or recorded; one that fits is made.
+        """
+        fakevolumes.ROOM[self.where] = (10 * 1024**3, 4 * 1024**3)
+        answer = await self.client.call("/volume/create?name=big&size=5")
+        self.assertEqual(answer.json, {"volumeid": 0})
+        self.assertEqual(
+            answer.reason,
+            f"Ceph pool {self.pool} has 4.0 GiB available (of 10.0 GiB),"
+            " less than the 5 GiB asked for",
+        )
+        self.assertEqual(self.images(), {})
+        self.assertEqual(await self.json("/volume/list"), {"volumes": []})
+        vol = (await self.json("/volume/create?name=fits&size=4"))["volumeid"]
+        self.assertGreater(vol, 0)
+        self.assertEqual(list(self.images()), [data_volume_name(self.daemon.fleet.fleet_id, vol)])
+
     async def test_ceph_unreachable(self):
         """
         With Ceph unreachable, create, attach and destroy answer their failure values
@@ -128,6 +148,6 @@ class RbdVolumeAPITests(TestCase):
         self.assertEqual(
             await self.json(f"/volume/attach?vmid={vmid}&volumeid={vol}"), {"status": 1}
         )
-        # The failed create took an id that is never given again.
+        # The failed create was refused before anything was recorded: it spent no id.
         later = (await self.json("/volume/create?name=y&size=1"))["volumeid"]
-        self.assertEqual(later, vol + 2)
+        self.assertEqual(later, vol + 1)

@@ -495,6 +495,7 @@ def make_hypervisor_tests(maker: type[Maker]) -> type[SynchronousTestCase]:
                 "vm_addresses": lambda: hv.vm_addresses(name),
                 "make_volume": lambda: hv.make_volume("v.raw", 1),
                 "delete_volume": lambda: hv.delete_volume("v.raw"),
+                "ceph_room": lambda: hv.ceph_room(CephPool((("127.0.0.1", 1),), "p", "u", "a2V5")),
                 "attach_volume": lambda: hv.attach_volume(name, "v.raw", "s"),
                 "detach_volume": lambda: hv.detach_volume(name, "v.raw"),
             }

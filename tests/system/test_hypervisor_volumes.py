@@ -75,8 +75,13 @@ class BlockVolumeTests:
         """
         An RBD volume is made in the cluster's pool (made again, it is kept), attached to
         a running guest as a SCSI network disk of that image, detached, and deleted once.
+        The cluster's room is read through the PM: some available, no more than its
+        capacity.
         """
         ceph = self.maker.ceph()
+        capacity, available = self.hv.ceph_room(ceph)
+        self.assertGreater(available, 0)
+        self.assertLessEqual(available, capacity)
         name = data_volume_name(self.fleet, 7)
         self.addCleanup(lambda: self.hv.delete_volume(name, ceph))
         self.assertEqual(self.hv.make_volume(name, 1, ceph), f"{ceph.pool}/{name}")

@@ -28,7 +28,7 @@ class RbdVolumeTests(FleetCase):
         await super().setUp()
         self.ceph = await deferToThread(shared_ceph)
 
-    async def two_guests(self, **volumes) -> tuple[int, int]:
+    async def start_rbd_daemon(self, **volumes) -> None:
         await self.start_daemon(
             volumes={
                 "backend": "rbd",
@@ -39,6 +39,9 @@ class RbdVolumeTests(FleetCase):
                 **volumes,
             }
         )
+
+    async def two_guests(self, **volumes) -> tuple[int, int]:
+        await self.start_rbd_daemon(**volumes)
         vm_a, vm_b = await self.create(5), await self.create(1)
         self.assertEqual((await self.json(f"/vm/query?vmid={vm_b}"))["pmid"], 2)
         await self.booted(1, vm_a)
@@ -109,6 +112,27 @@ class RbdVolumeTests(FleetCase):
         await self.ok(f"/volume/destroy?volumeid={vol}")
         self.assertNotIn(self.image(vol), await self.images())
         self.assertEqual(await self.free_disk(), free)
+
+    async def test_volume_beyond_ceph_room(self):
+        """
+        A volume bigger than what Ceph has available (its OSD holds 2 GiB) answers
+        {"volumeid": 0} with a reason naming the pool's room; no image is made and no
+        volume recorded. One that fits is made.
+        """
+        await self.start_rbd_daemon()
+        _capacity, available = await deferToThread(self.ceph.room)
+        self.assertLess(available, 3 * 1024**3)
+        before = await self.images()
+        answer = await self.call("/volume/create?name=big&size=3")
+        self.assertEqual(answer.json, {"volumeid": 0})
+        self.assertIn(f"Ceph pool {self.ceph.pool} has", answer.reason)
+        self.assertIn("less than the 3 GiB asked for", answer.reason)
+        self.assertEqual(await self.images(), before)
+        self.assertEqual(await self.json("/volume/list"), {"volumes": []})
+        vol = (await self.call("/volume/create?name=small&size=1")).json["volumeid"]
+        self.assertGreater(vol, 0)
+        self.assertIn(self.image(vol), await self.images())
+        await self.ok(f"/volume/destroy?volumeid={vol}")
 
     async def qemu_write(self, pmid: int, vmid: int, pattern: int, offset: int) -> None:
         out = await self.virsh(

@@ -33,6 +33,9 @@ from vorchd.volume_xml import CephPool, data_volume_name
 log = Logger()
 
 
+GIB = 1 << 30
+
+
 def _token() -> str:
     return secrets.token_hex(6)
 
@@ -103,7 +106,8 @@ class Volumes:
         first attach, an rbd one is made in Ceph now (through any PM that is up).
 
         @raise Refused: C{size} is not positive, or (local) no PM of the fleet has that
-            much disk room free now, or (rbd) Ceph could not make it.
+            much disk room free now, or (rbd) Ceph has less available now, or could not
+            make it.
         """
         state = self.parts.ready()
         if size <= 0:
@@ -131,11 +135,23 @@ class Volumes:
 
     async def _create_rbd(self, name: str, size: int) -> int:
         store, pmid = self.parts.store, self._any_up()
+        host = self.parts.hypervisors.on(pmid)
+        # Checked before anything is recorded: a volume Ceph has no room for is refused
+        # with nothing left behind (no record, no image, no id spent). Images are thin,
+        # so creates at once may together promise more than is free, as in Cinder. libvirt
+        # reports the cluster's raw space: with N replicas a pool holds about 1/N of it.
+        try:
+            capacity, available = await host.ceph_room(self.ceph)
+        except HypervisorError as e:
+            raise Refused(f"volume not made in Ceph: {e}") from None
+        if size * GIB > available:
+            raise Refused(
+                f"Ceph pool {self.ceph.pool} has {available / GIB:.1f} GiB available"
+                f" (of {capacity / GIB:.1f} GiB), less than the {size} GiB asked for"
+            )
         volumeid = await store.create_volume(name, size, "rbd")
         try:
-            await self.parts.hypervisors.on(pmid).make_volume(
-                self._name(volumeid), size, self.ceph
-            )
+            await host.make_volume(self._name(volumeid), size, self.ceph)
         except HypervisorError as e:
             # Its record goes again (its id is never given to another volume).
             op = _token()

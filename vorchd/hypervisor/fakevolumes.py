@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 #: C{UNREACHABLE} to a reason to make every call on them fail, as a dead cluster's do.
 CLUSTERS: dict[tuple, dict[str, int]] = {}
 UNREACHABLE: dict[tuple, str] = {}
+#: Their room (capacity, available) in bytes, by (monitors, pool); 1 TiB of each if unset.
+ROOM: dict[tuple, tuple[int, int]] = {}
 _lock = threading.Lock()
 
 
@@ -54,6 +56,14 @@ class FakeBlockVolumes:
             path = pool[volume_name].path
         self._did("make_volume")
         return path
+
+    def ceph_room(self: FakeHypervisor, ceph: CephPool) -> tuple[int, int]:
+        self._enter("ceph_room")
+        with _lock:
+            _images(ceph)
+            room = ROOM.get((ceph.monitors, ceph.pool), (1024 * GIB, 1024 * GIB))
+        self._did("ceph_room")
+        return room
 
     def delete_volume(
         self: FakeHypervisor, volume_name: str, ceph: CephPool | None = None

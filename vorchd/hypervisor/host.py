@@ -368,6 +368,9 @@ class LibvirtHost:
     def make_volume(self, volume_name: str, size_gib: int, ceph: CephPool | None = None) -> str:
         return block_volumes.make_volume(self, volume_name, size_gib, ceph)
 
+    def ceph_room(self, ceph: CephPool) -> tuple[int, int]:
+        return block_volumes.ceph_room(self, ceph)
+
     def delete_volume(self, volume_name: str, ceph: CephPool | None = None) -> bool:
         return block_volumes.delete_volume(self, volume_name, ceph)
 

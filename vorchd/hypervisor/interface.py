@@ -376,6 +376,15 @@ class IHypervisor(Interface):
         @return: its path (C{pool/image} for RBD).
         """
 
+    def ceph_room(ceph: CephPool) -> tuple[int, int]:
+        """
+        The room of the Ceph cluster behind C{ceph}'s pool, read afresh through the PM's
+        libvirt RBD pool (defined where missing): its raw capacity and what is available
+        now, in bytes.
+
+        @raise HypervisorError: Ceph cannot be reached, or libvirt refused.
+        """
+
     def delete_volume(volume_name: str, ceph: CephPool | None = None) -> bool:
         """
         Delete a block volume's volume (from the PM's pool, or the RBD image).

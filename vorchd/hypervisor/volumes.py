@@ -31,9 +31,9 @@ def rbd_pool(host: LibvirtHost, ceph: CephPool) -> libvirt.virStoragePool:
     The PM's libvirt RBD pool over C{ceph}, and the secret of its key, defined and
     started where missing.
     """
+    conn = host.conn  # first: a PM that cannot be reached says so
     if host.is_test_driver:
         raise HypervisorError(f"{host.uri}: the test driver has no RBD storage")
-    conn = host.conn
     try:
         try:
             secret = conn.secretLookupByUUIDString(ceph.secret_uuid)
@@ -85,6 +85,20 @@ def make_volume(
         except libvirt.libvirtError as e:
             raise host.failed(f"making volume {volume_name}", e) from None
     return vol.path()
+
+
+def ceph_room(host: LibvirtHost, ceph: CephPool) -> tuple[int, int]:
+    """
+    L{IHypervisor.ceph_room} on C{host}: the RBD pool's capacity and available bytes
+    (libvirt reads the cluster's statistics at each refresh).
+    """
+    pool = rbd_pool(host, ceph)
+    try:
+        pool.refresh(0)
+        _state, capacity, _allocation, available = pool.info()
+    except libvirt.libvirtError as e:
+        raise host.failed(f"RBD pool {ceph.pool}", e) from None
+    return capacity, available
 
 
 def delete_volume(host: LibvirtHost, volume_name: str, ceph: CephPool | None = None) -> bool:

@@ -134,6 +134,11 @@ class FakeGuests:
 
     # -- states -------------------------------------------------------------------------
 
+    def run_emulated(self: FakeHypervisor, domain_name: str) -> float | None:
+        # A fake PM has no KVM to fail.
+        self._enter("run_emulated")
+        return None
+
     def vm_state(self: FakeHypervisor, domain_name: str) -> str:
         self._enter("vm_state")
         with self.lock:

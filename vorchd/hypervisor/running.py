@@ -159,6 +159,7 @@ def start_vm(host: LibvirtHost, domain_name: str) -> None:
     """
     L{IHypervisor.start_vm} on C{host}.
     """
+    host.trials.start(domain_name)
     _change(host, domain_name, {"shutoff", "crashed"}, "starting", lambda d: d.create())
 
 

@@ -74,7 +74,7 @@ import os, signal, socket, subprocess, sys
 
 state, hostname, *mounts = sys.argv[1:]
 for subdir, point in zip(mounts[::2], mounts[1::2]):
-    if not os.path.isdir(point):
+    if not os.path.exists(point):
         sys.exit(f"mount point {point} is missing")
     subprocess.run(["mount", "--bind", os.path.join(state, subdir), point], check=True)
 socket.sethostname(hostname)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.harness import require
 from vorchd.domain import VM, VMSpec, domain_xml
 from vorchd.hypervisor.emulation import (
     TRIAL_SECONDS,
+    DomainLocks,
     Trials,
     emulated_xml,
     is_kvm_pause_event,
@@ -130,3 +132,32 @@ class KvmPauseTests(SynchronousTestCase):
             )
         )
         self.assertFalse(is_kvm_pause_event(libvirt.VIR_DOMAIN_EVENT_STARTED, 0))
+
+    def test_domain_locks(self):
+        """
+        A domain's lock waits for its holder; another domain's does not.
+        """
+        locks = DomainLocks()
+        order = []
+        with locks.held("a"):
+
+            def other_domain():
+                with locks.held("b"):
+                    order.append("b")
+
+            other = threading.Thread(target=other_domain)
+            other.start()
+            other.join(5)
+            self.assertFalse(other.is_alive())
+
+            def same():
+                with locks.held("a"):
+                    order.append("second")
+
+            waiting = threading.Thread(target=same)
+            waiting.start()
+            waiting.join(0.2)
+            self.assertTrue(waiting.is_alive())
+            order.append("first")
+        waiting.join(5)
+        self.assertEqual(order, ["b", "first", "second"])

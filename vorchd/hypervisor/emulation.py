@@ -26,6 +26,8 @@ from __future__ import annotations
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import libvirt
@@ -58,6 +60,35 @@ def emulated_xml(xml: str) -> str:
     root = ET.fromstring(xml)
     root.set("type", "qemu")
     return ET.tostring(root, encoding="unicode")
+
+
+class DomainLocks:
+    """
+    One lock per domain name, taken by what removes a domain and by L{run_emulated}, so
+    that a restart never brings back a domain a destroy removed, while changes to other
+    domains of the PM go on at the same time.
+    """
+
+    def __init__(self):
+        self._busy: set[str] = set()
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def held(self, domain_name: str) -> Iterator[None]:
+        """
+        Hold C{domain_name}'s lock for the C{with} block, waiting for it if another
+        thread holds it.
+        """
+        with self._cond:
+            while domain_name in self._busy:
+                self._cond.wait()
+            self._busy.add(domain_name)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy.discard(domain_name)
+                self._cond.notify_all()
 
 
 class Trials:
@@ -115,7 +146,7 @@ def run_emulated(host: LibvirtHost, domain_name: str) -> float | None:
     """
     L{IHypervisor.run_emulated} on C{host}.
     """
-    with host.domain_lock:
+    with host.domain_locks.held(domain_name):
         age = host.trials.age(domain_name)
         if age is None:
             return None

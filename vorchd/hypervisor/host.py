@@ -114,8 +114,8 @@ class LibvirtHost:
         with an internal error (see L{vorchd.hypervisor.emulation}). Kept across
         reconnects, for the daemon's life; C{auto} then starts guests emulated.
     @ivar trials: the guests started lately, watched for KVM pausing them.
-    @ivar domain_lock: held while a domain is removed, or restarted emulated, so that a
-        restart never brings back a domain that a destroy removed.
+    @ivar domain_locks: a domain's is held while it is removed, or restarted emulated, so
+        that a restart never brings back a domain that a destroy removed.
     """
 
     def __init__(
@@ -137,7 +137,7 @@ class LibvirtHost:
         self._kvm_works: bool | None = None
         self.kvm_unusable = ""
         self.trials = emulation.Trials()
-        self.domain_lock = threading.Lock()
+        self.domain_locks = emulation.DomainLocks()
         self.verified: dict[str, str] = {}
         self.on_close: Callable[[str], object] | None = None
         self.on_kvm_pause: Callable[[str], object] | None = None

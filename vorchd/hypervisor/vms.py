@@ -107,8 +107,9 @@ def define_and_start(host: LibvirtHost, spec: VMSpec) -> None:
         dom = host.conn.defineXML(domain.domain_xml(spec))
     except libvirt.libvirtError as e:
         raise host.failed("defining domain", e) from None
-    # On trial from before its start: KVM may pause it before create() returns.
-    host.trials.start(spec.domain_name)
+    if spec.domain_type == "kvm":
+        # On trial from before its start: KVM may pause it before create() returns.
+        host.trials.start(spec.domain_name)
     try:
         dom.create()
     except libvirt.libvirtError as e:
@@ -135,7 +136,7 @@ def destroy_vm(host: LibvirtHost, domain_name: str, volume_name: str | None) -> 
     L{IHypervisor.destroy_vm} on C{host}.
     """
     # Not while the domain is restarted emulated, which would bring it back.
-    with host.domain_lock:
+    with host.domain_locks.held(domain_name):
         host.trials.end(domain_name)
         return _destroy_vm(host, domain_name, volume_name)
 

@@ -13,8 +13,8 @@ packages are this machine's (a test checks they are all installed first, so inst
 installs none).
 
 What it does not share with the machine:
-- the network: its own namespace holds only its loopback (where the REST port, Redis and
-  libvirtd listen) and what libvirt makes there, libvirt's C{default} network
+- the network: its own namespace (and a sysfs of it) holds only its loopback (where the
+  REST port, Redis and libvirtd listen) and what libvirt makes there, libvirt's C{default} network
   (C{virbr0}, 192.168.122.1, its dnsmasq) and the guests' taps. Traffic to a guest goes
   only from processes run inside (L{run}), into this namespace the test made.
 - C{/dev/kvm}: a device node of its own for the same device, root:kvm 0660, bound over
@@ -280,6 +280,10 @@ class NewcomerMachine:
         done = self.run("ip", "link", "set", "lo", "up")
         if done.returncode != 0:
             raise RuntimeError(f"newcomer machine: no loopback: {done.stderr}")
+        # Its network namespace's interfaces in /sys/class/net, where libvirt reads them.
+        done = self.run("mount", "-t", "sysfs", "sysfs", "/sys")
+        if done.returncode != 0:
+            raise RuntimeError(f"newcomer machine: cannot mount its sysfs: {done.stderr}")
 
     # -- using it -------------------------------------------------------------------------
 

@@ -192,7 +192,8 @@ class IHypervisor(Interface):
         On any failure everything made here is removed again before raising: a domain that
         was defined but would not start is undefined, and its disk deleted.
 
-        @return: the domain type it runs under (C{kvm}, C{qemu}, or a driver's own).
+        @return: the domain type it started under (C{kvm}, C{qemu}, or a driver's own);
+            a KVM guest that KVM then pauses may be restarted emulated (L{run_emulated}).
         """
 
     def run_emulated(domain_name: str) -> float | None:

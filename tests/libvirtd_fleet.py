@@ -15,8 +15,9 @@ its guests keep running. The reaper is what makes C{virDomainDestroy} take 0.2 s
 
 With C{netns=True} each PM also gets a network namespace of its own, holding nothing but
 its loopback and what its libvirt makes there (its networks' bridges, their dnsmasq, its
-guests' taps): guests on a PM's libvirt network are reachable only from inside that PM
-(C{pm.nsenter(...)} runs there). Its libvirtd listens on the namespace's own 127.0.0.1, and
+guests' taps), and a sysfs of that namespace (so libvirt sees its interfaces): guests on
+a PM's libvirt network are reachable only from inside that PM (C{pm.nsenter(...)} runs
+there). Its libvirtd listens on the namespace's own 127.0.0.1, and
 a small forwarder (L{_FORWARDER_SCRIPT}) accepts the PM's connections on its loopback
 address of the host, C{ADDRESS:16509}, and carries them into the namespace: the daemon under
 test reaches the PM on C{qemu+tcp://ADDRESS/system} as before, and nothing leaves loopback.
@@ -36,6 +37,7 @@ import random
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -74,7 +76,7 @@ import os, signal, socket, subprocess, sys
 
 state, hostname, *mounts = sys.argv[1:]
 for subdir, point in zip(mounts[::2], mounts[1::2]):
-    if not os.path.isdir(point):
+    if not os.path.exists(point):
         sys.exit(f"mount point {point} is missing")
     subprocess.run(["mount", "--bind", os.path.join(state, subdir), point], check=True)
 socket.sethostname(hostname)
@@ -362,12 +364,20 @@ class LibvirtdPM:
     """
 
     def __init__(
-        self, index: int, address: str, state_dir: Path, hostname: str, netns: bool = False
+        self,
+        index: int,
+        address: str,
+        state_dir: Path,
+        hostname: str,
+        netns: bool = False,
+        own_kvm: bool = False,
     ):
         self.index = index
         self.address = address
         # Whether it has a network namespace of its own (see the module's docstring).
         self.netns = netns
+        # Whether it gets a /dev/kvm of its own (see LibvirtdFleet).
+        self.own_kvm = own_kvm
         self.forwarder: subprocess.Popen | None = None
         self.uri = f"qemu+tcp://{address}/system"
         self.state_dir = Path(state_dir)
@@ -600,6 +610,11 @@ class LibvirtdPM:
         result = self.nsenter("ip", "link", "set", "lo", "up")
         if result.returncode != 0:
             raise RuntimeError(f"{self}: no loopback in its namespace: {result.stderr}")
+        # A sysfs of its own network namespace: libvirt reads the host's interfaces (and
+        # whether a bridge exists) from /sys/class/net, which otherwise shows the machine's.
+        result = self.nsenter("mount", "-t", "sysfs", "sysfs", "/sys")
+        if result.returncode != 0:
+            raise RuntimeError(f"{self}: cannot mount its sysfs: {result.stderr}")
         listener = socket.socket()
         try:
             listener.bind((self.address, LIBVIRTD_PORT))
@@ -617,6 +632,18 @@ class LibvirtdPM:
             )
         finally:
             listener.close()
+
+    def _bind_own_kvm(self) -> None:
+        # A device node of its own for the machine's KVM device, root:kvm 0660, bound over
+        # /dev/kvm in its mount namespace before libvirtd starts: another test closing the
+        # machine's /dev/kvm (chmod) leaves this PM's alone.
+        node = self.state_dir / "kvm"
+        os.mknod(node, 0o660 | stat.S_IFCHR, os.stat("/dev/kvm").st_rdev)
+        shutil.chown(node, "root", "kvm")
+        node.chmod(0o660)
+        result = self.nsenter("mount", "--bind", str(node), "/dev/kvm")
+        if result.returncode != 0:
+            raise RuntimeError(f"{self}: cannot bind its /dev/kvm: {result.stderr}")
 
     def _start_virtlogd(self) -> None:
         if self.virtlogd_pid() is not None:
@@ -648,6 +675,8 @@ class LibvirtdPM:
             raise RuntimeError(f"{self} was already started")
         self._prepare()
         self._start_holder()
+        if self.own_kvm:
+            self._bind_own_kvm()
         self._start_virtlogd()
         self._start_libvirtd()
 
@@ -759,7 +788,9 @@ class LibvirtdPM:
 
 class LibvirtdFleet:
     """
-    C{n} independent L{LibvirtdPM}s, each in a network namespace of its own if C{netns}.
+    C{n} independent L{LibvirtdPM}s, each in a network namespace of its own if C{netns},
+    and with a C{/dev/kvm} of its own if C{own_kvm} (a node for the machine's KVM device,
+    root:kvm 0660, which other tests' changes to the machine's /dev/kvm leave alone).
     PM I{i} (from 1) listens on C{BLOCK.(10+i)}; the address block C{"127.A.B"} is random
     unless given, so concurrent fleets do not collide.
     The fleet's state goes in a new C{fleet-XXXXXXXXXX} directory (C{dir}) under
@@ -773,11 +804,13 @@ class LibvirtdFleet:
         base_dir: str | os.PathLike[str] | None = None,
         block: str | None = None,
         netns: bool = False,
+        own_kvm: bool = False,
     ):
         if n < 1 or n > 200:
             raise ValueError(f"a fleet has 1 to 200 PMs, not {n}")
         self.n = n
         self.netns = netns
+        self.own_kvm = own_kvm
         self.root = Path(base_dir) if base_dir is not None else ROOT
         self.block = block
         self.dir: Path | None = None
@@ -831,7 +864,9 @@ class LibvirtdFleet:
             self.block = self._choose_block()
             for i, address in enumerate(self._addresses(self.block), 1):
                 hostname = f"pm{i}.{self.dir.name}.vorchd.test"
-                self.pms.append(LibvirtdPM(i, address, self.dir / f"pm{i}", hostname, self.netns))
+                self.pms.append(
+                    LibvirtdPM(i, address, self.dir / f"pm{i}", hostname, self.netns, self.own_kvm)
+                )
             for pm in self.pms:
                 pm.launch()
             for pm in self.pms:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import Interface
 
@@ -178,6 +180,36 @@ class HypervisorsTests(TestCase):
         self.assertTrue(self.hypervisors.is_up(1))
         self.assertEqual(self.pm.done.count("suspend_vm"), 1)
         self.assertNotIn("start_vm", self.pm.done)
+
+    async def test_kvm_pause_restarted_emulated(self):
+        """
+        A PM saying (from another thread) that a guest it started lately was paused has
+        it restarted emulated through the pool, and the service says so once, naming
+        the PM and the domain; a pause KVM did not cause (a suspend) is left alone,
+        with nothing said.
+        """
+        said = []
+
+        def observe(event):
+            if event.get("log_format", "").startswith("PM {pmid}: KVM cannot run guests"):
+                said.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        pm = self.hypervisors.on(1)
+        name = SPEC.domain_name
+        await pm.create_vm(SPEC, "/base.img", "raw")
+        await pm.suspend_vm(name)
+        await deferToThread(self.pm.on_kvm_pause, name)
+        await self.until("run_emulated asked", lambda: "run_emulated" in self.pm.done)
+        self.assertEqual(await pm.vm_state(name), "paused")
+        self.assertEqual(said, [])
+
+        self.pm.kvm_pauses[name] = 2.5
+        await deferToThread(self.pm.on_kvm_pause, name)
+        await self.until("the restart said", lambda: bool(said))
+        self.assertEqual(await pm.vm_state(name), "running")
+        self.assertEqual((said[0]["pmid"], said[0]["domain"], said[0]["age"]), (1, name, 2.5))
 
     async def test_migrate_between_fakes(self):
         """

@@ -144,6 +144,10 @@ class FakeHypervisor(FakeGuests, FakeBlockVolumes):
         self.pool_name = pool_name
         self.pool_path = pool_path
         self.on_close: Callable[[str], object] | None = None
+        self.on_kvm_pause: Callable[[str], object] | None = None
+        # Domains KVM paused (the test pauses them too), by name -> seconds after their
+        # start: run_emulated restarts them and answers that.
+        self.kvm_pauses: dict[str, float] = {}
         self.pools: dict[str, dict[str, FakeVolume]] = {} if pools is None else pools
         self.domains: dict[str, FakeDomain] = {}
         self.uploads: list[str] = []

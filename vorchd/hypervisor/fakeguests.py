@@ -134,6 +134,19 @@ class FakeGuests:
 
     # -- states -------------------------------------------------------------------------
 
+    def run_emulated(self: FakeHypervisor, domain_name: str) -> float | None:
+        # Only the domains the test says KVM paused (kvm_pauses), found paused.
+        self._enter("run_emulated")
+        with self.lock:
+            age = self.kvm_pauses.pop(domain_name, None)
+            dom = self.domains.get(domain_name)
+            if age is None or dom is None or dom.state != "paused":
+                age = None
+            else:
+                dom.state = "running"
+        self._did("run_emulated")
+        return age
+
     def vm_state(self: FakeHypervisor, domain_name: str) -> str:
         self._enter("vm_state")
         with self.lock:

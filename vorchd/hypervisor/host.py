@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from vorchd import domain
 from vorchd.domain import VM
-from vorchd.hypervisor import moves, nics, running, vms
+from vorchd.hypervisor import emulation, moves, nics, running, vms
 from vorchd.hypervisor import volumes as block_volumes
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError, IHypervisor
 from vorchd.images import copies as base_copies
@@ -110,6 +110,12 @@ class LibvirtHost:
     @ivar network: what its VMs' NICs attach to (see L{vorchd.network}).
     @ivar verified: the base copies this daemon has checked, by volume name (-> the
         checksum they were found to have): each is read back once.
+    @ivar kvm_unusable: why KVM cannot run guests here ("" while it may): a guest it paused
+        with an internal error (see L{vorchd.hypervisor.emulation}). Kept across
+        reconnects, for the daemon's life; C{auto} then starts guests emulated.
+    @ivar trials: the guests started lately, watched for KVM pausing them.
+    @ivar domain_locks: a domain's is held while it is removed, or restarted emulated, so
+        that a restart never brings back a domain that a destroy removed.
     """
 
     def __init__(
@@ -129,8 +135,13 @@ class LibvirtHost:
         self.console_log_dir = console_log_dir
         self._conn: libvirt.virConnect | None = None
         self._kvm_works: bool | None = None
+        self.kvm_unusable = ""
+        self.trials = emulation.Trials()
+        self.domain_locks = emulation.DomainLocks()
         self.verified: dict[str, str] = {}
         self.on_close: Callable[[str], object] | None = None
+        self.on_kvm_pause: Callable[[str], object] | None = None
+        self._events: int | None = None
         self._lock = threading.Lock()
 
     # -- the connection ---------------------------------------------------------------
@@ -153,6 +164,12 @@ class LibvirtHost:
             conn.registerCloseCallback(self._closed, None)
         except libvirt.libvirtError:
             pass
+        try:
+            self._events = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None
+            )
+        except libvirt.libvirtError:
+            self._events = None  # no event loop (a host used without the daemon's service)
         self._conn = conn
 
     def _closed(self, conn, reason: int, _opaque) -> None:
@@ -161,6 +178,15 @@ class LibvirtHost:
         why = _CLOSE_REASONS.get(reason, f"reason {reason}")
         self.on_close(f"{self.uri}: connection closed ({why})")
 
+    def _lifecycle(self, conn, dom, event: int, detail: int, _opaque) -> None:
+        # On libvirt's event thread: no libvirt call here (a domain's name is local).
+        if conn is not self._conn or self.on_kvm_pause is None:
+            return
+        if emulation.is_kvm_pause_event(event, detail):
+            name = dom.name()
+            if self.trials.age(name) is not None:
+                self.on_kvm_pause(name)
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -168,6 +194,12 @@ class LibvirtHost:
                 conn.unregisterCloseCallback()
             except libvirt.libvirtError:
                 pass
+            events, self._events = self._events, None
+            if events is not None:
+                try:
+                    conn.domainEventDeregisterAny(events)
+                except libvirt.libvirtError:
+                    pass
             try:
                 conn.close()
             except libvirt.libvirtError:
@@ -274,6 +306,8 @@ class LibvirtHost:
             return "test"
         if self.domain_type != "auto":
             return self.domain_type
+        if self.kvm_unusable:
+            return "qemu"
         if self._kvm_works is None:
             try:
                 self.conn.getDomainCapabilities(None, "x86_64", None, "kvm", 0)
@@ -290,6 +324,9 @@ class LibvirtHost:
         next connect).
         """
         self._kvm_works = False
+
+    def run_emulated(self, domain_name: str) -> float | None:
+        return emulation.run_emulated(self, domain_name)
 
     def volume_names(self) -> set[str]:
         pool = self.pool()

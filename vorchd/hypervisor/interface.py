@@ -117,6 +117,14 @@ class IHypervisor(Interface):
         """
     )
 
+    on_kvm_pause = Attribute(
+        """
+        Called with a domain's name, from any thread, when a guest this PM started lately
+        was paused without being asked to: perhaps KVM could not run it (see
+        L{run_emulated}). C{None} for no one.
+        """
+    )
+
     def connect() -> None:
         """
         Open the connection (closing a dead one first).
@@ -191,7 +199,22 @@ class IHypervisor(Interface):
         On any failure everything made here is removed again before raising: a domain that
         was defined but would not start is undefined, and its disk deleted.
 
-        @return: the domain type it runs under (C{kvm}, C{qemu}, or a driver's own).
+        @return: the domain type it started under (C{kvm}, C{qemu}, or a driver's own);
+            a KVM guest that KVM then pauses may be restarted emulated (L{run_emulated}).
+        """
+
+    def run_emulated(domain_name: str) -> float | None:
+        """
+        If KVM paused the domain with an internal error soon after this PM started it
+        (it cannot run that guest: see L{vorchd.hypervisor.emulation}), restart it under
+        plain QEMU emulation, its disk, NIC and metadata unchanged, and start every later
+        VM on this PM emulated (where the domain type is C{auto}). Anything else (a domain
+        that runs, was paused on request, or is gone) is left alone.
+
+        @return: how many seconds after its start KVM paused it, if it was restarted;
+            else None.
+        @raise HypervisorError: it was found paused by KVM but could not be restarted (it
+            is left defined and shut off).
         """
 
     def destroy_vm(domain_name: str, volume_name: str | None) -> bool:

@@ -49,8 +49,31 @@ def check_network(host: LibvirtHost) -> None:
         if not active:
             raise NetworkUnavailable(f"{host.uri}: network {nic.source} is not active")
     elif nic.kind == BRIDGE:
-        if nic.source not in _net_devices(host):
+        kind = _interface_type(host, nic.source)
+        if kind is None:
             raise NetworkUnavailable(f"{host.uri}: bridge {nic.source} is missing")
+        if kind != "bridge":
+            raise NetworkUnavailable(f"{host.uri}: {nic.source} is a {kind}, not a bridge")
+
+
+def _interface_type(host: LibvirtHost, name: str) -> str | None:
+    """
+    The type (C{bridge}, C{ethernet}, ...) of the PM's network interface C{name} as
+    libvirt's interface driver reads it now, or None if there is none.
+
+    Not libvirt's node devices: those are udev's, and without udevd running (in a
+    container, say) a bridge made after libvirtd started never shows there. Where the
+    interface driver is missing, a node device of that name stands for a bridge.
+    """
+    try:
+        iface = host.conn.interfaceLookupByName(name)
+        return ET.fromstring(iface.XMLDesc(0)).get("type") or "device"
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
+            return None
+        if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_NO_CONNECT):
+            raise host.failed(f"looking up interface {name}", e) from None
+    return "bridge" if name in _net_devices(host) else None
 
 
 def _net_devices(host: LibvirtHost) -> set[str]:

@@ -159,6 +159,9 @@ def start_vm(host: LibvirtHost, domain_name: str) -> None:
     """
     L{IHypervisor.start_vm} on C{host}.
     """
+    if not host.is_test_driver:
+        # If it is a KVM domain, KVM may pause it (see vorchd.hypervisor.emulation).
+        host.trials.start(domain_name)
     _change(host, domain_name, {"shutoff", "crashed"}, "starting", lambda d: d.create())
 
 

@@ -118,6 +118,7 @@ class Hypervisors(Service):
         self._hosts[pmid] = host
         self._up[pmid] = False
         host.on_close = lambda why: self._reactor.callFromThread(self._mark_down, pmid, why)
+        host.on_kvm_pause = lambda name: self._reactor.callFromThread(self._kvm_paused, pmid, name)
 
     def host(self, pmid: int) -> IHypervisor | None:
         """
@@ -214,6 +215,36 @@ class Hypervisors(Service):
             await defer.maybeDeferred(self.on_up, pmid, capacity)
         return capacity
 
+    def _kvm_paused(self, pmid: int, domain_name: str) -> defer.Deferred | None:
+        """
+        A guest PM C{pmid} started lately was paused unasked: have the PM restart it
+        emulated if KVM is what paused it, and say so.
+        """
+        if not self.running or pmid not in self._hosts:
+            return None
+
+        def done(age):
+            if age is not None:
+                self.log.warn(
+                    "PM {pmid}: KVM cannot run guests there: it paused {domain} with an"
+                    " internal error {age:.1f} s after its start. Restarted it under QEMU"
+                    " emulation; later VMs on PM {pmid} run emulated ([libvirt]"
+                    " domain_type = qemu skips KVM from the start)",
+                    pmid=pmid,
+                    domain=domain_name,
+                    age=age,
+                )
+
+        def failed(f):
+            self.log.warn(
+                "PM {pmid}: KVM paused {domain}, and restarting it emulated failed: {e}",
+                pmid=pmid,
+                domain=domain_name,
+                e=f.getErrorMessage(),
+            )
+
+        return self.on(pmid).run_emulated(domain_name).addCallbacks(done, failed)
+
     def _mark_down(self, pmid: int, why: str) -> None:
         was_up = self._up.get(pmid, False)
         self._up[pmid] = False
@@ -285,6 +316,8 @@ class ThreadedHypervisor:
     def prune_bases(self, fleet: str) -> defer.Deferred[list[str]]: ...
 
     def create_vm(self, vm: VM, base_path: str, base_format: str) -> defer.Deferred[str]: ...
+
+    def run_emulated(self, domain_name: str) -> defer.Deferred[float | None]: ...
 
     def destroy_vm(self, domain_name: str, volume_name: str | None) -> defer.Deferred[bool]: ...
 

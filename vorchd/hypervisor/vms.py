@@ -28,6 +28,8 @@ def create_vm(host: LibvirtHost, vm: VM, base_path: str, base_format: str) -> st
 
     Where C{host.domain_type} is C{auto} and a KVM domain will not start (say /dev/kvm is
     not the qemu user's), it is started emulated, and KVM is no longer tried on that PM.
+    One that starts is on trial for a while (L{vorchd.hypervisor.emulation}): if KVM pauses
+    it, it is restarted emulated then.
     """
     overlay = make_overlay(host, vm, base_path, base_format)
     try:
@@ -105,9 +107,13 @@ def define_and_start(host: LibvirtHost, spec: VMSpec) -> None:
         dom = host.conn.defineXML(domain.domain_xml(spec))
     except libvirt.libvirtError as e:
         raise host.failed("defining domain", e) from None
+    if spec.domain_type == "kvm":
+        # On trial from before its start: KVM may pause it before create() returns.
+        host.trials.start(spec.domain_name)
     try:
         dom.create()
     except libvirt.libvirtError as e:
+        host.trials.end(spec.domain_name)
         error = host.failed(f"starting {spec.domain_type} domain", e)
         _remove_domain(dom)
         raise error from None
@@ -129,6 +135,13 @@ def destroy_vm(host: LibvirtHost, domain_name: str, volume_name: str | None) -> 
     """
     L{IHypervisor.destroy_vm} on C{host}.
     """
+    # Not while the domain is restarted emulated, which would bring it back.
+    with host.domain_locks.held(domain_name):
+        host.trials.end(domain_name)
+        return _destroy_vm(host, domain_name, volume_name)
+
+
+def _destroy_vm(host: LibvirtHost, domain_name: str, volume_name: str | None) -> bool:
     found = True
     try:
         dom = host.conn.lookupByName(domain_name)

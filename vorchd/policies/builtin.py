@@ -33,7 +33,7 @@ import numpy as np
 from zope.interface import implementer
 
 from vorchd.model import RESOURCES, Host, Resources
-from vorchd.policies import Candidates, IAllocationPolicy, IIndexedPolicy, Request
+from vorchd.policies import Candidates, IAllocationPolicy, IIndexedPolicy, IKeyedPolicy, Request
 
 WEIGHTS_EXAMPLE = "cpu:1.0, ram:1.0, disk:0.5"
 
@@ -83,6 +83,52 @@ def weighted_room_columns(
             left = c.capacity[r] - c.used[r] - getattr(request.flavor, name)
             total += weight * left * c.inverse[r]
     return np.round(total, 12)
+
+
+def round12(total: float) -> float:
+    """
+    C{total} rounded to 12 decimals exactly as C{np.round(total, 12)} rounds a float64:
+    multiplied by 10**12, rounded half to even, divided by 10**12 (so a PM's key worked
+    out alone is bit for bit the one L{weighted_room_columns} gives it).
+    """
+    try:
+        return round(total * 1e12) / 1e12
+    except (OverflowError, ValueError):  # inf or nan: numpy leaves it as it is
+        return total * 1e12 / 1e12
+
+
+def weighted_room_key(
+    request: Request, weights: Mapping[str, float], sign: int = 1
+) -> Callable[[Sequence[int], Sequence[float], Sequence[int], int], float]:
+    """
+    L{weighted_room_columns} of one PM (times C{sign}, 1 or -1), from its effective
+    capacity, inverse and used room (cpu, ram, disk) as Python numbers: the row key of
+    best-fit, worst-fit and weighted (L{IKeyedPolicy.row_key}). The same operations in
+    the same order as the columns' (C{total += weight * left * inverse} per resource,
+    then L{round12}), so the same float.
+    """
+    terms = []
+    for r, name in enumerate(RESOURCES):
+        weight = float(weights.get(name, 0.0))
+        if weight:
+            terms.append((r, weight, getattr(request.flavor, name)))
+    terms = tuple(terms)
+
+    def key(effective, inverse, used, vms) -> float:
+        total = 0.0
+        for r, weight, wanted in terms:
+            total += weight * (effective[r] - used[r] - wanted) * inverse[r]
+        return sign * round12(total)
+
+    return key
+
+
+def _vms_key(effective, inverse, used, vms) -> int:
+    return vms
+
+
+def _no_key(effective, inverse, used, vms) -> int:
+    return 0
 
 
 def smallest_first(key: np.ndarray, fits: np.ndarray) -> Iterator[int]:
@@ -151,7 +197,7 @@ def parse_seed(text: str | None) -> int | None:
         raise ValueError(f"seed: {text.strip()!r} is not an integer") from None
 
 
-@implementer(IIndexedPolicy)
+@implementer(IKeyedPolicy)
 class FirstFit:
     """
     The PM listed first in the pm_file that has room: simple and predictable.
@@ -165,8 +211,14 @@ class FirstFit:
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
         return iter(candidates.rows())
 
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return np.zeros(len(candidates.pmid), dtype=np.int64)
 
-@implementer(IIndexedPolicy)
+    def row_key(self, request: Request):
+        return _no_key
+
+
+@implementer(IKeyedPolicy)
 class BestFit:
     """
     Pack: the PM with the least room left after placing the request first, measured
@@ -180,11 +232,16 @@ class BestFit:
         return sorted(hosts, key=lambda h: (weighted_room(request, h, EVERY_RESOURCE), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        key = weighted_room_columns(request, candidates, EVERY_RESOURCE)
-        return smallest_first(key, candidates.fits)
+        return smallest_first(self.keys(request, candidates), candidates.fits)
+
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return weighted_room_columns(request, candidates, EVERY_RESOURCE)
+
+    def row_key(self, request: Request):
+        return weighted_room_key(request, EVERY_RESOURCE)
 
 
-@implementer(IIndexedPolicy)
+@implementer(IKeyedPolicy)
 class WorstFit:
     """
     Spread: the PM with the most room left after placing the request first, by the
@@ -197,8 +254,13 @@ class WorstFit:
         return sorted(hosts, key=lambda h: (-weighted_room(request, h, EVERY_RESOURCE), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        key = -weighted_room_columns(request, candidates, EVERY_RESOURCE)
-        return smallest_first(key, candidates.fits)
+        return smallest_first(self.keys(request, candidates), candidates.fits)
+
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return -weighted_room_columns(request, candidates, EVERY_RESOURCE)
+
+    def row_key(self, request: Request):
+        return weighted_room_key(request, EVERY_RESOURCE, -1)
 
 
 @implementer(IIndexedPolicy)
@@ -278,7 +340,7 @@ class RandomOrder:
             taken[j] = taken.get(i, i)
 
 
-@implementer(IIndexedPolicy)
+@implementer(IKeyedPolicy)
 class LeastVMs:
     """
     The PM running the fewest VMs first, whatever their size; ties in pm_file order.
@@ -290,10 +352,16 @@ class LeastVMs:
         return sorted(hosts, key=lambda h: (h.vms, h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        return smallest_first(candidates.vms, candidates.fits)
+        return smallest_first(self.keys(request, candidates), candidates.fits)
+
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return candidates.vms
+
+    def row_key(self, request: Request):
+        return _vms_key
 
 
-@implementer(IIndexedPolicy)
+@implementer(IKeyedPolicy)
 class Weighted:
     """
     Like Nova's weighers: the PM with the highest sum of C{weight * free / capacity}
@@ -326,8 +394,13 @@ class Weighted:
         return sorted(hosts, key=lambda h: (-weighted_room(request, h, self.weights), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        key = -weighted_room_columns(request, candidates, self.weights)
-        return smallest_first(key, candidates.fits)
+        return smallest_first(self.keys(request, candidates), candidates.fits)
+
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return -weighted_room_columns(request, candidates, self.weights)
+
+    def row_key(self, request: Request):
+        return weighted_room_key(request, self.weights, -1)
 
 
 BUILTIN: Mapping[str, Callable[[Mapping[str, str]], IAllocationPolicy]] = {

@@ -20,7 +20,7 @@ import numpy as np
 from attrs import define, field
 
 from vorchd.model import RESOURCES
-from vorchd.placement import ranked
+from vorchd.placement import chosen
 from vorchd.policies import IAllocationPolicy, Request, available_policies, policy_named
 from vorchd.sim import measure
 from vorchd.sim.fleet import SimError, SimFleet
@@ -134,8 +134,8 @@ def replay(
     # One request per flavor: what a policy is told of a VM is its flavor (the built-in
     # policies read nothing else; a plugin sees the name "sim" and image 0).
     requests = [Request(f, 0, "sim") for f in trace.flavors]
-    wanted = [np.array((f.cpu, f.ram, f.disk), dtype=np.int64) for f in trace.flavors]
-    given_back = [-w for w in wanted]
+    wanted = [(f.cpu, f.ram, f.disk) for f in trace.flavors]
+    given_back = [(-f.cpu, -f.ram, -f.disk) for f in trace.flavors]
     asked = [trace.flavors[k] for k in sorted(set(trace.flavor[trace.create].tolist()))]
     vms, row = table.vms, table.row
     times = trace.time.tolist()
@@ -169,7 +169,7 @@ def replay(
         f = flavors[k]
         s = slots[k]
         if creates[k]:
-            pmid = next(ranked(policy, requests[f], state, ratios), None)
+            pmid = chosen(policy, requests[f], state, ratios)
             if pmid is None:
                 refused += 1
                 out.refused = refused

@@ -143,6 +143,21 @@ def smallest_first(key: np.ndarray, fits: np.ndarray) -> Iterator[int]:
         key[i] = np.inf
 
 
+def first_true(mask: np.ndarray, start: int) -> int | None:
+    """
+    The lowest index at or after C{start} where C{mask} is true, or C{None}: a scan that
+    stops there, not a list of every true index.
+    """
+    if start >= len(mask):
+        return None
+    i = start + int(mask[start:].argmax())
+    return i if mask[i] else None
+
+
+DRAWS = 16
+"""How many PMs C{random} draws among all, at most, for one with room to try first."""
+
+
 def parse_weights(text: str | None) -> dict[str, float]:
     """
     The weights of a C{weights} option: C{"cpu:1.0, ram:1.0, disk:0.5"} gives
@@ -286,14 +301,27 @@ class RoundRobin:
         return ordered
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        # The first PM with room after the last start, found by scanning the fits column
+        # from there (no list of every PM with room), then the others in turn.
+        fits = candidates.fits
+        after = 0
+        if self.last is not None:
+            after = int(candidates.pmid.searchsorted(self.last, side="right"))
+        first = first_true(fits, after)
+        if first is None:
+            first = first_true(fits, 0)
+        if first is None:
+            return iter(())
+        self.last = int(candidates.pmid[first])
+        return self._from(first, candidates)
+
+    @staticmethod
+    def _from(first: int, candidates: Candidates) -> Iterator[int]:
+        yield first
         rows = candidates.rows()
-        n = len(rows)
-        start = 0
-        if self.last is not None and n:
-            start = int(np.searchsorted(candidates.pmid[rows], self.last, side="right")) % n
-        if n:
-            self.last = int(candidates.pmid[rows[start]])
-        return (int(rows[(start + i) % n]) for i in range(n))
+        k = int(rows.searchsorted(first))
+        yield from rows[k + 1 :].tolist()
+        yield from rows[:k].tolist()
 
 
 @implementer(IIndexedPolicy)
@@ -325,11 +353,24 @@ class RandomOrder:
         return ordered
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        # A uniformly random order too, drawn lazily from the front (a Fisher-Yates
-        # shuffle stopped when the mechanism stops asking), so that a create costs the
-        # same whatever the fleet's size; with a seed it is reproducible, though not the
-        # same sequence as rank's shuffle.
+        # A uniformly random order too, with a seed reproducible, though not the same
+        # sequence as rank's shuffle. The first PM is drawn among all of them until one
+        # with room comes up (uniform among those with room), up to DRAWS times, so that
+        # a create costs the same whatever the fleet's size; failing that, and for the
+        # rest, a Fisher-Yates shuffle of those with room drawn lazily from the front.
+        fits = candidates.fits
+        n = len(fits)
+        if n:
+            for _ in range(DRAWS):
+                i = self._random.randrange(n)
+                if fits[i]:
+                    return self._after(i, candidates)
         return self._draw(candidates.rows())
+
+    def _after(self, first: int, candidates: Candidates) -> Iterator[int]:
+        yield first
+        rows = candidates.rows()
+        yield from self._draw(rows[rows != first])
 
     def _draw(self, rows) -> Iterator[int]:
         n = len(rows)

@@ -91,10 +91,13 @@ def round12(total: float) -> float:
     multiplied by 10**12, rounded half to even, divided by 10**12 (so a PM's key worked
     out alone is bit for bit the one L{weighted_room_columns} gives it).
     """
+    scaled = total * 1e12
     try:
-        return round(total * 1e12) / 1e12
+        whole = round(scaled)
     except (OverflowError, ValueError):  # inf or nan: numpy leaves it as it is
-        return total * 1e12 / 1e12
+        return scaled / 1e12
+    # round() gives an int, which has no -0: numpy's rint keeps the sign of a zero.
+    return whole / 1e12 if whole else math.copysign(0.0, scaled)
 
 
 def weighted_room_key(

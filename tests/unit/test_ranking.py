@@ -22,6 +22,7 @@ from vorchd.placement import chosen, ranked
 from vorchd.policies import Candidates, IKeyedPolicy, Request, policy_named
 from vorchd.policies.builtin import Weighted, round12
 from vorchd.state.model import FleetState
+from vorchd.state.ranking import ordered, ordered_column
 from vorchd.state.table import HostTable
 
 KEYED = ["best-fit", "first-fit", "least-vms", "weighted", "worst-fit"]
@@ -276,6 +277,20 @@ class RankingTests(SynchronousTestCase):
         round12 rounds exactly as np.round(x, 12), halves included.
         """
         self.assertEqual(round12(x).hex(), float(np.round(np.float64(x), 12)).hex())
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(allow_nan=False, allow_infinity=False),
+    )
+    def test_ordered_keeps_the_order_of_floats(self, a, b):
+        """
+        The ints a ranking's heap holds order as the keys do, -0.0 equal to 0.0, one key
+        at a time as for a whole column.
+        """
+        self.assertEqual(ordered(a) < ordered(b), a < b)
+        self.assertEqual(ordered(a) == ordered(b), a == b)
+        self.assertEqual(ordered_column(np.array([a, b])).tolist(), [ordered(a), ordered(b)])
 
     def test_long_runs_rebuild_and_agree(self):
         """

@@ -117,6 +117,19 @@ def weighted_room_key(
             terms.append((r, weight, getattr(request.flavor, name)))
     terms = tuple(terms)
 
+    if len(terms) == 3:
+        # Every resource weighed (the default): the same sums, written out, as a create
+        # works out one of these per flavor for each PM that changed.
+        (_, w0, f0), (_, w1, f1), (_, w2, f2) = terms
+
+        def key(effective, inverse, used, vms) -> float:
+            total = 0.0 + w0 * (effective[0] - used[0] - f0) * inverse[0]
+            total = total + w1 * (effective[1] - used[1] - f1) * inverse[1]
+            total = total + w2 * (effective[2] - used[2] - f2) * inverse[2]
+            return sign * round12(total)
+
+        return key
+
     def key(effective, inverse, used, vms) -> float:
         total = 0.0
         for r, weight, wanted in terms:

@@ -3,8 +3,8 @@ The PMs open to placement as columns of numbers (numpy), kept up to date by the 
 model, so that finding the PMs with room for a request costs a few vector operations
 however large the fleet, and a policy can rank them without a Python object per PM.
 
-Beside the columns the table keeps each PM's facts as Python numbers, a version per PM
-and a log of the PMs that changed, so that what is derived from it (the L{fits} answers
+Beside the columns the table keeps each PM's facts as Python numbers and a log of the
+PMs that changed, so that what is derived from it (the L{fits} answers
 and the keyed policies' rankings, L{vorchd.state.ranking}) is brought up to date lazily,
 a changed PM at a time, only when it is next asked for.
 """
@@ -50,10 +50,8 @@ class HostTable:
     the pm_file's order): C{pmid}; C{capacity} and C{used}, one row per resource (cpu,
     ram, disk); C{vms}; C{open} (this daemon reaches it and it is not drained).
 
-    Change it only through L{set} and L{add}: they keep the Python facts, the versions
-    and the change log beside the columns.
-
-    @ivar version: per column, how many times that PM has changed (a Python list).
+    Change it only through L{set} and L{add}: they keep the Python facts and the change
+    log beside the columns.
     """
 
     def __init__(self, pmids: Iterable[int] = ()):
@@ -72,7 +70,6 @@ class HostTable:
         self.capacity_of: list[tuple[int, int, int]] = [(0, 0, 0)] * n
         self.used_of: list[tuple[int, int, int]] = [(0, 0, 0)] * n
         self.vms_of: list[int] = [0] * n
-        self.version: list[int] = [0] * n
         # The columns changed, in order; _log[0] is change number _log_start. Halved
         # when long: a follower further behind than what is left rebuilds instead.
         self._log: list[int] = []
@@ -155,9 +152,8 @@ class HostTable:
 
     def _changed(self, i: int) -> None:
         """
-        Column C{i} changed: a new version of it, and a line in the change log.
+        Column C{i} changed: a line in the change log.
         """
-        self.version[i] += 1
         log = self._log
         log.append(i)
         if len(log) > self._log_limit:
@@ -251,10 +247,15 @@ class HostTable:
         elif changed:
             mask = kept[0]
             w0, w1, w2 = key[:3]
+            open_of, used_of, capacity_of = self.open_of, self.used_of, self.capacity_of
+            scales = self.scales(ratio)
             for i in changed:
-                if self.open_of[i]:
-                    (e0, e1, e2), _ = self.scale_of(i, ratio)
-                    u = self.used_of[i]
+                if open_of[i]:
+                    found = scales.get(capacity_of[i])
+                    if found is None:
+                        found = self.scale_of(i, ratio)
+                    (e0, e1, e2), _ = found
+                    u = used_of[i]
                     mask[i] = e0 - u[0] >= w0 and e1 - u[1] >= w1 and e2 - u[2] >= w2
                 else:
                     mask[i] = False

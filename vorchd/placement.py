@@ -20,7 +20,7 @@ from vorchd import room
 from vorchd.model import Host, Resources
 from vorchd.policies import Candidates, IAllocationPolicy, IIndexedPolicy, IKeyedPolicy, Request
 from vorchd.state.model import FleetState
-from vorchd.state.ranking import Ranking
+from vorchd.state.ranking import Rankings, Unranked
 from vorchd.state.table import HostTable
 
 
@@ -93,24 +93,27 @@ def ranked(
     asked for, without the first.
     """
     table = state.table
-    if IKeyedPolicy.providedBy(policy):
-        ranking = Ranking.of(table, policy, request, ratios)
-        first = ranking.first()
-        if ranking.usable:
-            if first is None:
-                return
-            yield int(table.pmid[first])
-            for i in _ordered(policy, request, table, ratios):
-                if i != first:
-                    yield int(table.pmid[i])
+    keyed = IKeyedPolicy.providedBy(policy)
+    if keyed:
+        try:
+            first = Rankings.of(table, policy, ratios).first(request)
+        except Unranked:
+            keyed = False
+    if keyed:
+        if first is None:
             return
-    if IIndexedPolicy.providedBy(policy):
+        yield int(table.pmid[first])
+        for i in _ordered(policy, request, table, ratios):
+            if i != first:
+                yield int(table.pmid[i])
+    elif IIndexedPolicy.providedBy(policy):
         for i in _ordered(policy, request, table, ratios):
             yield int(table.pmid[i])
-        return
-    fits = table.fits(request.flavor.resources, ratios)
-    for host in _rank(policy, request, [table.host(int(i), ratios) for i in fits.nonzero()[0]]):
-        yield host.pmid
+    else:
+        fits = table.fits(request.flavor.resources, ratios)
+        hosts = [table.host(int(i), ratios) for i in fits.nonzero()[0]]
+        for host in _rank(policy, request, hosts):
+            yield host.pmid
 
 
 def _ordered(
@@ -142,9 +145,11 @@ def chosen(
     """
     if IKeyedPolicy.providedBy(policy):
         table = state.table
-        ranking = Ranking.of(table, policy, request, ratios)
-        first = ranking.first()
-        if ranking.usable:
+        try:
+            first = Rankings.of(table, policy, ratios).first(request)
+        except Unranked:
+            pass
+        else:
             return None if first is None else int(table.pmid[first])
     return next(ranked(policy, request, state, ratios), None)
 

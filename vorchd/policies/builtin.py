@@ -126,7 +126,12 @@ def weighted_room_key(
             total = 0.0 + w0 * (effective[0] - used[0] - f0) * inverse[0]
             total = total + w1 * (effective[1] - used[1] - f1) * inverse[1]
             total = total + w2 * (effective[2] - used[2] - f2) * inverse[2]
-            return sign * round12(total)
+            scaled = total * 1e12  # round12, written in
+            try:
+                whole = round(scaled)
+            except (OverflowError, ValueError):
+                return sign * (scaled / 1e12)
+            return sign * (whole / 1e12 if whole else math.copysign(0.0, scaled))
 
         return key
 

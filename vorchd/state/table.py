@@ -83,8 +83,9 @@ class HostTable:
         # a fleet sees few flavors and ratios, and a create then costs no pass over the
         # fleet to find where it fits.
         self._fits: dict[tuple, list] = {}
-        # Rankings (vorchd.state.ranking) by (id(policy), wanted, ratios).
+        # Rankings (vorchd.state.ranking) by (id(policy), ratios), and the last asked.
         self.rankings: dict[tuple, object] = {}
+        self.last_rankings = None
 
     def __len__(self) -> int:
         return len(self.pmid)
@@ -144,7 +145,8 @@ class HostTable:
         u = self.used_of[i]
         column = (u[0] + amount[0], u[1] + amount[1], u[2] + amount[2])
         self.used_of[i] = column
-        self.used[:, i] = column
+        used = self.used
+        used[0, i], used[1, i], used[2, i] = column
         if vms:
             self.vms_of[i] += vms
             self.vms[i] = self.vms_of[i]

@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK[0]}, {QUICK[1]:,} events")
     parser.add_argument("--profile", metavar="FILE.svg", help="record a py-spy flamegraph")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="policies replayed at once, as vorchd-sim --jobs (default 1: one after another)",
+    )
     options = parser.parse_args(argv)
     if options.profile:
         rest = list(argv if argv is not None else sys.argv[1:])
@@ -88,16 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     rows = []
-    cpu = [time.process_time()]
 
     def progress(outcome) -> None:
         per_event = outcome.seconds / max(len(trace), 1) * 1e6
-        cpu.append(time.process_time())
         rows.append(
             {
                 "policy": outcome.policy,
                 "seconds": outcome.seconds,
-                "cpu_seconds": cpu[-1] - cpu[-2],
+                "cpu_seconds": outcome.cpu_seconds,
                 "us_per_event": per_event,
                 "decisions_per_s": outcome.decisions_per_s,
                 "placed": outcome.placed,
@@ -107,10 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(
             f"  {outcome.policy:<12} {outcome.seconds:8.2f} s  {per_event:7.1f} us/event"
-            f"  {outcome.decisions_per_s:10,.0f} decisions/s  ({cpu[-1] - cpu[-2]:.2f} s CPU)"
+            f"  {outcome.decisions_per_s:10,.0f} decisions/s  ({outcome.cpu_seconds:.2f} s CPU)"
         )
 
-    compare(names, fleet, trace, ratios, {"seed": str(options.seed)}, progress=progress)
+    replays = time.perf_counter()
+    compare(
+        names,
+        fleet,
+        trace,
+        ratios,
+        {"seed": str(options.seed)},
+        progress=progress,
+        jobs=options.jobs,
+    )
+    replays = time.perf_counter() - replays
     total = sum(r["seconds"] for r in rows)
     total_cpu = sum(r["cpu_seconds"] for r in rows)
     wall = time.perf_counter() - started
@@ -130,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{'total':<14}{total:>10.2f}    target < {TARGET_SECONDS:.0f} s    vs target"
         f" {total / TARGET_SECONDS:.2f}x"
     )
+    if options.jobs > 1:
+        print(
+            f"{'wall, ' + str(options.jobs) + ' jobs':<14}{replays:>10.2f}    (the replays side by"
+            f" side; vs target {replays / TARGET_SECONDS:.2f}x)"
+        )
     print(
         f"(CPU {total_cpu:.2f} s, load average {os.getloadavg()[0]:.2f}; fleet and trace made"
         f" in {setup:.2f} s; wall {wall:.2f} s; peak RSS {rss:,.0f} MiB)"
@@ -144,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     "setup_seconds": setup,
                     "total_seconds": total,
                     "total_cpu_seconds": total_cpu,
+                    "jobs": options.jobs,
+                    "replays_wall_seconds": replays,
                     "target_seconds": TARGET_SECONDS,
                     "peak_rss_mib": rss,
                     "load": os.getloadavg(),

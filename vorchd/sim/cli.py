@@ -18,6 +18,7 @@ at a rate that would keep C{--load} of the fleet's free room busy.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
@@ -142,6 +143,14 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--plugin-path", metavar="DIRS", help="where to look for plugin policies")
     run.add_argument(
         "--samples", type=int, default=DEFAULT_SAMPLES, help="measurements over time per run"
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="policies replayed at once, each in a process (default: one per CPU);"
+        " the results are the same as with 1",
     )
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print JSON, one object per policy")
@@ -303,7 +312,9 @@ def simulate(
                 flush=True,
             )
 
-    outcomes = compare(wanted, fleet, trace, ratios, allocation, options.samples, progress)
+    outcomes = compare(
+        wanted, fleet, trace, ratios, allocation, options.samples, progress, options.jobs
+    )
     return trace, ratios, outcomes
 
 

@@ -116,6 +116,7 @@ class Ranking:
             live[i] = e
         heapify(entries)
         self.heap = entries
+        rankings.members = None
 
     def first(self) -> int | None:
         """
@@ -145,6 +146,8 @@ class Rankings:
         self.mask = (1 << self.shift) - 1
         self._limit = 2 * len(table) + 1024
         self.by_flavor: dict[tuple[int, int, int], Ranking] = {}
+        # What _catch_up loops over, made again when a ranking is added or built.
+        self.members: list[tuple] | None = None
         self.seen = table.changes
 
     @classmethod
@@ -185,6 +188,7 @@ class Rankings:
         if ranking is None:
             ranking = Ranking(self, request)
             self.by_flavor[ranking.wanted] = ranking
+            self.members = None
         if not ranking.usable:
             raise Unranked()
         return ranking.first()
@@ -195,11 +199,11 @@ class Rankings:
         another key than its live entry's; no live entry where it no longer fits.
         """
         table = self.table
-        members = [
-            (r.heap, r.live, r.key, *r.wanted, r) for r in self.by_flavor.values() if r.usable
-        ]
-        if not members:
-            return
+        members = self.members
+        if members is None:
+            members = self.members = [
+                (r.heap, r.live, r.key, *r.wanted, r) for r in self.by_flavor.values()
+            ]
         shift = self.shift
         open_of, used_of, vms_of = table.open_of, table.used_of, table.vms_of
         capacity_of = table.capacity_of
@@ -220,7 +224,7 @@ class Rankings:
             f2 = effective[2] - u[2]
             for heap, live, key, w0, w1, w2, ranking in members:
                 if f0 >= w0 and f1 >= w1 and f2 >= w2:
-                    k = float(key(effective, inverse, u, vms))
+                    k = key(effective, inverse, u, vms)
                     if k - k != 0.0:  # inf or nan
                         ranking.usable = False
                         k = 0.0

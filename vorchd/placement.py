@@ -102,13 +102,13 @@ def ranked(
     if keyed:
         if first is None:
             return
-        yield int(table.pmid[first])
+        yield table.pmids[first]
         for i in _ordered(policy, request, table, ratios):
             if i != first:
-                yield int(table.pmid[i])
+                yield table.pmids[i]
     elif IIndexedPolicy.providedBy(policy):
         for i in _ordered(policy, request, table, ratios):
-            yield int(table.pmid[i])
+            yield table.pmids[i]
     else:
         fits = table.fits(request.flavor.resources, ratios)
         hosts = [table.host(int(i), ratios) for i in fits.nonzero()[0]]
@@ -150,7 +150,7 @@ def chosen(
         except Unranked:
             pass
         else:
-            return None if first is None else int(table.pmid[first])
+            return None if first is None else table.pmids[first]
     return next(ranked(policy, request, state, ratios), None)
 
 

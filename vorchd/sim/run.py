@@ -243,8 +243,9 @@ def compare(
 
     @param progress: called with each L{Outcome} as it is made, if given, in order.
     @param jobs: how many policies to replay at once, each in a process of its own
-        (forked, so plugins and the trace come along); the outcomes are the same as one
-        at a time, as each replay starts from its own new policy and fleet.
+        (spawned: each is handed the fleet, trace and options, and makes its policies
+        by name as here); the outcomes are the same as one at a time, as each replay
+        starts from its own new policy and fleet.
     @raise SimError: a name is no policy, or an option is malformed.
     """
     options = dict(options or {})
@@ -255,8 +256,10 @@ def compare(
         except (LookupError, ValueError) as e:
             raise SimError(str(e)) from None
     jobs = min(jobs, len(names))
-    if jobs > 1 and "fork" in multiprocessing.get_all_start_methods():
-        return _compare_forked(names, jobs, (fleet, trace, ratios, options, samples), progress)
+    if jobs > 1:
+        return _compare_in_processes(
+            names, jobs, (fleet, trace, ratios, options, samples), progress
+        )
     outcomes = []
     for name, policy in zip(names, policies, strict=True):
         outcome = replay(policy, fleet, trace, ratios, samples)
@@ -267,8 +270,13 @@ def compare(
     return outcomes
 
 
-# What forked replays read (set just before the fork, so that nothing big is pickled).
+# What a replaying process was handed (once, when it started).
 _work: tuple | None = None
+
+
+def _receive(work: tuple) -> None:
+    global _work
+    _work = work
 
 
 def _replay_named(name: str) -> Outcome:
@@ -278,16 +286,15 @@ def _replay_named(name: str) -> Outcome:
     return outcome
 
 
-def _compare_forked(names: Sequence[str], jobs: int, work: tuple, progress) -> list[Outcome]:
-    global _work
-    _work = work
-    try:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            outcomes = []
-            for outcome in pool.imap(_replay_named, names):
-                outcomes.append(outcome)
-                if progress is not None:
-                    progress(outcome)
-            return outcomes
-    finally:
-        _work = None
+def _compare_in_processes(names: Sequence[str], jobs: int, work: tuple, progress) -> list[Outcome]:
+    # Spawned, not forked: a fresh interpreter inherits no other thread's locks (a fork
+    # of a process with threads, such as a test run's or a Twisted program's, can hang),
+    # and finds plugins again by the same options and sys.path.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(jobs, initializer=_receive, initargs=(work,)) as pool:
+        outcomes = []
+        for outcome in pool.imap(_replay_named, names):
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
+        return outcomes

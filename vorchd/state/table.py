@@ -47,8 +47,9 @@ def scale(capacity: tuple[int, int, int], ratios: tuple[float, float, float]) ->
 class HostTable:
     """
     One column per current PM, in ascending pmid (so the first of equals is the first in
-    the pm_file's order): C{pmid}; C{capacity} and C{used}, one row per resource (cpu,
-    ram, disk); C{vms}; C{open} (this daemon reaches it and it is not drained).
+    the pm_file's order): C{pmid} (and C{pmids}, the same as a list of ints); C{capacity}
+    and C{used}, one row per resource (cpu, ram, disk); C{vms}; C{open} (this daemon
+    reaches it and it is not drained).
 
     Change it only through L{set} and L{add}: they keep the Python facts and the change
     log beside the columns.
@@ -57,7 +58,8 @@ class HostTable:
     def __init__(self, pmids: Iterable[int] = ()):
         self.pmid = np.array(sorted(pmids), dtype=np.int64)
         n = len(self.pmid)
-        self.row = {int(p): i for i, p in enumerate(self.pmid)}
+        self.pmids: list[int] = self.pmid.tolist()
+        self.row = {p: i for i, p in enumerate(self.pmids)}
         self.capacity = np.zeros((len(RESOURCES), n), dtype=np.int64)
         self.used = np.zeros((len(RESOURCES), n), dtype=np.int64)
         self.vms = np.zeros(n, dtype=np.int64)

@@ -6,6 +6,13 @@ C{capacity} already scaled by the overcommit ratios, so the room a host has is
 C{capacity - used} and the room it would have left is that minus the request. No
 policy applies the ratios again, does I/O or looks at a clock.
 
+Each ranks L{Host} objects (C{rank}) and columns of numbers (C{order}, L{IIndexedPolicy})
+alike. best-fit, worst-fit, weighted, least-vms and first-fit order by a key of each PM
+alone and provide L{IKeyedPolicy} too (C{keys} for a column, C{row_key} for one PM, bit
+for bit the same: L{weighted_room_columns} and L{weighted_room_key}), so that the
+mechanism keeps their first choice up to date as PMs change. round-robin scans the fits
+column from its position; random draws PMs until one with room comes up.
+
 Option keys of the C{[allocation]} section read here:
 
   - C{weights} (for C{weighted}): comma-separated C{resource:weight} pairs, for

@@ -142,7 +142,9 @@ class IKeyedPolicy(IIndexedPolicy):
     def keys(request: Request, candidates: Candidates):
         """
         Every PM's key at once, as a numpy array (one value per column; those of PMs
-        that do not fit may be anything): what C{order} sorts by.
+        that do not fit may be anything): what C{order} sorts by, compared as float64
+        (as C{argmin} over them would). Where a key of a PM that fits is not finite, the
+        mechanism leaves the rankings aside and uses C{order} for that flavor.
         """
 
     def row_key(

@@ -11,6 +11,10 @@ Each way of deciding is a L{PATHS} entry: set-up from the same fleet, then a clo
   - C{readmodel}, where the tree has the read model (C{vorchd.state}): the host table
     (numpy columns) filled with the same fleet, and the first pmid
     C{vorchd.placement.ranked} yields, as the daemon takes it.
+  - C{readmodel-claimed}: the same, each decision followed by its claim applied to the
+    chosen PM's row, so that each decision catches up on a changed PM (where the table
+    keeps rankings, a repeated decision over an unchanged table costs next to nothing,
+    which C{readmodel} alone would show).
 
 bench/run.py times every path present; C{--placement-path NAME} picks one. When an API
 changes, only these few lines follow it.
@@ -91,6 +95,33 @@ else:
         return one
 
     PATHS["readmodel"] = readmodel
+
+    def claimed(policy_name: str, fleet_size: int) -> Callable[[], object]:
+        """
+        As C{readmodel}, and each decision's claim then applied to the chosen PM's row
+        (HostTable.set, as the read model applies the claim's change), so that every
+        decision but the first sees a PM changed since the one before, as in the daemon.
+        """
+        policy = policy_named(policy_name, {"seed": "1"})
+        state = FleetState()
+        hosts = fleet(fleet_size)
+        state.table = HostTable(h.pmid for h in hosts)
+        for h in hosts:
+            state.table.set(h.pmid, capacity=h.capacity, used=h.used, vms=h.vms, up=True)
+        table = state.table
+        wanted = FLAVOR.resources
+
+        def one():
+            pmid = next(iter(ranked(policy, REQUEST, state, RATIOS)), None)
+            if pmid is not None:
+                i = table.row[pmid]
+                used = Resources(*(int(x) for x in table.used[:, i])) + wanted
+                table.set(pmid, used=used, vms=int(table.vms[i]) + 1)
+            return pmid
+
+        return one
+
+    PATHS["readmodel-claimed"] = claimed
 
 
 def decide(policy_name: str, fleet_size: int, path: str = "today") -> Callable[[], object]:

@@ -9,9 +9,11 @@ machine. Figures beside the target, never pass/fail.
 It builds the fleet and the generated trace as C{vorchd-sim --pms SPEC --generate N}
 does (Poisson arrivals of the default flavor mix, exponential lifetimes of an hour, at
 the rate that keeps 90 % of the fleet busy), then replays the trace with each policy and
-prints, per policy, the seconds, the microseconds per event and the decisions (creates)
-per second, then the total beside the 60 s target. C{--quick}: 1,000 PMs, 100,000
-events. C{--profile FILE.svg} runs the same under py-spy and writes its flamegraph.
+prints, per policy, the seconds, the microseconds per event, the decisions (creates)
+per second and the CPU seconds (process time: what the figure would be on an idle
+machine, when others share it), then the total beside the 60 s target. C{--quick}:
+1,000 PMs, 100,000 events. C{--profile FILE.svg} runs the same under py-spy and writes
+its flamegraph.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK[0]}, {QUICK[1]:,} events")
     parser.add_argument("--profile", metavar="FILE.svg", help="record a py-spy flamegraph")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="policies replayed at once, as vorchd-sim --jobs (default 1: one after another)",
+    )
     options = parser.parse_args(argv)
     if options.profile:
         rest = list(argv if argv is not None else sys.argv[1:])
@@ -93,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "policy": outcome.policy,
                 "seconds": outcome.seconds,
+                "cpu_seconds": outcome.cpu_seconds,
                 "us_per_event": per_event,
                 "decisions_per_s": outcome.decisions_per_s,
                 "placed": outcome.placed,
@@ -102,26 +111,48 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(
             f"  {outcome.policy:<12} {outcome.seconds:8.2f} s  {per_event:7.1f} us/event"
-            f"  {outcome.decisions_per_s:10,.0f} decisions/s"
+            f"  {outcome.decisions_per_s:10,.0f} decisions/s  ({outcome.cpu_seconds:.2f} s CPU)"
         )
 
-    compare(names, fleet, trace, ratios, {"seed": str(options.seed)}, progress=progress)
+    replays = time.perf_counter()
+    compare(
+        names,
+        fleet,
+        trace,
+        ratios,
+        {"seed": str(options.seed)},
+        progress=progress,
+        jobs=options.jobs,
+    )
+    replays = time.perf_counter() - replays
     total = sum(r["seconds"] for r in rows)
+    total_cpu = sum(r["cpu_seconds"] for r in rows)
     wall = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"sim: {len(fleet.pms):,} PMs, {len(trace):,} events, seed {options.seed}")
-    print(f"{'policy':<14}{'seconds':>10}{'us/event':>10}{'decisions/s':>14}{'refused':>10}")
+    print(
+        f"{'policy':<14}{'seconds':>10}{'us/event':>10}{'decisions/s':>14}{'refused':>10}"
+        f"{'CPU s':>8}"
+    )
     for r in rows:
         print(
             f"{r['policy']:<14}{r['seconds']:>10.2f}{r['us_per_event']:>10.1f}"
-            f"{r['decisions_per_s']:>14,.0f}{r['refused']:>10,}"
+            f"{r['decisions_per_s']:>14,.0f}{r['refused']:>10,}{r['cpu_seconds']:>8.2f}"
         )
     print(
         f"{'total':<14}{total:>10.2f}    target < {TARGET_SECONDS:.0f} s    vs target"
         f" {total / TARGET_SECONDS:.2f}x"
     )
-    print(f"(fleet and trace made in {setup:.2f} s; wall {wall:.2f} s; peak RSS {rss:,.0f} MiB)")
+    if options.jobs > 1:
+        print(
+            f"{'wall, ' + str(options.jobs) + ' jobs':<14}{replays:>10.2f}    (the replays side by"
+            f" side; vs target {replays / TARGET_SECONDS:.2f}x)"
+        )
+    print(
+        f"(CPU {total_cpu:.2f} s, load average {os.getloadavg()[0]:.2f}; fleet and trace made"
+        f" in {setup:.2f} s; wall {wall:.2f} s; peak RSS {rss:,.0f} MiB)"
+    )
     if options.json:
         Path(options.json).write_text(
             json.dumps(
@@ -131,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": options.seed,
                     "setup_seconds": setup,
                     "total_seconds": total,
+                    "total_cpu_seconds": total_cpu,
+                    "jobs": options.jobs,
+                    "replays_wall_seconds": replays,
                     "target_seconds": TARGET_SECONDS,
                     "peak_rss_mib": rss,
                     "load": os.getloadavg(),

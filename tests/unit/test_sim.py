@@ -194,6 +194,30 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual(timeless(a), timeless(b))
             self.assertTrue(np.array_equal(a.placements, b.placements))
 
+    def test_side_by_side_same_as_one_at_a_time(self):
+        """
+        Policies replayed side by side in processes of their own (jobs) give the same
+        outcomes, in the same order, as one after another: every built-in policy, random
+        included, and a plugin policy found in a plugin directory.
+        """
+        fleet = fleet_from_sizes(
+            [Resources(16, 32768, 400)] * 12 + [Resources(32, 65536, 200)] * 8
+        )
+        trace = generated(FLAVORS, 3000, 11, "exp:40")
+        with tempfile.TemporaryDirectory() as plugins:
+            Path(plugins, "highest.py").write_text(PLUGIN)
+            options = {"seed": "4", "plugin_path": plugins}
+            names = policy_names(None, options)
+            ratios = {"cpu": 1.5, "ram": 1.0, "disk": 1.0}
+            serial = compare(names, fleet, trace, ratios, options, jobs=1)
+            forked = compare(names, fleet, trace, ratios, options, jobs=3)
+        self.assertIn("highest-first", names)
+        self.assertEqual([o.policy for o in forked], names)
+        for a, b in zip(serial, forked, strict=True):
+            self.assertEqual(timeless(a), timeless(b))
+            self.assertTrue(np.array_equal(a.placements, b.placements))
+            self.assertTrue(np.array_equal(a.fill, b.fill))
+
     @settings(max_examples=60, deadline=None)
     @given(
         fleet_strategy,

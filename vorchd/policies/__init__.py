@@ -24,7 +24,7 @@ C{sys.path} (with no C{__init__.py}), or into a C{plugin_path} directory.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from attrs import frozen
 from twisted.plugin import IPlugin
@@ -121,6 +121,42 @@ class IIndexedPolicy(IAllocationPolicy):
         """
         The indices of the PMs that fit (C{candidates.fits}), best first, and no other.
         It may be lazy: the mechanism takes only as many as it tries (usually one).
+        """
+
+
+class IKeyedPolicy(IIndexedPolicy):
+    """
+    An indexed policy whose order is by ascending key, the lower row (pmid) first among
+    equal keys, where a PM's key is a pure function of that PM's own columns and the
+    request's flavor: nothing about other PMs, no state, no clock. best-fit, worst-fit,
+    weighted, least-vms and first-fit (every key 0) are such policies.
+
+    For these the mechanism keeps, per policy, flavor and ratios, the PMs that fit in a
+    heap by key, brought up to date only for the PMs that changed since it was last
+    asked (L{vorchd.state.ranking}), so that finding the first choice costs about the
+    same whatever the fleet's size. Its first choice is exactly the first index of
+    C{order}; further candidates (wanted only when a claim loses a race) come from
+    C{order} itself.
+    """
+
+    def keys(request: Request, candidates: Candidates):
+        """
+        Every PM's key at once, as a numpy array (one value per column; those of PMs
+        that do not fit may be anything): what C{order} sorts by, compared as float64
+        (as C{argmin} over them would). Where a key of a PM that fits is not finite, the
+        mechanism leaves the rankings aside and uses C{order} for that flavor.
+        """
+
+    def row_key(
+        request: Request,
+    ) -> Callable[[Sequence[int], Sequence[float], Sequence[int], int], float]:
+        """
+        The key of one PM, as a function of its C{effective} capacity and its C{inverse}
+        (1 / capacity, 0 where that is 0), C{used} (each a sequence cpu, ram, disk, as
+        Python numbers) and C{vms}: exactly (bit for bit) the value C{keys} gives that
+        PM. The mechanism asks for it once per policy, flavor resources and ratios, and
+        calls it for each PM that changes, so it must depend on nothing else and be
+        quick.
         """
 
 

@@ -6,6 +6,13 @@ C{capacity} already scaled by the overcommit ratios, so the room a host has is
 C{capacity - used} and the room it would have left is that minus the request. No
 policy applies the ratios again, does I/O or looks at a clock.
 
+Each ranks L{Host} objects (C{rank}) and columns of numbers (C{order}, L{IIndexedPolicy})
+alike. best-fit, worst-fit, weighted, least-vms and first-fit order by a key of each PM
+alone and provide L{IKeyedPolicy} too (C{keys} for a column, C{row_key} for one PM, bit
+for bit the same: L{weighted_room_columns} and L{weighted_room_key}), so that the
+mechanism keeps their first choice up to date as PMs change. round-robin scans the fits
+column from its position; random draws PMs until one with room comes up.
+
 Option keys of the C{[allocation]} section read here:
 
   - C{weights} (for C{weighted}): comma-separated C{resource:weight} pairs, for
@@ -33,7 +40,7 @@ import numpy as np
 from zope.interface import implementer
 
 from vorchd.model import RESOURCES, Host, Resources
-from vorchd.policies import Candidates, IAllocationPolicy, IIndexedPolicy, Request
+from vorchd.policies import Candidates, IAllocationPolicy, IIndexedPolicy, IKeyedPolicy, Request
 
 WEIGHTS_EXAMPLE = "cpu:1.0, ram:1.0, disk:0.5"
 
@@ -85,6 +92,73 @@ def weighted_room_columns(
     return np.round(total, 12)
 
 
+def round12(total: float) -> float:
+    """
+    C{total} rounded to 12 decimals exactly as C{np.round(total, 12)} rounds a float64:
+    multiplied by 10**12, rounded half to even, divided by 10**12 (so a PM's key worked
+    out alone is bit for bit the one L{weighted_room_columns} gives it).
+    """
+    scaled = total * 1e12
+    try:
+        whole = round(scaled)
+    except (OverflowError, ValueError):  # inf or nan: numpy leaves it as it is
+        return scaled / 1e12
+    # round() gives an int, which has no -0: numpy's rint keeps the sign of a zero.
+    return whole / 1e12 if whole else math.copysign(0.0, scaled)
+
+
+def weighted_room_key(
+    request: Request, weights: Mapping[str, float], sign: int = 1
+) -> Callable[[Sequence[int], Sequence[float], Sequence[int], int], float]:
+    """
+    L{weighted_room_columns} of one PM (times C{sign}, 1 or -1), from its effective
+    capacity, inverse and used room (cpu, ram, disk) as Python numbers: the row key of
+    best-fit, worst-fit and weighted (L{IKeyedPolicy.row_key}). The same operations in
+    the same order as the columns' (C{total += weight * left * inverse} per resource,
+    then L{round12}), so the same float.
+    """
+    terms = []
+    for r, name in enumerate(RESOURCES):
+        weight = float(weights.get(name, 0.0))
+        if weight:
+            terms.append((r, weight, getattr(request.flavor, name)))
+    terms = tuple(terms)
+
+    if len(terms) == 3:
+        # Every resource weighed (the default): the same sums, written out, as a create
+        # works out one of these per flavor for each PM that changed.
+        (_, w0, f0), (_, w1, f1), (_, w2, f2) = terms
+
+        def key(effective, inverse, used, vms) -> float:
+            total = 0.0 + w0 * (effective[0] - used[0] - f0) * inverse[0]
+            total = total + w1 * (effective[1] - used[1] - f1) * inverse[1]
+            total = total + w2 * (effective[2] - used[2] - f2) * inverse[2]
+            scaled = total * 1e12  # round12, written in
+            try:
+                whole = round(scaled)
+            except (OverflowError, ValueError):
+                return sign * (scaled / 1e12)
+            return sign * (whole / 1e12 if whole else math.copysign(0.0, scaled))
+
+        return key
+
+    def key(effective, inverse, used, vms) -> float:
+        total = 0.0
+        for r, weight, wanted in terms:
+            total += weight * (effective[r] - used[r] - wanted) * inverse[r]
+        return sign * round12(total)
+
+    return key
+
+
+def _vms_key(effective, inverse, used, vms) -> int:
+    return vms
+
+
+def _no_key(effective, inverse, used, vms) -> int:
+    return 0
+
+
 def smallest_first(key: np.ndarray, fits: np.ndarray) -> Iterator[int]:
     """
     The indices where C{fits}, by ascending C{key}, the lower index first among equals,
@@ -95,6 +169,21 @@ def smallest_first(key: np.ndarray, fits: np.ndarray) -> Iterator[int]:
         i = int(np.argmin(key))
         yield i
         key[i] = np.inf
+
+
+def first_true(mask: np.ndarray, start: int) -> int | None:
+    """
+    The lowest index at or after C{start} where C{mask} is true, or C{None}: a scan that
+    stops there, not a list of every true index.
+    """
+    if start >= len(mask):
+        return None
+    i = start + int(mask[start:].argmax())
+    return i if mask[i] else None
+
+
+DRAWS = 16
+"""How many PMs C{random} draws among all, at most, for one with room to try first."""
 
 
 def parse_weights(text: str | None) -> dict[str, float]:
@@ -151,7 +240,7 @@ def parse_seed(text: str | None) -> int | None:
         raise ValueError(f"seed: {text.strip()!r} is not an integer") from None
 
 
-@implementer(IIndexedPolicy)
+@implementer(IKeyedPolicy)
 class FirstFit:
     """
     The PM listed first in the pm_file that has room: simple and predictable.
@@ -165,8 +254,14 @@ class FirstFit:
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
         return iter(candidates.rows())
 
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return np.zeros(len(candidates.pmid), dtype=np.int64)
 
-@implementer(IIndexedPolicy)
+    def row_key(self, request: Request):
+        return _no_key
+
+
+@implementer(IKeyedPolicy)
 class BestFit:
     """
     Pack: the PM with the least room left after placing the request first, measured
@@ -180,11 +275,16 @@ class BestFit:
         return sorted(hosts, key=lambda h: (weighted_room(request, h, EVERY_RESOURCE), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        key = weighted_room_columns(request, candidates, EVERY_RESOURCE)
-        return smallest_first(key, candidates.fits)
+        return smallest_first(self.keys(request, candidates), candidates.fits)
+
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return weighted_room_columns(request, candidates, EVERY_RESOURCE)
+
+    def row_key(self, request: Request):
+        return weighted_room_key(request, EVERY_RESOURCE)
 
 
-@implementer(IIndexedPolicy)
+@implementer(IKeyedPolicy)
 class WorstFit:
     """
     Spread: the PM with the most room left after placing the request first, by the
@@ -197,8 +297,13 @@ class WorstFit:
         return sorted(hosts, key=lambda h: (-weighted_room(request, h, EVERY_RESOURCE), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        key = -weighted_room_columns(request, candidates, EVERY_RESOURCE)
-        return smallest_first(key, candidates.fits)
+        return smallest_first(self.keys(request, candidates), candidates.fits)
+
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return -weighted_room_columns(request, candidates, EVERY_RESOURCE)
+
+    def row_key(self, request: Request):
+        return weighted_room_key(request, EVERY_RESOURCE, -1)
 
 
 @implementer(IIndexedPolicy)
@@ -224,14 +329,27 @@ class RoundRobin:
         return ordered
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
+        # The first PM with room after the last start, found by scanning the fits column
+        # from there (no list of every PM with room), then the others in turn.
+        fits = candidates.fits
+        after = 0
+        if self.last is not None:
+            after = int(candidates.pmid.searchsorted(self.last, side="right"))
+        first = first_true(fits, after)
+        if first is None:
+            first = first_true(fits, 0)
+        if first is None:
+            return iter(())
+        self.last = int(candidates.pmid[first])
+        return self._from(first, candidates)
+
+    @staticmethod
+    def _from(first: int, candidates: Candidates) -> Iterator[int]:
+        yield first
         rows = candidates.rows()
-        n = len(rows)
-        start = 0
-        if self.last is not None and n:
-            start = int(np.searchsorted(candidates.pmid[rows], self.last, side="right")) % n
-        if n:
-            self.last = int(candidates.pmid[rows[start]])
-        return (int(rows[(start + i) % n]) for i in range(n))
+        k = int(rows.searchsorted(first))
+        yield from rows[k + 1 :].tolist()
+        yield from rows[:k].tolist()
 
 
 @implementer(IIndexedPolicy)
@@ -263,11 +381,24 @@ class RandomOrder:
         return ordered
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        # A uniformly random order too, drawn lazily from the front (a Fisher-Yates
-        # shuffle stopped when the mechanism stops asking), so that a create costs the
-        # same whatever the fleet's size; with a seed it is reproducible, though not the
-        # same sequence as rank's shuffle.
+        # A uniformly random order too, with a seed reproducible, though not the same
+        # sequence as rank's shuffle. The first PM is drawn among all of them until one
+        # with room comes up (uniform among those with room), up to DRAWS times, so that
+        # a create costs the same whatever the fleet's size; failing that, and for the
+        # rest, a Fisher-Yates shuffle of those with room drawn lazily from the front.
+        fits = candidates.fits
+        n = len(fits)
+        if n:
+            for _ in range(DRAWS):
+                i = self._random.randrange(n)
+                if fits[i]:
+                    return self._after(i, candidates)
         return self._draw(candidates.rows())
+
+    def _after(self, first: int, candidates: Candidates) -> Iterator[int]:
+        yield first
+        rows = candidates.rows()
+        yield from self._draw(rows[rows != first])
 
     def _draw(self, rows) -> Iterator[int]:
         n = len(rows)
@@ -278,7 +409,7 @@ class RandomOrder:
             taken[j] = taken.get(i, i)
 
 
-@implementer(IIndexedPolicy)
+@implementer(IKeyedPolicy)
 class LeastVMs:
     """
     The PM running the fewest VMs first, whatever their size; ties in pm_file order.
@@ -290,10 +421,16 @@ class LeastVMs:
         return sorted(hosts, key=lambda h: (h.vms, h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        return smallest_first(candidates.vms, candidates.fits)
+        return smallest_first(self.keys(request, candidates), candidates.fits)
+
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return candidates.vms
+
+    def row_key(self, request: Request):
+        return _vms_key
 
 
-@implementer(IIndexedPolicy)
+@implementer(IKeyedPolicy)
 class Weighted:
     """
     Like Nova's weighers: the PM with the highest sum of C{weight * free / capacity}
@@ -326,8 +463,13 @@ class Weighted:
         return sorted(hosts, key=lambda h: (-weighted_room(request, h, self.weights), h.pmid))
 
     def order(self, request: Request, candidates: Candidates) -> Iterator[int]:
-        key = -weighted_room_columns(request, candidates, self.weights)
-        return smallest_first(key, candidates.fits)
+        return smallest_first(self.keys(request, candidates), candidates.fits)
+
+    def keys(self, request: Request, candidates: Candidates) -> np.ndarray:
+        return -weighted_room_columns(request, candidates, self.weights)
+
+    def row_key(self, request: Request):
+        return weighted_room_key(request, self.weights, -1)
 
 
 BUILTIN: Mapping[str, Callable[[Mapping[str, str]], IAllocationPolicy]] = {

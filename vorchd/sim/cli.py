@@ -18,6 +18,7 @@ at a rate that would keep C{--load} of the fleet's free room busy.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
@@ -36,6 +37,9 @@ PROG = "vorchd-sim"
 DEFAULT_SEED = 1
 DEFAULT_LIFETIME = "exp:3600"
 DEFAULT_LOAD = 0.9
+WORTH_PROCESSES = 500_000
+"""Events times policies below which --jobs is not used: starting processes would cost
+more than they save."""
 
 
 def ratios_arg(text: str) -> dict[str, float]:
@@ -142,6 +146,15 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--plugin-path", metavar="DIRS", help="where to look for plugin policies")
     run.add_argument(
         "--samples", type=int, default=DEFAULT_SAMPLES, help="measurements over time per run"
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="policies replayed at once, each in a process (default: one per CPU; one at"
+        f" a time below {WORTH_PROCESSES:,} events x policies); the results are the same"
+        " as with 1",
     )
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print JSON, one object per policy")
@@ -303,7 +316,9 @@ def simulate(
                 flush=True,
             )
 
-    outcomes = compare(wanted, fleet, trace, ratios, allocation, options.samples, progress)
+    # Processes only where they pay for their start (about a second each).
+    jobs = options.jobs if len(trace) * len(wanted) >= WORTH_PROCESSES else 1
+    outcomes = compare(wanted, fleet, trace, ratios, allocation, options.samples, progress, jobs)
     return trace, ratios, outcomes
 
 

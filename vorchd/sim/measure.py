@@ -87,10 +87,14 @@ def why_refused(table: HostTable, wanted: Resources, ratios: Mapping[str, float]
     if not open_.any():
         return NO_OPEN_PM
     free = table.effective(ratios) - table.used
-    enough = [open_ & (free[k] >= getattr(wanted, r)) for k, r in enumerate(RESOURCES)]
-    short = [r for r, ok in zip(RESOURCES, enough, strict=True) if not ok.any()]
+    if not open_.all():
+        free = free[:, open_]
+    asked = np.array([getattr(wanted, r) for r in RESOURCES], dtype=np.int64)
+    # A resource no open PM has enough of: the most any open PM has is short of it.
+    most = free.max(axis=1)
+    short = [r for k, r in enumerate(RESOURCES) if most[k] < asked[k]]
     if short:
         return "+".join(short)
-    if (enough[0] & enough[1] & enough[2]).any():
+    if (free >= asked[:, None]).all(axis=0).any():
         return DECLINED
     return FRAGMENTED

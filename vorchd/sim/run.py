@@ -5,14 +5,18 @@ placement code, and every policy asked over the same fleet and trace.
 A decision is what the daemon's create path (L{vorchd.fleet.create}) makes of
 L{vorchd.placement.ranked}: it tries the ranked PMs in order and the authority's claim
 re-checks room; with one request at a time nothing races, so the first ranked PM always
-has room and is the one chosen. ranked() offers only PMs with room by the room rule
-(L{vorchd.room}), under the overcommit ratios given. A destroy frees the room its VM
+has room and is the one chosen: L{vorchd.placement.chosen}, the same first PM by the
+same code (for a keyed policy, the ranking the host table keeps, so a decision costs
+about the same whatever the fleet's size). ranked() offers only PMs with room by the
+room rule (L{vorchd.room}), under the overcommit ratios given. A destroy frees the room its VM
 took. Nothing here is random but what a policy draws (C{random} takes the C{seed}
-option), so a run is the same for the same fleet, trace, ratios and options.
+option), so a run is the same for the same fleet, trace, ratios and options, whether the
+policies are replayed one after another or side by side in processes of their own.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
 
@@ -20,7 +24,7 @@ import numpy as np
 from attrs import define, field
 
 from vorchd.model import RESOURCES
-from vorchd.placement import ranked
+from vorchd.placement import chosen
 from vorchd.policies import IAllocationPolicy, Request, available_policies, policy_named
 from vorchd.sim import measure
 from vorchd.sim.fleet import SimError, SimFleet
@@ -47,7 +51,8 @@ class Outcome:
     @ivar utilisation: per resource at the end (L{measure.utilisation}).
     @ivar imbalance: at the end (L{measure.imbalance}), and per resource.
     @ivar stranded: at the end (L{measure.stranded}).
-    @ivar decisions: creates decided (placed or refused), in C{seconds} of the replay.
+    @ivar decisions: creates decided (placed or refused), in C{seconds} of the replay
+        (C{cpu_seconds} of its process's CPU time).
     @ivar series: each of L{SERIES}, one value per sample, the first before any event.
     @ivar fill: each PM's fill at the end (L{measure.fill}), in pmid order.
     @ivar placements: per event, the pmid the VM was placed on (a create) or freed from (a
@@ -68,6 +73,7 @@ class Outcome:
     stranded: dict[str, float] = field(factory=dict)
     decisions: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     series: dict[str, list] = field(factory=dict)
     fill: np.ndarray = field(factory=lambda: np.zeros(0))
     placements: np.ndarray = field(factory=lambda: np.zeros(0, dtype=np.int64))
@@ -134,8 +140,8 @@ def replay(
     # One request per flavor: what a policy is told of a VM is its flavor (the built-in
     # policies read nothing else; a plugin sees the name "sim" and image 0).
     requests = [Request(f, 0, "sim") for f in trace.flavors]
-    wanted = [np.array((f.cpu, f.ram, f.disk), dtype=np.int64) for f in trace.flavors]
-    given_back = [-w for w in wanted]
+    wanted = [(f.cpu, f.ram, f.disk) for f in trace.flavors]
+    given_back = [(-f.cpu, -f.ram, -f.disk) for f in trace.flavors]
     asked = [trace.flavors[k] for k in sorted(set(trace.flavor[trace.create].tolist()))]
     vms, row = table.vms, table.row
     times = trace.time.tolist()
@@ -165,11 +171,12 @@ def replay(
     refusals: dict[str, int] = {}
     by_flavor: dict[int, int] = {}
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for k in range(len(trace)):
         f = flavors[k]
         s = slots[k]
         if creates[k]:
-            pmid = next(ranked(policy, requests[f], state, ratios), None)
+            pmid = chosen(policy, requests[f], state, ratios)
             if pmid is None:
                 refused += 1
                 out.refused = refused
@@ -197,6 +204,7 @@ def replay(
             p += 1
             next_point = points[p] if p < len(points) else -1
     out.seconds = time.perf_counter() - started
+    out.cpu_seconds = time.process_time() - cpu_started
     out.placed, out.refused, out.destroyed = placed, refused, destroyed
     out.refusals = refusals
     out.refused_by_flavor = dict(sorted(by_flavor.items()))
@@ -227,24 +235,66 @@ def compare(
     options: Mapping[str, str] | None = None,
     samples: int = DEFAULT_SAMPLES,
     progress=None,
+    jobs: int = 1,
 ) -> list[Outcome]:
     """
     L{replay} C{trace} on C{fleet} for each policy named, each a new instance made with
     C{options} (the C{[allocation]} keys: C{seed}, C{weights}, C{plugin_path}), in order.
 
-    @param progress: called with each L{Outcome} as it is made, if given.
+    @param progress: called with each L{Outcome} as it is made, if given, in order.
+    @param jobs: how many policies to replay at once, each in a process of its own
+        (spawned: each is handed the fleet, trace and options, and makes its policies
+        by name as here); the outcomes are the same as one at a time, as each replay
+        starts from its own new policy and fleet.
     @raise SimError: a name is no policy, or an option is malformed.
     """
     options = dict(options or {})
-    outcomes = []
+    policies = []
     for name in names:
         try:
-            policy = policy_named(name, options)
+            policies.append(policy_named(name, options))
         except (LookupError, ValueError) as e:
             raise SimError(str(e)) from None
+    jobs = min(jobs, len(names))
+    if jobs > 1:
+        return _compare_in_processes(
+            names, jobs, (fleet, trace, ratios, options, samples), progress
+        )
+    outcomes = []
+    for name, policy in zip(names, policies, strict=True):
         outcome = replay(policy, fleet, trace, ratios, samples)
         outcome.policy = name
         outcomes.append(outcome)
         if progress is not None:
             progress(outcome)
     return outcomes
+
+
+# What a replaying process was handed (once, when it started).
+_work: tuple | None = None
+
+
+def _receive(work: tuple) -> None:
+    global _work
+    _work = work
+
+
+def _replay_named(name: str) -> Outcome:
+    fleet, trace, ratios, options, samples = _work
+    outcome = replay(policy_named(name, options), fleet, trace, ratios, samples)
+    outcome.policy = name
+    return outcome
+
+
+def _compare_in_processes(names: Sequence[str], jobs: int, work: tuple, progress) -> list[Outcome]:
+    # Spawned, not forked: a fresh interpreter inherits no other thread's locks (a fork
+    # of a process with threads, such as a test run's or a Twisted program's, can hang),
+    # and finds plugins again by the same options and sys.path.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(jobs, initializer=_receive, initargs=(work,)) as pool:
+        outcomes = []
+        for outcome in pool.imap(_replay_named, names):
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
+        return outcomes

@@ -111,12 +111,15 @@ class NetworkSettings:
         return cls(attach, by_driver)
 
 
-def mac_of(domain_name: str) -> str:
+def mac_of(domain_name: str, again: int = 0) -> str:
     """
     The MAC address of the NIC of the domain C{domain_name}: C{02:} (locally administered,
-    unicast) and five bytes of the name's SHA-1, as C{lua/claim.lua} computes it.
+    unicast) and five bytes of the name's SHA-1, as C{lua/claim.lua} computes it; with
+    C{again} > 0, of the name followed by C{#again}, what a claim gives a VM whose name's
+    MAC another VM has.
     """
-    digest = hashlib.sha1(domain_name.encode("utf-8")).hexdigest()
+    text = domain_name if not again else f"{domain_name}#{again}"
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
     return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2))
 
 

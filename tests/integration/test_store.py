@@ -117,6 +117,26 @@ class StoreTestsMixin:
             first = int(mac.split(":")[0], 16)
             self.assertEqual(first & 0b11, 0b10, mac)
 
+    async def test_claim_gives_a_mac_no_other_vm_has(self):
+        """
+        Two VMs whose names would give the same MAC (here the same name, through two name
+        prefixes: "a" + 51 and "a5" + 1) get different ones: the second its name's with
+        #1 after it. Once the first is released, its MAC is free again.
+        """
+        first, _ = await self.store.claim(51, self.pmid, SMALL, ONE, {}, "a")
+        second, _ = await self.store.claim(1, self.pmid, SMALL, ONE, {}, "a5")
+        self.assertEqual((await self.store.vm(first))["mac"], mac_of("a51"))
+        self.assertEqual((await self.store.vm(second))["mac"], mac_of("a51", 1))
+        self.assertTrue(await self.store.release(first))
+        third, _ = await self.store.claim(51, self.pmid, SMALL, ONE, {}, "a")
+        self.assertEqual((await self.store.vm(third))["mac"], mac_of("a51"))
+        # A MAC held by an adopted VM is taken too.
+        adopted = {"name": "found", "domain": "elsewhere", "mac": mac_of("b7")}
+        self.assertTrue(await self.store.adopt(90, self.pmid, Flavor(1, 0, 0, 0), adopted))
+        seventh, _ = await self.store.claim(7, self.pmid, SMALL, ONE, {}, "b")
+        self.assertEqual((await self.store.vm(seventh))["mac"], mac_of("b7", 1))
+        self.assertEqual(await self.store.index_macs(), 0)
+
     async def test_concurrent_claims(self):
         """
         100 claims at once on a PM with room for 4: exactly 4 succeed.
@@ -258,6 +278,22 @@ class RedisStoreTests(StoreTestsMixin, TestCase):
     def make_store(self):
         redis = shared_redis()
         return Store.connect(RedisAddress("127.0.0.1", redis.port, 0), unique_prefix())
+
+    async def test_macs_of_older_vms_indexed_once(self):
+        """
+        VMs made before claims indexed their MACs (their index gone, as in a fleet
+        Redis kept from then) are indexed at start-up, once: no new VM gets one of theirs.
+        """
+        store = self.store
+        older, _ = await store.claim(3, self.pmid, SMALL, ONE, {}, "c1")
+        await store._call("delete", store.keys.macs)
+        await store._call("delete", store.keys("macs", "indexed"))
+        self.assertEqual(await store.index_macs(), 1)
+        self.assertEqual(await store.index_macs(), 0)
+        # "c" + 13 is the older VM's name, "c1" + 3: its MAC is taken.
+        newer, _ = await store.claim(13, self.pmid, SMALL, ONE, {}, "c")
+        self.assertEqual((await store.vm(older))["mac"], mac_of("c13"))
+        self.assertEqual((await store.vm(newer))["mac"], mac_of("c13", 1))
 
     async def test_next_vmid_block_reserved_ahead(self):
         """

@@ -49,6 +49,10 @@ class Startup:
         await store.set_flavors(flavors)
         # The first creates should not wait for a block of vmids to be made durable.
         store.prepare_vmids()
+        # A fleet whose VMs were made before claims indexed their MACs: index them once.
+        added = await store.index_macs()
+        if added:
+            self.log.info("indexed the MAC addresses of {n} VMs", n=added)
         self.retired = [(p, parts.state.pms[p].uri) for p in parts.state.retired()]
         in_file = list(zip(pmids, (e.uri for e in pms), strict=True))
         current = {uri: pmid for pmid, uri in in_file}

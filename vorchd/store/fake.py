@@ -51,6 +51,8 @@ class FakeStore(FakeVMs, FakeVolumes):
         self.items: dict[str, dict[int, dict[str, str]]] = {"pm": {}, "image": {}, "flavor": {}}
         self.pm_vms: dict[int, set[int]] = {}
         self.vms: dict[int, dict[str, str]] = {}
+        # MAC address -> vmid (P:macs)
+        self.macs: dict[str, int] = {}
         self.volid_counter = 0
         self.volumes: dict[int, dict[str, str]] = {}
         self.live: dict[str, str] = {}
@@ -155,6 +157,13 @@ class FakeStore(FakeVMs, FakeVolumes):
         self._check()
         self.vmid_counter += 1
         return self.vmid_counter
+
+    async def index_macs(self) -> int:
+        """
+        Nothing to index: this store has kept its MACs' index from its start.
+        """
+        self._check()
+        return 0
 
     def prepare_vmids(self) -> None:
         """

@@ -58,11 +58,16 @@ class FakeVMs:
         if short is not None:
             return vmid, Refusal(room.NO_ROOM, short)
         domain = f"{name_prefix}{vmid}"
+        mac, again = mac_of(domain), 0
+        while self.macs.get(mac, vmid) != vmid and self.macs[mac] in self.vms:
+            again += 1
+            mac = mac_of(domain, again)
+        self.macs[mac] = vmid
         rec = {
             "vmid": str(vmid),
             "domain": domain,
             "volume": f"{domain}.qcow2",
-            "mac": mac_of(domain),
+            "mac": mac,
             **{r: str(getattr(wanted, r)) for r in RESOURCES},
             "state": "creating",
             **{k: str(v) for k, v in record.items()},
@@ -91,6 +96,8 @@ class FakeVMs:
         rec = self.vms.pop(vmid, None)
         if rec is None:
             return False
+        if self.macs.get(rec.get("mac", "")) == vmid:
+            del self.macs[rec["mac"]]
         pmid = whole(rec.get("pmid"))
         pm = self._add_used(pmid, rec, "", -1)
         held = []
@@ -198,6 +205,8 @@ class FakeVMs:
             **{r: str(getattr(flavor, r)) for r in RESOURCES},
         }
         self.vms[vmid] = rec
+        if rec.get("mac"):
+            self.macs[rec["mac"]] = vmid
         pm = self._add_used(pmid, rec, "", 1)
         self.pm_vms.setdefault(pmid, set()).add(vmid)
         self.vmid_counter = max(self.vmid_counter, vmid)

@@ -18,6 +18,9 @@ Every Redis key vorchd uses, in one place. All of them start with a prefix
                              change_pmid, change_tid, change_cpu/ram/disk (what it will
                              have), hold_cpu/ram/disk (what is held on change_pmid)
     P:vms                    set of every vmid that holds a claim (in any state)
+    P:macs                   hash: MAC address -> vmid, of every VM that has one: a claim
+                             gives a new VM a MAC no other VM has (lua/claim.lua)
+    P:macs:indexed           set once P:macs holds the MACs of VMs made before it existed
     P:pm:index  P:pm:next    hash pm_file line -> pmid, and the pmid counter
     P:pm:<pmid>              hash: line, extra (its URI), cap_cpu/ram/disk, used_cpu/ram/disk,
                              drained ("1" or "0")
@@ -60,6 +63,7 @@ class Keys:
         self.fleet = f"{prefix}:fleet"
         self.vmid = f"{prefix}:vmid"
         self.vms = f"{prefix}:vms"
+        self.macs = f"{prefix}:macs"
         self.volid = f"{prefix}:volid"
         self.volumes = f"{prefix}:volumes"
         self.settings = f"{prefix}:settings"

@@ -132,6 +132,14 @@ class Store(StoreVolumes, DurableVmids, RedisClient):
         live, _seq = await self._write("settings", keys, ["ini", *pairs(ini)])
         return mapping(live)
 
+    async def index_macs(self) -> int:
+        """
+        Start-up, once per fleet: index the MACs of VMs made before claims kept an index
+        of them (so that no new VM gets one of theirs); how many were added.
+        """
+        keys = [self.keys.vms, self.keys.macs, self.keys("macs", "indexed")]
+        return int(await self._script("index_macs", keys, [self._prefix]))
+
     async def set_setting(self, key: str, value: object) -> None:
         """
         Change a live setting; every daemon on this Redis uses it from its next request.

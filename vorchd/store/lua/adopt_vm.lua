@@ -9,6 +9,9 @@
 -- Change: op "vm", {vm = {vmid, hash}, pm = {pmid, hash}}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+-- Its MAC is the one its domain has: the fleet's index of MACs names it (P:macs).
+local mac = redis.call('HGET', KEYS[1], 'mac')
+if mac and mac ~= '' then redis.call('HSET', ARGV[1] .. ':macs', mac, ARGV[2]) end
 redis.call('HINCRBY', KEYS[2], 'used_cpu', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'used_ram', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'used_disk', ARGV[5])

@@ -7,7 +7,7 @@
 -- ARGV[3..5] cpu, ram, disk wanted;  ARGV[6..8] the cpu, ram, disk ratios
 -- ARGV[9]  the fleet's name prefix (the domain is prefix .. vmid, its disk that .. '.qcow2',
 --          its NIC's MAC address 02: and five bytes of the domain name's SHA-1, as
---          vorchd.network.mac_of makes it)
+--          vorchd.network.mac_of makes it, unless another VM has that one: P:macs)
 -- ARGV[10..] the VM's record as field, value pairs
 -- Returns {kind, detail, vmid, seq}: kind 'ok' when claimed, else a refusal kind of
 -- vorchd.room.Refusal (unknown_pm, drained, vmid_taken, no_room) with seq 0, or
@@ -36,9 +36,23 @@ end
 if #short > 0 then return {'no_room', table.concat(short, ', '), vmid, 0} end
 for i, r in ipairs(names) do redis.call('HINCRBY', KEYS[1], 'used_' .. r, ARGV[2 + i]) end
 local domain = ARGV[9] .. vmid
-local h = redis.sha1hex(domain)
-local mac = '02:' .. h:sub(1, 2) .. ':' .. h:sub(3, 4) .. ':' .. h:sub(5, 6) .. ':' ..
-  h:sub(7, 8) .. ':' .. h:sub(9, 10)
+-- The MAC no other VM of the fleet has (P:macs): the name's, or, should that be taken
+-- (five bytes of a hash: rare, not impossible), the name's with #1, #2, ... after it;
+-- one held by a VM that is gone is free.
+local macs = ARGV[1] .. ':macs'
+local mac, n = nil, 0
+while true do
+  local h = redis.sha1hex(n == 0 and domain or (domain .. '#' .. n))
+  mac = '02:' .. h:sub(1, 2) .. ':' .. h:sub(3, 4) .. ':' .. h:sub(5, 6) .. ':' ..
+    h:sub(7, 8) .. ':' .. h:sub(9, 10)
+  local holder = redis.call('HGET', macs, mac)
+  if not holder or holder == tostring(vmid)
+      or redis.call('EXISTS', ARGV[1] .. ':vm:' .. holder) == 0 then
+    break
+  end
+  n = n + 1
+end
+redis.call('HSET', macs, mac, vmid)
 redis.call('HSET', vmkey, 'vmid', vmid, 'domain', domain, 'volume', domain .. '.qcow2',
   'mac', mac, 'cpu', ARGV[3], 'ram', ARGV[4], 'disk', ARGV[5], 'state', 'creating',
   unpack(ARGV, 10))

@@ -25,6 +25,9 @@ end
 redis.call('SREM', pm .. ':vms', ARGV[2])
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[1])
+if f['mac'] and redis.call('HGET', ARGV[1] .. ':macs', f['mac']) == ARGV[2] then
+  redis.call('HDEL', ARGV[1] .. ':macs', f['mac'])
+end
 for _, held in ipairs(pms) do held[2] = redis.call('HGETALL', held[2]) end
 return emit(ARGV[1], 'gone', {vmid = tonumber(ARGV[2]),
   pm = {tonumber(f['pmid']), redis.call('HGETALL', pm)}, pms = pms})

@@ -94,6 +94,21 @@ class Refusal:
         return f"{words}: {self.detail}" if self.detail and words else (self.detail or words)
 
 
+class Claimed(tuple):
+    """
+    What a claim answers: C{(vmid, why)}, C{why} a L{Refusal} or C{None} when claimed,
+    and, as C{mac}, the MAC address the claim gave the VM ("" when refused): its name's,
+    unless another VM of the fleet had that one.
+    """
+
+    mac: str
+
+    def __new__(cls, vmid: int, why: Refusal | None, mac: str = "") -> Claimed:
+        claimed = super().__new__(cls, (vmid, why))
+        claimed.mac = mac
+        return claimed
+
+
 def refusal(
     capacity: Resources,
     used: Resources,

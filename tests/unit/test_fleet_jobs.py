@@ -18,6 +18,7 @@ from vorchd.domain import domain_name
 from vorchd.fleet import Refused
 from vorchd.hypervisor.interface import HostUnreachable, HypervisorError
 from vorchd.model import Flavor
+from vorchd.network import mac_of
 from vorchd.store import StoreUnavailable
 
 
@@ -62,6 +63,22 @@ class FleetJobsTests(SynchronousTestCase):
         self.assertEqual(self.claims(), {vmid: "active"})
         self.assertEqual(self.fleet.vm(vmid)["name"], "web")
         self.assertEqual(self.fleet.pm_vmids(1), [vmid])
+
+    def test_domain_gets_the_mac_its_claim_gave(self):
+        """
+        When the MAC a new VM's name gives is another VM's (a five-byte hash: rare), its
+        domain and its record both get the other MAC its claim gave it.
+        """
+        first = self.create("one")
+        fleet = self.fleet.fleet_id
+        # The next VM's name's MAC, held by the first VM.
+        self.world.store.macs[mac_of(domain_name(fleet, first + 1))] = first
+        second = self.create("two")
+        self.assertEqual(second, first + 1)
+        name = domain_name(fleet, second)
+        wanted = mac_of(name, 1)
+        self.assertEqual(self.world.hosts[1].domains[name].metadata["mac"], wanted)
+        self.assertEqual(self.world.store.vms[second]["mac"], wanted)
 
     def test_failed_start_moves_on_and_leaves_nothing(self):
         """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 
+from attrs import evolve
 from twisted.logger import Logger
 
 from vorchd import placement, room
@@ -128,9 +129,10 @@ class Creator:
                 if attempts >= parts.max_attempts:
                     break
                 try:
-                    vmid, why = await parts.store.claim(
+                    claimed = await parts.store.claim(
                         vmid, pmid, flavor.resources, ratios, record, prefix
                     )
+                    vmid, why = claimed
                 except StoreUnavailable:
                     # The claim may or may not have been written: undo it when Redis is back.
                     if vmid:
@@ -144,7 +146,9 @@ class Creator:
                     continue
                 attempts += 1
                 try:
-                    kind = await self._build(vmid, name, flavor, image_id, pmid, source)
+                    kind = await self._build(
+                        vmid, name, flavor, image_id, pmid, source, claimed.mac
+                    )
                 except HypervisorError as e:
                     refused[pmid] = room.Refusal(room.FAILED, str(e))
                     self.log.warn("vm {vmid} on PM {pmid} failed: {e}", vmid=vmid, pmid=pmid, e=e)
@@ -179,11 +183,21 @@ class Creator:
         self.bases.forget(pmid)
 
     async def _build(
-        self, vmid: int, name: str, flavor: Flavor, image_id: int, pmid: int, source: str
+        self,
+        vmid: int,
+        name: str,
+        flavor: Flavor,
+        image_id: int,
+        pmid: int,
+        source: str,
+        mac: str,
     ) -> str:
         hypervisors, fleet = self.parts.hypervisors, self.parts.fleet_id
         base_path, base_format = await self.bases.ensure(fleet, pmid, image_id, source)
+        # The MAC the claim gave it (its name's unless another VM of the fleet has that).
         vm = VM(fleet, vmid, name, flavor, image_id, pmid)
+        if mac:
+            vm = evolve(vm, mac=mac)
         try:
             return await hypervisors.on(
                 pmid,

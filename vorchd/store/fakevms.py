@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from vorchd import room
 from vorchd.model import RESOURCES, Flavor, Resources
 from vorchd.network import mac_of
-from vorchd.room import Refusal
+from vorchd.room import Claimed, Refusal
 from vorchd.store.hashes import pairs, resources, whole
 
 # The fields of a VM's record that a change under way (begin_change) writes.
@@ -39,24 +39,24 @@ class FakeVMs:
         ratios: Mapping[str, float],
         record: Mapping[str, object],
         name_prefix: str = "",
-    ) -> tuple[int, Refusal | None]:
+    ) -> Claimed:
         self._check()
         pm = self.items["pm"].get(pmid)
         if pm is None:
-            return vmid, Refusal(room.UNKNOWN_PM)
+            return Claimed(vmid, Refusal(room.UNKNOWN_PM))
         if pm.get("drained") == "1":
-            return vmid, Refusal(room.DRAINED)
+            return Claimed(vmid, Refusal(room.DRAINED))
         if vmid == 0:
             # Redis' vmid blocks (vorchd.store.vmids) show only across its restarts,
             # which this store never has: its ids are those of a fresh Redis.
             self.vmid_counter += 1
             vmid = self.vmid_counter
         if vmid in self.vms:
-            return vmid, Refusal(room.VMID_TAKEN)
+            return Claimed(vmid, Refusal(room.VMID_TAKEN))
         free = room.free(resources(pm, "cap_"), resources(pm, "used_"), ratios)
         short = room.shortfall(free, wanted)
         if short is not None:
-            return vmid, Refusal(room.NO_ROOM, short)
+            return Claimed(vmid, Refusal(room.NO_ROOM, short))
         domain = f"{name_prefix}{vmid}"
         mac, again = mac_of(domain), 0
         while self.macs.get(mac, vmid) != vmid and self.macs[mac] in self.vms:
@@ -77,7 +77,7 @@ class FakeVMs:
         self._add_used(pmid, rec, "", 1)
         seq = self._emit("vm", {"vm": [vmid, pairs(rec)], "pm": [pmid, pairs(pm)]})
         await self._written(seq)
-        return vmid, None
+        return Claimed(vmid, None, mac)
 
     async def commit(self, vmid: int, pmid: int, op: str = "") -> bool:
         self._check()

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from vorchd.model import RESOURCES, Flavor, Image, Resources
-from vorchd.room import Change, Refusal
+from vorchd.room import Change, Claimed, Refusal
 from vorchd.store.client import RedisClient
 from vorchd.store.hashes import mapping, pairs, whole
 from vorchd.store.vmids import DurableVmids
@@ -163,17 +163,18 @@ class Store(StoreVolumes, DurableVmids, RedisClient):
         ratios: Mapping[str, float],
         record: Mapping[str, object],
         name_prefix: str = "",
-    ) -> tuple[int, Refusal | None]:
+    ) -> Claimed:
         """
         Atomically reserve C{wanted} on PM C{pmid} and write the VM's record in state
         C{creating}: for VM C{vmid}, or with C{vmid} 0 for a new vmid from the counter.
-        Its domain is named C{name_prefix + vmid}.
+        Its domain is named C{name_prefix + vmid}; its MAC is one no other VM has.
 
-        @return: the vmid, and C{None} when claimed or why not (no room, drained, ...).
+        @return: the vmid, and C{None} when claimed or why not (no room, drained, ...);
+            its C{mac}, the VM's MAC address.
         """
         full = {**record, "pmid": pmid}
         while True:
-            kind, detail, got, _seq = await self._write(
+            kind, detail, got, *mac, _seq = await self._write(
                 "claim",
                 [self.keys.pm(pmid), self.keys.vms, self.keys.vmid, self.vmid_block_key],
                 [vmid, wanted.cpu, wanted.ram, wanted.disk]
@@ -183,7 +184,9 @@ class Store(StoreVolumes, DurableVmids, RedisClient):
             if kind != "reserve":
                 if kind == "ok" and not vmid:
                     self.took_vmid(int(got))
-                return int(got), (None if kind == "ok" else Refusal(kind, detail))
+                if kind != "ok":
+                    return Claimed(int(got), Refusal(kind, detail))
+                return Claimed(int(got), None, mac[0])
             await self.reserve_vmids()
 
     async def commit(self, vmid: int, pmid: int, op: str = "") -> bool:

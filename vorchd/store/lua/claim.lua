@@ -9,7 +9,8 @@
 --          its NIC's MAC address 02: and five bytes of the domain name's SHA-1, as
 --          vorchd.network.mac_of makes it, unless another VM has that one: P:macs)
 -- ARGV[10..] the VM's record as field, value pairs
--- Returns {kind, detail, vmid, seq}: kind 'ok' when claimed, else a refusal kind of
+-- Returns {kind, detail, vmid[, mac], seq}: kind 'ok' (with the VM's MAC address) when
+-- claimed, else a refusal kind of
 -- vorchd.room.Refusal (unknown_pm, drained, vmid_taken, no_room) with seq 0, or
 -- 'reserve' when a new vmid needs a block of them made durable first (vorchd.store.vmids).
 -- Change: op "vm", {vm = {vmid, hash}, pm = {pmid, hash}}.
@@ -59,4 +60,4 @@ redis.call('HSET', vmkey, 'vmid', vmid, 'domain', domain, 'volume', domain .. '.
 redis.call('SADD', KEYS[2], vmid)
 local seq = emit(ARGV[1], 'vm', {vm = {vmid, redis.call('HGETALL', vmkey)},
   pm = {tonumber(redis.call('HGET', vmkey, 'pmid')), redis.call('HGETALL', KEYS[1])}})
-return {'ok', '', vmid, seq}
+return {'ok', '', vmid, mac, seq}

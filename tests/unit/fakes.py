@@ -56,14 +56,21 @@ class ManualPool:
         """
         ran = 0
         while self.queue:
-            on_result, f, args, kwargs = self.queue.pop(0)
-            try:
-                result, ok = f(*args, **kwargs), True
-            except BaseException:
-                result, ok = Failure(), False
-            on_result(ok, result)
+            self.run_one(self.queue.pop(0))
             ran += 1
         return ran
+
+    @staticmethod
+    def run_one(item: tuple) -> None:
+        """
+        Run one queued call (taken out of the queue), handing its result or failure back.
+        """
+        on_result, f, args, kwargs = item
+        try:
+            result, ok = f(*args, **kwargs), True
+        except BaseException:
+            result, ok = Failure(), False
+        on_result(ok, result)
 
 
 class World:
@@ -109,6 +116,22 @@ class World:
         if isinstance(results[0], Failure):
             results[0].raiseException()
         return results[0]
+
+    def hold(self, method: str) -> tuple:
+        """
+        Run the work under way up to the pool call of hypervisor method C{method}, and
+        take that call out of the queue: it runs when the test hands it to the pool's
+        C{run_one} (late, if the clock was moved past its timeout meanwhile).
+        """
+        pool = self.pool
+        for _ in range(50):
+            self.reactor.advance(0)
+            if any(f.__name__ == method for _, f, _, _ in pool.queue):
+                break
+            pool.run_one(pool.queue.pop(0))
+        [held] = [item for item in pool.queue if item[1].__name__ == method]
+        pool.queue.remove(held)
+        return held
 
     def start(self) -> None:
         """

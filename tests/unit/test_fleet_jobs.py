@@ -114,24 +114,14 @@ class FleetJobsTests(SynchronousTestCase):
         A create_vm still running after call_timeout answers a failure (the next PM is
         tried); when it finishes after all, its domain is destroyed.
         """
-        pool = self.world.pool
         d = self.fleet.create("slow", 1, 1)
         # Run up to PM 1's create_vm and hold it in the queue.
-        for _ in range(50):
-            self.world.reactor.advance(0)
-            if any(f.__name__ == "create_vm" for _, f, _, _ in pool.queue):
-                break
-            on_result, f, args, kwargs = pool.queue.pop(0)
-            on_result(True, f(*args, **kwargs))
-        held = [item for item in pool.queue if item[1].__name__ == "create_vm"]
-        pool.queue = [item for item in pool.queue if item not in held]
-        self.assertEqual(len(held), 1)
+        held = self.world.hold("create_vm")
         self.world.reactor.advance(31)
         vmid = self.world.settle(d)
         self.assertEqual(self.fleet.vm(vmid)["pmid"], 2)
         # PM 1's create finishes now, long after: it is undone.
-        on_result, f, args, kwargs = held[0]
-        on_result(True, f(*args, **kwargs))
+        self.world.pool.run_one(held)
         self.world.settle()
         self.assertEqual(self.domains(1), set())
         self.assertEqual(self.used(1), 0)

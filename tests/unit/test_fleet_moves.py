@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.unit.fakes import World
@@ -116,22 +115,6 @@ class MovesTests(SynchronousTestCase):
         self.assertEqual(self.used(1), Resources(1, 512, 1))
         self.assertEqual(self.fleet.vm(vmid)["instance_type"], 1)
 
-    def hold(self, method: str, d) -> tuple:
-        """
-        Run C{d} up to the pool call of C{method}, and take that call out of the queue:
-        it runs when the test says (L{tests.unit.fakes.ManualPool}).
-        """
-        pool = self.world.pool
-        for _ in range(50):
-            self.world.reactor.advance(0)
-            if any(f.__name__ == method for _, f, _, _ in pool.queue):
-                break
-            on_result, f, args, kwargs = pool.queue.pop(0)
-            on_result(True, f(*args, **kwargs))
-        [held] = [item for item in pool.queue if item[1].__name__ == method]
-        pool.queue.remove(held)
-        return held
-
     def test_resize_past_its_timeout_is_settled_by_what_the_domain_has(self):
         """
         A resize the PM has not finished when its time is up answers a failure that
@@ -140,13 +123,13 @@ class MovesTests(SynchronousTestCase):
         """
         vmid = self.create(1)
         d = self.fleet.resize(vmid, 2)
-        on_result, f, args, kwargs = self.hold("resize_vm", d)
+        held = self.world.hold("resize_vm")
         self.world.reactor.advance(3600)
         self.assertIn("may still finish", self.refused(d))
         self.assertEqual(self.used(1), Resources(2, 1024, 2))
         report = self.wait(defer.ensureDeferred(self.fleet.reconcile()))
         self.assertEqual(report["settled"], [])
-        on_result(True, f(*args, **kwargs))
+        self.world.pool.run_one(held)
         self.world.settle()
         report = self.wait(defer.ensureDeferred(self.fleet.reconcile()))
         self.assertEqual(report["settled"], [vmid])
@@ -158,13 +141,10 @@ class MovesTests(SynchronousTestCase):
         vmid = self.create(1)
         self.hosts[1].failures["resize_vm"] = HypervisorError("qemu would not start")
         d = self.fleet.resize(vmid, 2)
-        on_result, f, args, kwargs = self.hold("resize_vm", d)
+        held = self.world.hold("resize_vm")
         self.world.reactor.advance(3600)
         self.assertIn("may still finish", self.refused(d))
-        try:
-            f(*args, **kwargs)
-        except HypervisorError:
-            on_result(False, Failure())
+        self.world.pool.run_one(held)
         self.world.settle()
         report = self.wait(defer.ensureDeferred(self.fleet.reconcile()))
         self.assertEqual(report["settled"], [vmid])

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 #: Where every fleet keeps its state; overridable for unusual machines.
@@ -357,6 +358,73 @@ def reap_stale_fleets(root: Path = ROOT) -> list[str]:
     return reaped
 
 
+def new_fleet_dir(root: Path = ROOT) -> Path:
+    """
+    A new directory C{fleet-XXXXXXXXXX} under C{root} (the fleets of dead test runs reaped
+    first), owned by this process (its C{owner} file names it, for L{reap_stale_fleets}).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    reap_stale_fleets(root)
+    # Not mkdtemp: its names may hold "_", and the name is part of the PMs' hostnames.
+    while True:
+        path = root / f"fleet-{uuid.uuid4().hex[:10]}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        break
+    path.chmod(0o755)
+    me = os.getpid()
+    (path / "owner").write_text(f"{me} {_start_time(me)}\n")
+    return path
+
+
+def start_holder(
+    state_dir: Path, hostname: str, mounts: list[str], net: bool, log: Path
+) -> tuple[subprocess.Popen, int | None]:
+    """
+    Start a namespace holder (mount, UTS and PID namespaces, and a network one if C{net})
+    over C{state_dir}, binding each (subdirectory, mount point) pair of C{mounts}, its
+    stderr in C{log}. It, and the pid of its namespaces' init once it is ready (None if
+    it failed: C{log} says why).
+    """
+    with open(log, "wb") as err:
+        holder = subprocess.Popen(
+            ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc"]
+            + (["--net"] if net else [])
+            + ["--propagation", "private", sys.executable, "-I", "-S", "-c"]
+            + [_HOLDER_SCRIPT, str(state_dir), hostname, *mounts],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=_ENV,
+            cwd="/",
+            # Outside the test's session: a ^C must leave it for the cleanup to use.
+            start_new_session=True,
+        )
+    line = holder.stdout.readline()
+    holder.stdout.close()
+    children = _children(holder.pid) if line.strip() == b"ready" else []
+    return holder, (children[0] if len(children) == 1 else None)
+
+
+def own_network(run: Callable[..., subprocess.CompletedProcess], who: str) -> None:
+    """
+    In a network namespace of its own (C{run} runs a command there): its loopback up,
+    and a sysfs of its own, since libvirt reads the interfaces (and whether a bridge
+    exists) from /sys/class/net, which otherwise shows the machine's.
+
+    @raise RuntimeError: either failed (C{who} names the namespace).
+    """
+    result = run("ip", "link", "set", "lo", "up")
+    if result.returncode != 0:
+        raise RuntimeError(f"{who}: no loopback in its namespace: {result.stderr}")
+    result = run("mount", "-t", "sysfs", "sysfs", "/sys")
+    if result.returncode != 0:
+        raise RuntimeError(f"{who}: cannot mount its sysfs: {result.stderr}")
+
+
 class LibvirtdPM:
     """
     One independent hypervisor: a libvirtd and a virtlogd in a mount+UTS namespace of their
@@ -573,48 +641,20 @@ class LibvirtdPM:
 
     def _start_holder(self) -> None:
         mounts = [item for subdir, point in MOUNTS for item in (subdir, point)]
-        log = open(self.state_dir / "holder.log", "wb")
-        try:
-            self.holder = subprocess.Popen(
-                ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc"]
-                + (["--net"] if self.netns else [])
-                + ["--propagation", "private", sys.executable, "-I", "-S", "-c"]
-                + [_HOLDER_SCRIPT, str(self.state_dir), self.hostname, *mounts],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=_ENV,
-                cwd="/",
-                # Outside the test's session: a ^C must leave it for the cleanup to use.
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        line = self.holder.stdout.readline()
-        self.holder.stdout.close()
-        if line.strip() == b"ready":
-            children = _children(self.holder.pid)
-            if len(children) == 1:
-                self.init_pid = children[0]
-                if self.netns:
-                    self._start_forwarder()
-                return
+        log = self.state_dir / "holder.log"
+        self.holder, self.init_pid = start_holder(
+            self.state_dir, self.hostname, mounts, self.netns, log
+        )
+        if self.init_pid is not None:
+            if self.netns:
+                self._start_forwarder()
+            return
         self.holder.kill()
         self.holder.wait(10)
-        raise RuntimeError(
-            f"{self}: namespace setup failed: "
-            + (self.state_dir / "holder.log").read_text(errors="replace")
-        )
+        raise RuntimeError(f"{self}: namespace setup failed: " + log.read_text(errors="replace"))
 
     def _start_forwarder(self) -> None:
-        result = self.nsenter("ip", "link", "set", "lo", "up")
-        if result.returncode != 0:
-            raise RuntimeError(f"{self}: no loopback in its namespace: {result.stderr}")
-        # A sysfs of its own network namespace: libvirt reads the host's interfaces (and
-        # whether a bridge exists) from /sys/class/net, which otherwise shows the machine's.
-        result = self.nsenter("mount", "-t", "sysfs", "sysfs", "/sys")
-        if result.returncode != 0:
-            raise RuntimeError(f"{self}: cannot mount its sysfs: {result.stderr}")
+        own_network(self.nsenter, str(self))
         listener = socket.socket()
         try:
             listener.bind((self.address, LIBVIRTD_PORT))
@@ -845,20 +885,7 @@ class LibvirtdFleet:
         """
         if self.dir is not None:
             raise RuntimeError("this fleet was already started")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
-        reap_stale_fleets(self.root)
-        # Not mkdtemp: its names may hold "_", and the name is part of the PMs' hostnames.
-        while self.dir is None:
-            path = self.root / f"fleet-{uuid.uuid4().hex[:10]}"
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            self.dir = path
-        self.dir.chmod(0o755)
-        me = os.getpid()
-        (self.dir / "owner").write_text(f"{me} {_start_time(me)}\n")
+        self.dir = new_fleet_dir(self.root)
         atexit.register(self.stop)
         try:
             self.block = self._choose_block()

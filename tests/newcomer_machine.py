@@ -48,13 +48,12 @@ from pathlib import Path
 
 from tests.libvirtd_fleet import (
     _ENV,
-    _HOLDER_SCRIPT,
     ROOT,
-    _children,
     _kill_all_mounting,
-    _start_time,
     netns_unavailable,
-    reap_stale_fleets,
+    new_fleet_dir,
+    own_network,
+    start_holder,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,19 +150,7 @@ class NewcomerMachine:
         """
         Make its directories, venv and namespaces (nothing runs in them yet).
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
-        reap_stale_fleets(self.root)
-        while self.dir is None:
-            path = self.root / f"fleet-{uuid.uuid4().hex[:10]}"
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            self.dir = path
-        self.dir.chmod(0o755)
-        me = os.getpid()
-        (self.dir / "owner").write_text(f"{me} {_start_time(me)}\n")
+        self.dir = new_fleet_dir(self.root)
         atexit.register(self.stop)
         try:
             self._prepare()
@@ -253,37 +240,15 @@ class NewcomerMachine:
         mounts = [item for subdir, point in MOUNTS for item in (subdir, point)]
         if self.path("kvm").exists():
             mounts += ["kvm", "/dev/kvm"]
-        log = open(self.dir / "holder.log", "wb")
-        try:
-            self.holder = subprocess.Popen(
-                ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "--net"]
-                + ["--propagation", "private", sys.executable, "-I", "-S", "-c"]
-                + [_HOLDER_SCRIPT, str(self.dir / "state"), "newcomer.vorchd.test", *mounts],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=_ENV,
-                cwd="/",
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        line = self.holder.stdout.readline()
-        self.holder.stdout.close()
-        children = _children(self.holder.pid)
-        if line.strip() != b"ready" or len(children) != 1:
+        log = self.dir / "holder.log"
+        self.holder, self.init_pid = start_holder(
+            self.dir / "state", "newcomer.vorchd.test", mounts, True, log
+        )
+        if self.init_pid is None:
             raise RuntimeError(
-                "newcomer machine: namespace setup failed: "
-                + (self.dir / "holder.log").read_text(errors="replace")
+                "newcomer machine: namespace setup failed: " + log.read_text(errors="replace")
             )
-        self.init_pid = children[0]
-        done = self.run("ip", "link", "set", "lo", "up")
-        if done.returncode != 0:
-            raise RuntimeError(f"newcomer machine: no loopback: {done.stderr}")
-        # Its network namespace's interfaces in /sys/class/net, where libvirt reads them.
-        done = self.run("mount", "-t", "sysfs", "sysfs", "/sys")
-        if done.returncode != 0:
-            raise RuntimeError(f"newcomer machine: cannot mount its sysfs: {done.stderr}")
+        own_network(self.run, "newcomer machine")
 
     # -- using it -------------------------------------------------------------------------
 

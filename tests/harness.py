@@ -136,6 +136,14 @@ class RedisServer:
         self.proc.wait(10)
         return False
 
+    def ask(self, *command: str) -> str:
+        """
+        One command to it with redis-cli (blocking): its answer, stripped.
+        """
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *command], capture_output=True, text=True
+        ).stdout.strip()
+
     def keys(self, pattern: str) -> list[str]:
         """
         The keys matching C{pattern} now, read with redis-cli.

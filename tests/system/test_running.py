@@ -505,11 +505,7 @@ class KillMidMigrationTests(TestCase):
         redis = shared_redis()
 
         def change_op() -> str:
-            return subprocess.run(
-                ["redis-cli", "-p", str(redis.port), "hget", f"{prefix}:vm:{vmid}", "change_op"],
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
+            return redis.ask("hget", f"{prefix}:vm:{vmid}", "change_op")
 
         move = deferToThread(get_json, f"{base}/vm/migrate?vmid={vmid}&pmid=2")
         move.addErrback(lambda _f: None)

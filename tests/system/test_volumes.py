@@ -245,11 +245,7 @@ class KillMidAttachTests(TestCase):
         redis = shared_redis()
 
         def op() -> str:
-            return subprocess.run(
-                ["redis-cli", "-p", str(redis.port), "hget", f"{prefix}:volume:{vol}", "op"],
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
+            return redis.ask("hget", f"{prefix}:volume:{vol}", "op")
 
         attach = deferToThread(get_json, f"{base}/volume/attach?vmid={vm_b}&volumeid={vol}")
         attach.addErrback(lambda _f: None)
@@ -268,13 +264,7 @@ class KillMidAttachTests(TestCase):
             self.assertLess(time.monotonic(), deadline, "the attach was never settled")
             await task.deferLater(reactor, 0.2, lambda: None)
         query = await get(f"/volume/query?volumeid={vol}")
-        fleet_id = await deferToThread(
-            lambda: subprocess.run(
-                ["redis-cli", "-p", str(redis.port), "get", f"{prefix}:fleet"],
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-        )
+        fleet_id = await deferToThread(redis.ask, "get", f"{prefix}:fleet")
         name = f"vorchd-{fleet_id}-volume-{vol}.raw"
         self.assertEqual(query["status"], "available", query)
         pools = {}

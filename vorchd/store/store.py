@@ -181,13 +181,14 @@ class Store(StoreVolumes, DurableVmids, RedisClient):
                 + [repr(float(ratios[r])) for r in RESOURCES]
                 + [name_prefix, *pairs(full)],
             )
-            if kind != "reserve":
-                if kind == "ok" and not vmid:
-                    self.took_vmid(int(got))
-                if kind != "ok":
-                    return Claimed(int(got), Refusal(kind, detail))
-                return Claimed(int(got), None, mac[0])
-            await self.reserve_vmids()
+            if kind == "reserve":
+                await self.reserve_vmids()
+                continue
+            if kind != "ok":
+                return Claimed(int(got), Refusal(kind, detail))
+            if not vmid:
+                self.took_vmid(int(got))
+            return Claimed(int(got), None, mac[0])
 
     async def commit(self, vmid: int, pmid: int, op: str = "") -> bool:
         """
